@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "kreach",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "kreach", targets: ["kreach"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // The only C: thin wrappers over libc/syscalls Swift can't call directly (GNU memmem; later bpf()).
+        .target(name: "CKreach"),
+        // Byte files, JSON output, globs, shared error type. No kernel knowledge.
+        .target(name: "KreachSupport"),
+        // BTF bytes -> types, C and JSON rendering. Deterministic: same bytes, same result.
+        .target(name: "BTF", dependencies: ["CKreach", "KreachSupport"]),
+        // /proc/kallsyms, /proc/modules, module sections. Knows nothing of BTF.
+        .target(name: "KernelSymbols", dependencies: ["KreachSupport"]),
+        // The kernel being looked at: live (/proc, /sys) or a snapshot directory; capture.
+        .target(name: "KernelSource", dependencies: ["KreachSupport", "BTF", "KernelSymbols"]),
+        .executableTarget(
+            name: "kreach",
+            dependencies: [
+                "KreachSupport", "BTF", "KernelSymbols", "KernelSource",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        // In-process benchmarks (Benchmarks/run compares them with libbpf and cat).
+        .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "KernelSymbols", "KernelSource"]),
+        .testTarget(name: "BTFTests", dependencies: ["BTF", "KreachSupport", "KernelSource"]),
+        .testTarget(name: "KernelSymbolsTests", dependencies: ["KernelSymbols", "KreachSupport", "KernelSource"]),
+        .testTarget(name: "KernelSourceTests", dependencies: ["KernelSource", "KreachSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport"]),
+    ]
+)

@@ -1,0 +1,141 @@
+import Glibc
+import BTF
+import KernelSymbols
+import KreachSupport
+
+/// The kernel metadata files kreach reads, wherever they live.
+public enum KernelFile: String, CaseIterable, Sendable {
+    case kallsyms, modules, btf, availableFilterFunctions, availableEvents, events, kprobesBlacklist
+    case moduleDirectory, release, lockdown, kptrRestrict
+
+    /// The name of the file (or directory) inside a snapshot.
+    public var snapshotName: String {
+        switch self {
+        case .kallsyms: return "kallsyms"
+        case .modules: return "modules"
+        case .btf: return "btf"
+        case .availableFilterFunctions: return "available_filter_functions"
+        case .availableEvents: return "available_events"
+        case .events: return "events"
+        case .kprobesBlacklist: return "kprobes_blacklist"
+        case .moduleDirectory: return "module"
+        case .release: return "uname-r"
+        case .lockdown: return "lockdown"
+        case .kptrRestrict: return "kptr_restrict"
+        }
+    }
+}
+
+/// Where kernel metadata comes from: the running kernel, or a directory captured by `kreach snapshot`
+/// (the same layout as ../shared/fixtures' raw captures).
+public enum KernelSource: Sendable, Equatable {
+    case live
+    case snapshot(String)
+}
+
+/// Errors about the kernel being looked at as a whole.
+public struct KernelError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The kernel being looked at. Loads each kind of metadata once, on first use.
+public final class Kernel {
+    public let source: KernelSource
+    /// tracefs mount point on the live kernel (nil when not mounted).
+    public let tracefs: String?
+
+    private var symbolTableCache: SymbolTable?
+    private var typeCache: TypeDatabase?
+
+    public init(source: KernelSource) throws(KernelError) {
+        self.source = source
+        switch source {
+        case .live:
+            tracefs = Kernel.findTracefs()
+        case .snapshot(let dir):
+            guard FileBytes.isDirectory(dir) else { throw KernelError("--kernel \(dir): not a directory") }
+            guard FileBytes.exists(dir + "/kallsyms") || FileBytes.exists(dir + "/btf") else {
+                throw KernelError("--kernel \(dir): not a kernel snapshot (no kallsyms and no btf/); make one with `kreach snapshot DIR`")
+            }
+            tracefs = nil
+        }
+    }
+
+    /// A short label for messages: "live kernel 6.18.44" or "snapshot DIR".
+    public var label: String {
+        switch source {
+        case .live: return "live kernel"
+        case .snapshot(let dir): return "snapshot \(dir)"
+        }
+    }
+
+    static func findTracefs() -> String? {
+        for candidate in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] where FileBytes.exists(candidate + "/events") {
+            return candidate
+        }
+        return nil
+    }
+
+    /// The path of a metadata file for this kernel.
+    public func path(_ file: KernelFile) -> String {
+        switch source {
+        case .snapshot(let dir):
+            return dir + "/" + file.snapshotName
+        case .live:
+            let tracing = tracefs ?? "/sys/kernel/tracing"
+            switch file {
+            case .kallsyms: return "/proc/kallsyms"
+            case .modules: return "/proc/modules"
+            case .btf: return "/sys/kernel/btf"
+            case .availableFilterFunctions: return tracing + "/available_filter_functions"
+            case .availableEvents: return tracing + "/available_events"
+            case .events: return tracing + "/events"
+            case .kprobesBlacklist: return "/sys/kernel/debug/kprobes/blacklist"
+            case .moduleDirectory: return "/sys/module"
+            case .release: return "/proc/sys/kernel/osrelease"
+            case .lockdown: return "/sys/kernel/security/lockdown"
+            case .kptrRestrict: return "/proc/sys/kernel/kptr_restrict"
+            }
+        }
+    }
+
+    /// `uname -r` of the kernel.
+    public func release() throws -> String { try FileBytes.readText(path(.release)) }
+
+    /// Loaded modules (empty when the kernel has no module support: /proc/modules absent).
+    public func modules() throws -> [LoadedModule] {
+        let p = path(.modules)
+        guard FileBytes.exists(p) else { return [] }
+        let text = String(decoding: try FileBytes.read(p), as: UTF8.self)
+        return try ModuleList.parse(text, source: p)
+    }
+
+    /// kallsyms and /proc/modules together.
+    public func symbols() throws -> SymbolTable {
+        if let symbolTableCache { return symbolTableCache }
+        let table = SymbolTable(kallsyms: try Kallsyms(path: path(.kallsyms)), modules: try modules())
+        symbolTableCache = table
+        return table
+    }
+
+    /// vmlinux BTF and, on demand, every module's split BTF.
+    public func types() throws -> TypeDatabase {
+        if let typeCache { return typeCache }
+        let db = try TypeDatabase(directory: path(.btf))
+        typeCache = db
+        return db
+    }
+
+    /// Section base addresses of a loaded module (/sys/module/<m>/sections), e.g. ".text" -> address.
+    public func moduleSections(_ module: String) throws -> [(String, UInt64)] {
+        let dir = path(.moduleDirectory) + "/" + module + "/sections"
+        var result: [(String, UInt64)] = []
+        for name in try FileBytes.list(dir) {
+            let text = try FileBytes.readText(dir + "/" + name)
+            if let a = Hex.parse(Substring(text)) { result.append((name, a)) }
+        }
+        return result
+    }
+}

@@ -1,0 +1,124 @@
+import Glibc
+
+/// An immutable block of bytes with a stable address for the object's lifetime.
+///
+/// Parsers (BTF, kallsyms, ELF) keep one and read it through `pointer`; every read they make is
+/// bounds-checked against `count` by the parser itself.
+public final class ByteBuffer: @unchecked Sendable {
+    public let pointer: UnsafeRawPointer
+    public let count: Int
+    /// Length of the read-only mapping to unmap, or nil when the bytes are malloc'd.
+    private let mappedLength: Int?
+
+    /// Takes ownership of `storage` (allocated with malloc).
+    private init(storage: UnsafeMutableRawPointer, count: Int) {
+        self.pointer = UnsafeRawPointer(storage)
+        self.count = count
+        self.mappedLength = nil
+    }
+
+    private init(mapping: UnsafeMutableRawPointer, count: Int, mappedLength: Int) {
+        self.pointer = UnsafeRawPointer(mapping)
+        self.count = count
+        self.mappedLength = mappedLength
+    }
+
+    /// Takes ownership of an anonymous mapping of `mappedLength` bytes whose first `count` are filled.
+    public static func adopting(_ mapping: UnsafeMutableRawPointer, count: Int, mappedLength: Int) -> ByteBuffer {
+        ByteBuffer(mapping: mapping, count: count, mappedLength: mappedLength)
+    }
+
+    deinit {
+        if let mappedLength {
+            munmap(UnsafeMutableRawPointer(mutating: pointer), mappedLength)
+        } else {
+            free(UnsafeMutableRawPointer(mutating: pointer))
+        }
+    }
+
+    /// Maps a file read-only (PROT_READ, MAP_PRIVATE) when its size is known and the file allows it
+    /// (regular files; /sys/kernel/btf/vmlinux on kernels that support mmap of it); otherwise reads it.
+    /// Nothing is ever written through the mapping.
+    public static func mapOrRead(_ path: String, limit: Int = 1 << 31) throws(SystemError) -> ByteBuffer {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd >= 0 {
+            defer { close(fd) }
+            var st = stat()
+            if fstat(fd, &st) == 0, st.st_size > 0, Int(st.st_size) <= limit {
+                let size = Int(st.st_size)
+                let p = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0)
+                if let p, p != MAP_FAILED {
+                    return ByteBuffer(mapping: p, count: size, mappedLength: size)
+                }
+            }
+        }
+        return try read(path, limit: limit)
+    }
+
+    /// Copies `bytes`.
+    public convenience init(_ bytes: [UInt8]) {
+        guard let storage = malloc(max(bytes.count, 1)) else { fatalError("out of memory") }
+        bytes.withUnsafeBytes { raw in
+            if let base = raw.baseAddress { storage.copyMemory(from: base, byteCount: raw.count) }
+        }
+        self.init(storage: storage, count: bytes.count)
+    }
+
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: pointer, count: count) }
+
+    public func toArray() -> [UInt8] { Array(bytes) }
+
+    /// Reads the whole file at `path` straight into one buffer (no intermediate copy).
+    ///
+    /// /proc and /sys files have no size, so the buffer is a reserved anonymous mapping of `limit`
+    /// bytes (MAP_NORESERVE, transparent huge pages when allowed): it never moves or copies as it
+    /// fills, and only the pages written are ever backed.
+    public static func read(_ path: String, limit: Int = 1 << 30) throws(SystemError) -> ByteBuffer {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError("open", path, errno: errno) }
+        defer { close(fd) }
+        var st = stat()
+        let known = fstat(fd, &st) == 0 && st.st_size > 0 && (st.st_mode & S_IFMT) == S_IFREG
+        let reserve = known ? Int(st.st_size) + 1 : limit
+        let p = mmap(nil, reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let storage = p, storage != MAP_FAILED else { throw SystemError("reserve memory for", path, errno: errno) }
+        _ = madvise(storage, reserve, MADV_HUGEPAGE)
+        var total = 0
+        while true {
+            if total == reserve {
+                munmap(storage, reserve)
+                throw SystemError("read", path, errno: EFBIG)
+            }
+            let n = Glibc.read(fd, storage + total, min(reserve - total, 1 << 22))
+            if n < 0 {
+                if errno == EINTR { continue }
+                let e = errno
+                munmap(storage, reserve)
+                throw SystemError("read", path, errno: e)
+            }
+            if n == 0 { break }
+            total += n
+        }
+        return ByteBuffer(mapping: storage, count: total, mappedLength: reserve)
+    }
+
+    @inline(__always) public func u8(_ offset: Int) -> UInt8 { pointer.load(fromByteOffset: offset, as: UInt8.self) }
+    @inline(__always) public func u16(_ offset: Int) -> UInt16 {
+        UInt16(littleEndian: pointer.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    }
+    @inline(__always) public func u32(_ offset: Int) -> UInt32 {
+        UInt32(littleEndian: pointer.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
+    @inline(__always) public func u64(_ offset: Int) -> UInt64 {
+        UInt64(littleEndian: pointer.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+    }
+
+    /// The NUL-terminated string at `offset`, ending no later than `end`; nil when unterminated.
+    public func cString(at offset: Int, end: Int) -> String? {
+        guard offset >= 0, offset < end, end <= count else { return nil }
+        let start = pointer + offset
+        guard let nul = memchr(start, 0, end - offset) else { return nil }
+        let length = UnsafeRawPointer(nul) - start
+        return String(decoding: UnsafeRawBufferPointer(start: start, count: length), as: UTF8.self)
+    }
+}

@@ -1,0 +1,78 @@
+import BTF
+import Glibc
+import KernelSymbols
+import KreachSupport
+
+// In-process timings for Benchmarks/run. Each mode prints `NAME_median_us VALUE` lines.
+//   kreach-bench btf FILE [N]        read + parse + name index of a BTF file (compare: libbpf btf__parse)
+//   kreach-bench kallsyms FILE [N]   read alone, then load (read + parse + index), alternating in one loop
+//   kreach-bench kallsyms-once FILE  one load + index + lookup (for process-level timing with hyperfine)
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) * 1e6 + Double(ts.tv_nsec) / 1e3
+}
+
+func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+
+let args = CommandLine.arguments
+guard args.count >= 3 else {
+    StandardError.write("usage: kreach-bench btf|kallsyms|kallsyms-once FILE [ITERATIONS]")
+    exit(2)
+}
+let path = args[2]
+let n = args.count > 3 ? max(1, Int(args[3]) ?? 30) : 30
+
+do {
+    switch args[1] {
+    case "btf":
+        // Open + index, then the first lookup by name (struct task_struct), timed separately.
+        var times: [Double] = [], withLookup: [Double] = []
+        var found = 0
+        for _ in 0..<n {
+            let t0 = now()
+            let btf = try BTF(path: path, name: "vmlinux")
+            let t1 = now()
+            found = try btf.lookup("task_struct").filter { try btf.kind(of: $0) == .structure }.count
+            let t2 = now()
+            times.append(t1 - t0)
+            withLookup.append(t2 - t0)
+        }
+        StandardError.write("kreach: struct task_struct -> \(found) types")
+        print("kreach_btf_parse_index_median_us \(median(times))")
+        print("kreach_btf_parse_lookup_median_us \(median(withLookup))")
+    case "kallsyms":
+        var load: [Double] = [], read: [Double] = []
+        for _ in 0..<n {
+            let t0 = now()
+            let bytes = try ByteBuffer.read(path)
+            let t1 = now()
+            let k = try Kallsyms(path: path)
+            let t2 = now()
+            read.append(t1 - t0)
+            load.append(t2 - t1)
+            if k.count == 0 || bytes.count == 0 { StandardError.write("empty kallsyms") }
+        }
+        print("read_only_median_us \(median(read))")
+        print("kreach_load_index_median_us \(median(load))")
+    case "btf-read":
+        var times: [Double] = []
+        for _ in 0..<n {
+            let t0 = now()
+            let b = try ByteBuffer.read(path)
+            times.append(now() - t0)
+            if b.count == 0 { exit(1) }
+        }
+        print("read_only_median_us \(median(times))")
+    case "kallsyms-once":
+        let k = try Kallsyms(path: path)
+        if k.indexes(named: "_stext").isEmpty { exit(1) }
+    default:
+        StandardError.write("unknown mode \(args[1])")
+        exit(2)
+    }
+} catch {
+    StandardError.write("kreach-bench: \(error)")
+    exit(1)
+}

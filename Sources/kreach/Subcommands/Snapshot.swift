@@ -1,0 +1,28 @@
+import ArgumentParser
+import KernelSource
+import KreachSupport
+
+struct Snapshot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Capture the live kernel's metadata into DIR, for --kernel DIR anywhere.",
+        discussion: """
+            Captures kallsyms, /proc/modules, all of /sys/kernel/btf, available_filter_functions, available_events
+            and every tracepoint format, the kprobe blacklist, module sections and parameters, uname, pid_max,
+            kptr_restrict and the lockdown state. Mounts tracefs/debugfs when absent (as root). Files that can't
+            be read are listed with the reason in DIR/capture-errors instead of failing the capture.
+            """)
+
+    @Argument(help: "Directory to write (created if needed).")
+    var directory: String
+
+    func run() throws {
+        let report = try SnapshotCapture(directory: directory).capture()
+        for note in report.notes { print("note: \(note)") }
+        let mib = Double(report.bytes) / 1_048_576
+        print("captured \(report.files) files (\(Int(mib.rounded())) MiB) into \(directory)")
+        if !report.failures.isEmpty {
+            print("\(report.failures.count) could not be read (listed in \(directory)/capture-errors):")
+            for (path, reason) in report.failures { print("  \(path): \(reason)") }
+        }
+    }
+}
