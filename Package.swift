@@ -29,9 +29,11 @@ let package = Package(
             ]),
         // In-process benchmarks (Benchmarks/run compares them with libbpf and cat).
         .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "KernelSymbols", "KernelSource"]),
-        .testTarget(name: "BTFTests", dependencies: ["BTF", "KreachSupport", "KernelSource"]),
-        .testTarget(name: "KernelSymbolsTests", dependencies: ["KernelSymbols", "KreachSupport", "KernelSource"]),
-        .testTarget(name: "KernelSourceTests", dependencies: ["KernelSource", "KreachSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport"]),
+        // Test helpers: the unpacked Debian capture, running commands, oracles.
+        .target(name: "KreachTestSupport", dependencies: ["KreachSupport"], path: "Tests/Support"),
+        .testTarget(name: "BTFTests", dependencies: ["BTF", "KreachSupport", "KernelSource", "KreachTestSupport"]),
+        .testTarget(name: "KernelSymbolsTests", dependencies: ["KernelSymbols", "KreachSupport", "KernelSource", "KreachTestSupport"]),
+        .testTarget(name: "KernelSourceTests", dependencies: ["KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]
 )

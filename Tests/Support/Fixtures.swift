@@ -1,0 +1,120 @@
+import Foundation
+import Glibc
+
+/// The real capture of Debian 12's stock kernel 6.1.0-56-amd64 (brd, loop, nfsd, lockd, dummy loaded),
+/// unpacked once per machine into a cache directory.
+public enum DebianCapture {
+    public static let release = "6.1.0-56-amd64"
+    /// Tests/Fixtures/debian-6.1.0-56-amd64.tar.zst, found relative to this source file.
+    public static let archive: String = {
+        let here = URL(fileURLWithPath: #filePath)
+        return here.deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/debian-6.1.0-56-amd64.tar.zst").path
+    }()
+
+    nonisolated(unsafe) private static var unpacked: String?
+    private static let lock = NSLock()
+
+    /// The directory holding the unpacked capture (kallsyms, modules, btf/, …). Fails the test run
+    /// loudly if the archive or tar/zstd is missing: these tests never skip.
+    public static func directory() throws -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        if let unpacked { return unpacked }
+        let attributes = try FileManager.default.attributesOfItem(atPath: archive)
+        let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
+        let dir = NSTemporaryDirectory() + "kreach-fixture-\(release)-\(size)"
+        if !FileManager.default.fileExists(atPath: dir + "/.complete") {
+            try? FileManager.default.removeItem(atPath: dir)
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let result = try Run.command(["tar", "--zstd", "-xf", archive, "-C", dir])
+            guard result.status == 0 else {
+                throw FixtureError("unpacking \(archive) failed (needs tar and zstd): \(result.stderr)")
+            }
+            FileManager.default.createFile(atPath: dir + "/.complete", contents: Data())
+        }
+        unpacked = dir
+        return dir
+    }
+}
+
+public struct FixtureError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Runs programs and captures their output.
+public enum Run {
+    public struct Result {
+        public let status: Int32
+        public let stdout: String
+        public let stderr: String
+    }
+
+    /// Runs argv[0] (looked up in PATH when not a path) with the rest as arguments.
+    public static func command(_ argv: [String], stdin: String? = nil) throws -> Result {
+        let p = Process()
+        if argv[0].contains("/") {
+            p.executableURL = URL(fileURLWithPath: argv[0])
+            p.arguments = Array(argv.dropFirst())
+        } else {
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = argv
+        }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        if let stdin {
+            let input = Pipe()
+            p.standardInput = input
+            try p.run()
+            input.fileHandleForWriting.write(Data(stdin.utf8))
+            try input.fileHandleForWriting.close()
+        } else {
+            p.standardInput = FileHandle.nullDevice
+            try p.run()
+        }
+        // Read both pipes to the end before waiting, so a large output can't block the child.
+        final class Box: @unchecked Sendable { var data = Data() }
+        let errBox = Box()
+        let group = DispatchGroup()
+        group.enter()
+        let errHandle = err.fileHandleForReading
+        DispatchQueue.global().async {
+            errBox.data = errHandle.readDataToEndOfFile()
+            group.leave()
+        }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        let errData = errBox.data
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// Whether a program is on PATH.
+    public static func available(_ program: String) -> Bool {
+        (try? command(["sh", "-c", "command -v \(program)"]).status) == 0
+    }
+}
+
+/// Facts about the machine the tests run on.
+public enum Host {
+    public static var isRoot: Bool { getuid() == 0 }
+
+    /// Prints why a live test does not run (the only allowed reason to skip: privilege or an absent tool).
+    public static func skipReason(_ reason: String, file: String = #file, function: String = #function) -> String {
+        let line = "SKIP \(function): \(reason)"
+        print(line)
+        return line
+    }
+
+    /// Mounts tracefs (and debugfs) when absent, as root; returns the tracefs path or nil.
+    public static func tracefs() -> String? {
+        for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] where FileManager.default.fileExists(atPath: p + "/events") { return p }
+        guard isRoot else { return nil }
+        _ = try? Run.command(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        _ = try? Run.command(["mount", "-t", "debugfs", "nodev", "/sys/kernel/debug"])
+        return FileManager.default.fileExists(atPath: "/sys/kernel/tracing/events") ? "/sys/kernel/tracing" : nil
+    }
+}
