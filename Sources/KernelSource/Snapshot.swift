@@ -54,11 +54,14 @@ public struct SnapshotCapture {
         return report
     }
 
-    /// tracefs and debugfs hold the tracing lists; mount them when absent and we are root.
+    /// tracefs and debugfs hold the tracing lists, securityfs the lockdown state; mount them when absent and we are root.
     private func mountIfMissing(_ report: inout Report) {
         guard getuid() == 0 else { return }
         if !FileBytes.exists("/sys/kernel/debug/kprobes") && !FileBytes.exists("/sys/kernel/debug/tracing") {
             if mount("debugfs", "/sys/kernel/debug", "debugfs", 0, nil) == 0 { report.notes.append("mounted debugfs on /sys/kernel/debug") }
+        }
+        if !FileBytes.exists("/sys/kernel/security/lockdown") && FileBytes.isDirectory("/sys/kernel/security") {
+            if mount("securityfs", "/sys/kernel/security", "securityfs", 0, nil) == 0 { report.notes.append("mounted securityfs on /sys/kernel/security") }
         }
         if Kernel.findTracefs() == nil {
             if mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, nil) == 0 { report.notes.append("mounted tracefs on /sys/kernel/tracing") }

@@ -89,7 +89,7 @@ public final class ByteBuffer: @unchecked Sendable {
                 munmap(storage, reserve)
                 throw SystemError("read", path, errno: EFBIG)
             }
-            let n = Glibc.read(fd, storage + total, min(reserve - total, 1 << 22))
+            let n = Glibc.read(fd, storage + total, min(reserve - total, 1 << 20))  // /proc/sys handlers kmalloc count+1 bytes: 4 MiB fails
             if n < 0 {
                 if errno == EINTR { continue }
                 let e = errno

@@ -22,38 +22,8 @@ public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
 /// the buffer grows until `read` returns 0.
 public enum FileBytes {
     /// Reads the whole file at `path`. `limit` bounds the size (a kernel file larger than this is refused).
-    public static func read(_ path: String, limit: Int = 1 << 31) throws(SystemError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw SystemError("open", path, errno: errno) }
-        defer { close(fd) }
-        var st = stat()
-        var capacity = 1 << 16
-        if fstat(fd, &st) == 0, st.st_size > 0 { capacity = Int(st.st_size) + 1 }
-        var buffer = [UInt8](repeating: 0, count: 0)
-        buffer.reserveCapacity(capacity)
-        var total = 0
-        var failure: Int32 = 0
-        while true {
-            if total == buffer.count {
-                if total >= limit { failure = EFBIG; break }
-                let grow = max(capacity - total, min(total, 1 << 24), 1 << 16)
-                buffer.append(contentsOf: repeatElement(0, count: grow))
-            }
-            let n = buffer.withUnsafeMutableBytes { raw -> Int in
-                guard let base = raw.baseAddress else { return 0 }
-                return Glibc.read(fd, base + total, raw.count - total)
-            }
-            if n < 0 {
-                if errno == EINTR { continue }
-                failure = errno
-                break
-            }
-            if n == 0 { break }
-            total += n
-        }
-        if failure != 0 { throw SystemError("read", path, errno: failure) }
-        buffer.removeSubrange(total...)
-        return buffer
+    public static func read(_ path: String, limit: Int = 1 << 30) throws(SystemError) -> [UInt8] {
+        try ByteBuffer.read(path, limit: limit).toArray()
     }
 
     /// Reads a small text file and trims trailing white space (sysfs attributes, uname-r).

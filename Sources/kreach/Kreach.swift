@@ -33,7 +33,7 @@ struct Kreach: ParsableCommand {
                 StandardError.write(fullMessage(for: error))
                 Glibc.exit(2)
             }
-            StandardError.write("kreach: " + fullMessage(for: error))
+            StandardError.write("kreach: \(error)")
             Glibc.exit(1)
         }
     }

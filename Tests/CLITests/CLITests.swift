@@ -1,0 +1,140 @@
+import Foundation
+import XCTest
+import KreachSupport
+import KreachTestSupport
+
+/// The kreach binary end to end: output, exit status (0 found, 1 not found/ambiguous/failed, 2 usage),
+/// one-line errors on stderr, JSON that parses.
+final class CLITests: XCTestCase {
+    /// The kreach executable next to the test bundle (built by `swift build`/`swift test`).
+    func kreach(_ args: [String]) throws -> Run.Result {
+        let dir = Bundle.main.bundleURL.path
+        var candidates = [dir + "/kreach"]
+        if let env = ProcessInfo.processInfo.environment["KREACH"] { candidates.insert(env, at: 0) }
+        guard let path = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw FixtureError("kreach binary not found in \(dir); run `swift build` first")
+        }
+        return try Run.command([path] + args)
+    }
+
+    func debian() throws -> [String] { ["--kernel", try DebianCapture.directory()] }
+
+    func testSymOnTheCapture() throws {
+        let r = try kreach(["sym"] + debian() + ["brd:rd_size", "lockd:nlm_blocked#2", "0xffffffffc0571005", "brd_alloc"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stdout, """
+            ffffffffc05740d8 d rd_size\t[brd]
+            ffffffffc068b590 d nlm_blocked\t[lockd]
+            ffffffffc0571000 t brd_insert_page.part.0+0x5\t[brd]
+            ffffffffc05710e0 t brd_alloc.isra.0\t[brd]
+
+            """)
+        XCTAssertEqual(r.stderr, "")
+    }
+
+    func testAmbiguousSymbolExitsOneAndListsCandidates() throws {
+        let r = try kreach(["sym"] + debian() + ["lockd:nlm_blocked"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.stdout, "")
+        let lines = r.stderr.split(separator: "\n")
+        XCTAssertEqual(lines.count, 3, r.stderr)
+        XCTAssertTrue(lines[0].hasPrefix("kreach: lockd:nlm_blocked is ambiguous: 2 symbols match"), r.stderr)
+        // --all lists them instead.
+        let all = try kreach(["sym", "--all"] + debian() + ["lockd:nlm_blocked"])
+        XCTAssertEqual(all.status, 0)
+        XCTAssertEqual(all.stdout.split(separator: "\n").count, 2)
+    }
+
+    func testGlobAndJSON() throws {
+        let r = try kreach(["sym", "--json"] + debian() + ["brd:rd_*"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]])
+        XCTAssertEqual(Set(rows.compactMap { $0["name"] as? String }), ["rd_size", "rd_nr"])
+        let size = try XCTUnwrap(rows.first { $0["name"] as? String == "rd_size" })
+        XCTAssertEqual(size["address"] as? String, "0xffffffffc05740d8")
+        XCTAssertEqual(size["module"] as? String, "brd")
+        XCTAssertEqual(size["section"] as? String, "data")
+        XCTAssertEqual(size["global"] as? Bool, false)
+        XCTAssertEqual(size["ordinal"] as? Int, 1)
+    }
+
+    func testNotFoundAndUsageErrors() throws {
+        let missing = try kreach(["sym"] + debian() + ["no_such_symbol_anywhere"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertEqual(missing.stderr, "kreach: no symbol matches no_such_symbol_anywhere\n")
+        let partly = try kreach(["sym"] + debian() + ["brd:rd_size", "nope"])
+        XCTAssertEqual(partly.status, 1, "one missing pattern fails the command")
+        XCTAssertTrue(partly.stdout.contains("rd_size"))
+        XCTAssertEqual(try kreach(["sym"]).status, 2)
+        XCTAssertEqual(try kreach(["frobnicate"]).status, 2)
+        XCTAssertEqual(try kreach(["type", "--no-such-flag", "x"]).status, 2)
+        let badQuery = try kreach(["sym"] + debian() + ["a:b:c"])
+        XCTAssertEqual(badQuery.status, 1)
+        XCTAssertEqual(badQuery.stderr, "kreach: bad symbol query a:b:c: more than one ':'\n")
+        let badKernel = try kreach(["sym", "--kernel", "/nonexistent", "x"])
+        XCTAssertEqual(badKernel.status, 1)
+        XCTAssertEqual(badKernel.stderr, "kreach: --kernel /nonexistent: not a directory\n")
+        XCTAssertEqual(try kreach(["--help"]).status, 0)
+        XCTAssertEqual(try kreach(["--version"]).stdout, "0.1.0\n")
+    }
+
+    func testTypeOnTheCaptureAsCAndJSON() throws {
+        let c = try kreach(["type"] + debian() + ["lockd:struct nlm_file"])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        XCTAssertTrue(c.stdout.hasPrefix("/* lockd: struct nlm_file, BTF id 100800 */\nstruct nlm_file {\n"), c.stdout)
+        XCTAssertTrue(c.stdout.contains("\tstruct mutex f_mutex;                           /*   200    32 */"), c.stdout)
+        let j = try kreach(["type", "--json"] + debian() + ["lockd:struct nlm_file", "pid_t"])
+        XCTAssertEqual(j.status, 0, j.stderr)
+        let rows = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(j.stdout.utf8)) as? [[String: Any]])
+        XCTAssertEqual(rows.map { $0["object"] as? String }, ["lockd", "vmlinux"])
+        XCTAssertEqual((rows[0]["members"] as? [[String: Any]])?.count, 8)
+        XCTAssertEqual(rows[1]["resolved"] as? String, "int")
+        let funcs = try kreach(["type", "--funcs"] + debian() + ["lockd:nlm_lookup_*"])
+        XCTAssertEqual(funcs.stdout, "__be32 nlm_lookup_file(struct svc_rqst *rqstp, struct nlm_file **result, struct nlm_lock *lock); /* lockd */\n")
+        let missing = try kreach(["type"] + debian() + ["struct nlm_fil"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertEqual(missing.stderr.split(separator: "\n").count, 1, missing.stderr)
+        let check = try kreach(["type", "--check"] + debian())
+        XCTAssertEqual(check.status, 0)
+        XCTAssertEqual(check.stdout.split(separator: "\n").count, 21)
+    }
+
+    /// A snapshot whose BTF is corrupted: a one-line error naming the byte offset, exit 1.
+    func testCorruptBTFInASnapshotIsAOneLineError() throws {
+        let source = try DebianCapture.directory()
+        let dir = NSTemporaryDirectory() + "kreach-corrupt-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/btf", withIntermediateDirectories: true)
+        var bytes = try FileBytes.read(source + "/btf/vmlinux")
+        bytes[bytes.count - 1] = 0x41
+        try FileBytes.write(bytes, to: dir + "/btf/vmlinux")
+        let r = try kreach(["type", "--kernel", dir, "struct task_struct"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.stderr, "kreach: BTF vmlinux: string section is not NUL-terminated at byte offset \(bytes.count - 1)\n")
+        // Garbage kallsyms likewise.
+        try FileBytes.write("ffffffff81000000 T _stext\nnot a line\n", to: dir + "/kallsyms")
+        let s = try kreach(["sym", "--kernel", dir, "_stext"])
+        XCTAssertEqual(s.status, 1)
+        XCTAssertEqual(s.stderr, "kreach: \(dir)/kallsyms:2: malformed kallsyms line: expected a hex address and a space\n")
+    }
+
+    func testLiveKernel() throws {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: kallsyms addresses read as zero")) }
+        let r = try kreach(["sym", "vfs_read"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let kallsyms = String(decoding: try FileBytes.read("/proc/kallsyms"), as: UTF8.self)
+        let line = try XCTUnwrap(kallsyms.split(separator: "\n").first { $0.hasSuffix(" vfs_read") })
+        XCTAssertEqual(r.stdout, line + "\n")
+        let t = try kreach(["type", "struct task_struct"])
+        XCTAssertEqual(t.status, 0, t.stderr)
+        XCTAssertTrue(t.stdout.contains("\tpid_t pid;"), t.stdout)
+        // snapshot, then read it back with --kernel.
+        let dir = NSTemporaryDirectory() + "kreach-cli-snap-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let snap = try kreach(["snapshot", dir])
+        XCTAssertEqual(snap.status, 0, snap.stderr)
+        XCTAssertTrue(snap.stdout.contains("captured "), snap.stdout)
+        XCTAssertEqual(try kreach(["sym", "--kernel", dir, "vfs_read"]).stdout, r.stdout)
+        XCTAssertEqual(try kreach(["type", "--kernel", dir, "struct task_struct"]).stdout, t.stdout)
+    }
+}

@@ -1,0 +1,227 @@
+import Glibc
+import XCTest
+@testable import KernelSymbols
+import KreachSupport
+import KreachTestSupport
+
+/// kallsyms parsing and queries on the Debian capture (modules, data symbols, duplicates, clones) and
+/// on the live kernel; oracles are the files themselves (line counts, fnmatch, brute-force scans).
+final class KallsymsTests: XCTestCase {
+    nonisolated(unsafe) static var cached: (Kallsyms, SymbolTable, String)?
+
+    func capture() throws -> (kallsyms: Kallsyms, table: SymbolTable, text: String) {
+        if let cached = KallsymsTests.cached { return cached }
+        let dir = try DebianCapture.directory()
+        let k = try Kallsyms(path: dir + "/kallsyms")
+        let modules = try ModuleList.parse(String(decoding: try FileBytes.read(dir + "/modules"), as: UTF8.self), source: "modules")
+        let text = String(decoding: try FileBytes.read(dir + "/kallsyms"), as: UTF8.self)
+        let result = (k, SymbolTable(kallsyms: k, modules: modules), text)
+        KallsymsTests.cached = result
+        return result
+    }
+
+    func testEveryLineIsParsedWithItsFields() throws {
+        let (k, _, text) = try capture()
+        let lines = text.split(separator: "\n")
+        XCTAssertEqual(k.count, lines.count)
+        XCTAssertEqual(k.count, 104_676)
+        // Field by field against a plain split of every 37th line.
+        for i in stride(from: 0, to: lines.count, by: 37) {
+            let parts = lines[i].split(separator: "\t")
+            let f = parts[0].split(separator: " ")
+            let s = k.symbol(i)
+            XCTAssertEqual(Hex.address(s.address), String(f[0]))
+            XCTAssertEqual(s.typeLetter, String(f[1]))
+            XCTAssertEqual(s.name, String(f[2]))
+            XCTAssertEqual(s.module.map { "[\($0)]" }, parts.count > 1 ? String(parts[1]) : nil)
+        }
+        // Modules, in order of first appearance, are exactly those named in the file.
+        let named = Set(lines.compactMap { l -> String? in
+            guard let open = l.firstIndex(of: "[") else { return nil }
+            return String(l[l.index(after: open)..<l.index(before: l.endIndex)])
+        })
+        XCTAssertEqual(Set(k.moduleNames.dropFirst()), named)
+        XCTAssertTrue(named.isSuperset(of: ["brd", "loop", "lockd", "nfsd", "dummy", "sunrpc"]))
+    }
+
+    func testDuplicateNamesAreAnErrorListingEveryCandidate() throws {
+        let (_, table, _) = try capture()
+        for query in ["nlm_blocked", "lockd:nlm_blocked"] {
+            XCTAssertThrowsError(try table.resolve(query)) { error in
+                guard case let .ambiguous(_, candidates) = error as? SymbolError else { return XCTFail("\(error)") }
+                XCTAssertEqual(candidates.map(\.address), [0xffff_ffff_c068_b0e0, 0xffff_ffff_c068_b590])
+                XCTAssertEqual(candidates.map(\.module), ["lockd", "lockd"])
+                let text = "\(error)"
+                XCTAssertTrue(text.contains("lockd:nlm_blocked#1 or lockd:nlm_blocked@ffffffffc068b0e0"), text)
+                XCTAssertTrue(text.contains("lockd:nlm_blocked#2 or lockd:nlm_blocked@ffffffffc068b590"), text)
+            }
+        }
+        XCTAssertEqual(try table.resolve("lockd:nlm_blocked#2").address, 0xffff_ffff_c068_b590)
+        XCTAssertEqual(try table.resolve("lockd:nlm_blocked@ffffffffc068b0e0").ordinal, 1)
+        XCTAssertEqual(try table.resolve("nlm_blocked@0xffffffffc068b590").address, 0xffff_ffff_c068_b590)
+        XCTAssertThrowsError(try table.resolve("lockd:nlm_blocked#3")) { XCTAssertTrue("\($0)".contains("no symbol matches")) }
+        XCTAssertThrowsError(try table.resolve("lockd:nlm_blocked@ffffffffc0000000"))
+    }
+
+    func testModulePinningAndNotFoundHints() throws {
+        let (_, table, _) = try capture()
+        let rdSize = try table.resolve("brd:rd_size")
+        XCTAssertEqual(rdSize.module, "brd")
+        XCTAssertEqual(rdSize.section, "data")
+        XCTAssertFalse(rdSize.isGlobal)
+        XCTAssertEqual(try table.resolve("vmlinux:pid_max").module, nil)
+        XCTAssertThrowsError(try table.resolve("loop:rd_size")) { XCTAssertTrue("\($0)".contains("rd_size exists in brd"), "\($0)") }
+        XCTAssertThrowsError(try table.resolve("zfs:arc_c")) { XCTAssertTrue("\($0)".contains("module zfs is not loaded"), "\($0)") }
+        XCTAssertThrowsError(try table.resolve("lockd:*")) { XCTAssertTrue("\($0)".contains("a glob names many symbols")) }
+        for bad in ["", ":x", "lockd:", "a:b:c", "x#0", "x#y", "x@zz"] {
+            XCTAssertThrowsError(try SymbolQuery.parse(bad), bad) { XCTAssertTrue("\($0)".hasPrefix("bad symbol query"), "\($0)") }
+        }
+    }
+
+    func testClonesAreFoundUnderTheirBaseName() throws {
+        let (_, table, _) = try capture()
+        XCTAssertEqual(Kallsyms.baseName(of: "brd_alloc.isra.0.cold"), "brd_alloc")
+        XCTAssertEqual(Kallsyms.baseName(of: "brd_insert_page.part.0"), "brd_insert_page")
+        XCTAssertEqual(Kallsyms.baseName(of: "foo.constprop.12"), "foo")
+        XCTAssertEqual(Kallsyms.baseName(of: "__already_done.3"), "__already_done")
+        XCTAssertEqual(Kallsyms.baseName(of: "name.with.dots"), "name.with.dots")
+        // brd_alloc exists only as a clone and its .cold fragment: the entry point is the answer.
+        let alloc = try table.resolve("brd_alloc")
+        XCTAssertEqual(alloc.name, "brd_alloc.isra.0")
+        XCTAssertEqual(Set(table.find(.name(module: nil, name: "brd_alloc", ordinal: nil, address: nil)).map(\.name)),
+                       ["brd_alloc.isra.0", "brd_alloc.isra.0.cold"])
+        XCTAssertEqual(try table.resolve("brd_insert_page").name, "brd_insert_page.part.0")
+        // The verbatim name still works.
+        XCTAssertEqual(try table.resolve("brd_alloc.isra.0.cold").name, "brd_alloc.isra.0.cold")
+    }
+
+    func testGlobsMatchWhatFnmatchMatches() throws {
+        let (k, table, _) = try capture()
+        for (module, pattern) in [(nil, "nlm_*"), ("lockd", "*"), ("lockd", "nlm_[bf]*"), (nil, "brd_?o*"), ("*", "rd_size"), ("b?d", "*")] as [(String?, String)] {
+            let ours = Set(table.find(.glob(module: module, pattern: pattern)).map(\.index))
+            var oracle = Set<Int>()
+            for i in 0..<k.count {
+                let moduleName = k.module(i) ?? "vmlinux"
+                if let module, fnmatch(module, moduleName, 0) != 0 { continue }
+                if fnmatch(pattern, k.name(i), 0) == 0 { oracle.insert(i) }
+            }
+            XCTAssertEqual(ours, oracle, "\(module ?? ""):\(pattern)")
+            XCTAssertFalse(ours.isEmpty, "\(module ?? ""):\(pattern)")
+        }
+    }
+
+    func testNearestSymbolAgreesWithABruteForceScan() throws {
+        let (k, table, _) = try capture()
+        var rng = UInt64(0x5eed)
+        let addresses = (0..<k.count).filter { k.symbol($0).type != UInt8(ascii: "A") && k.address($0) != 0 }.map(k.address)
+        var checked = 0
+        for _ in 0..<400 {
+            rng = rng &* 6364136223846793005 &+ 1442695040888963407
+            let a = addresses[Int(rng >> 33) % addresses.count] &+ (rng & 0xff)
+            guard let (index, offset) = k.nearest(to: a, moduleRanges: table.moduleRanges) else { continue }
+            // No symbol (other than absolute ones) lies strictly between the answer and the address.
+            XCTAssertLessThanOrEqual(k.address(index), a)
+            XCTAssertEqual(k.address(index) + offset, a)
+            let between = addresses.filter { $0 > k.address(index) && $0 <= a }
+            XCTAssertTrue(between.isEmpty, "\(Hex.address(a)): \(k.name(index)) but \(between.count) closer")
+            checked += 1
+        }
+        XCTAssertGreaterThan(checked, 350)
+        // Inside brd's text: brd_insert_page.part.0 is the first brd function.
+        XCTAssertEqual(table.describe(address: 0xffff_ffff_c057_1005), "brd_insert_page.part.0+0x5 [brd]")
+        XCTAssertNil(k.nearest(to: 0x1000, moduleRanges: table.moduleRanges))
+        // Past the end of vmlinux and outside every module: no answer rather than a far-away symbol.
+        let end = try XCTUnwrap(k.indexes(named: "_end").first.map(k.address))
+        XCTAssertNil(k.nearest(to: end + 0x10, moduleRanges: table.moduleRanges))
+    }
+
+    func testMalformedKallsymsAreErrorsWithLineNumbers() throws {
+        func parse(_ text: String) throws -> Kallsyms { try Kallsyms(buffer: ByteBuffer(Array(text.utf8)), source: "k") }
+        let good = "ffffffff81000000 T _stext\nffffffffc0571000 t brd_x\t[brd]\n"
+        XCTAssertEqual(try parse(good).count, 2)
+        XCTAssertEqual(try parse(String(good.dropLast())).count, 2, "a missing final newline is fine")
+        let cases: [(String, String)] = [
+            ("ffffffff81000000 T _stext\nzzzz T x\n", "k:2: malformed kallsyms line: expected a hex address"),
+            ("ffffffff81000000 T\n", "k:1: malformed"),
+            ("ffffffff81000000 TT x\n", "k:1: malformed kallsyms line: expected a type letter"),
+            ("ffffffff81000000  x\n", "k:1: malformed"),
+            ("1ffffffff81000000 T x\n", "address longer than 16 hex digits"),
+            ("ffffffff81000000 T x\t[brd\n", "unterminated or empty [module]"),
+            ("ffffffff81000000 T x\t[]\n", "unterminated or empty [module]"),
+            ("ffffffff81000000 T x\tbrd\n", "expected [module] after the tab"),
+            ("ffffffff81000000 T x\t[brd] junk\n", "unexpected text after the module"),
+            ("ffffffff81000000 T " + String(repeating: "n", count: 513) + "\n", "longer than 512 bytes"),
+            ("\n", "k:1: malformed"),
+        ]
+        for (text, message) in cases {
+            XCTAssertThrowsError(try parse(text), message) { XCTAssertTrue("\($0)".contains(message), "\($0) vs \(message)") }
+        }
+        XCTAssertEqual(try parse("ffffffff81000000 T " + String(repeating: "n", count: 512) + "\n").name(0).count, 512)
+        // kptr_restrict: every address zero.
+        XCTAssertThrowsError(try parse("0000000000000000 T _stext\n0000000000000000 t x\t[brd]\n")) { error in
+            XCTAssertEqual(error as? SymbolError, .addressesHidden(source: "k"))
+            XCTAssertTrue("\(error)".contains("kptr_restrict"), "\(error)")
+        }
+        // Random corruption of real lines: errors or a parse, never a crash.
+        let (_, _, text) = try capture()
+        var bytes = Array(text.utf8.prefix(200_000))
+        var rng: UInt64 = 99
+        for _ in 0..<300 {
+            rng = rng &* 6364136223846793005 &+ 1
+            bytes[Int(rng >> 40) % bytes.count] = UInt8(truncatingIfNeeded: rng >> 20)
+            _ = try? Kallsyms(buffer: ByteBuffer(bytes), source: "fuzz")
+        }
+    }
+
+    func testModulesFile() throws {
+        let dir = try DebianCapture.directory()
+        let modules = try ModuleList.parse(String(decoding: try FileBytes.read(dir + "/modules"), as: UTF8.self), source: "modules")
+        XCTAssertEqual(modules.count, 20)
+        let lockd = try XCTUnwrap(modules.first { $0.name == "lockd" })
+        XCTAssertEqual(lockd.size, 131_072)
+        XCTAssertEqual(lockd.users, 1)
+        XCTAssertEqual(lockd.usedBy, ["nfsd"])
+        XCTAssertEqual(lockd.state, "Live")
+        XCTAssertEqual(lockd.address, 0xffff_ffff_c067_3000)
+        XCTAssertEqual(try XCTUnwrap(modules.first { $0.name == "sunrpc" }).usedBy, ["nfsd", "auth_rpcgss", "nfs_acl", "lockd"])
+        XCTAssertEqual(try ModuleList.parse("zfs 6000 0 - Live 0xffffffffc1000000 (POE)\n", source: "m").first?.taints, "POE")
+        XCTAssertThrowsError(try ModuleList.parse("brd 20480 0 -\n", source: "m")) { XCTAssertTrue("\($0)".contains("m:1: malformed"), "\($0)") }
+        XCTAssertThrowsError(try ModuleList.parse("brd x 0 - Live 0x0\n", source: "m"))
+        XCTAssertThrowsError(try ModuleList.parse("brd 1 0 - Live 0xzz\n", source: "m"))
+    }
+
+    func testLiveKallsyms() throws {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: /proc/kallsyms addresses read as zero")) }
+        let k = try Kallsyms(path: "/proc/kallsyms")
+        XCTAssertGreaterThan(k.count, 10_000)
+        let table = SymbolTable(kallsyms: k, modules: [])
+        let vfsRead = try table.resolve("vfs_read")
+        XCTAssertTrue(vfsRead.isText)
+        // The same line, read independently.
+        let text = String(decoding: try FileBytes.read("/proc/kallsyms"), as: UTF8.self)
+        XCTAssertTrue(text.contains("\(Hex.address(vfsRead.address)) \(vfsRead.typeLetter) vfs_read\n"))
+    }
+
+    /// While a BPF program is loaded, kallsyms has real `[bpf]` and `[__builtin__ftrace]` pseudo-module lines.
+    func testLivePseudoModulesFromARunningBPFProgram() throws {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root")) }
+        guard Run.available("bpftrace") else { throw XCTSkip(Host.skipReason("bpftrace is not installed")) }
+        guard Host.tracefs() != nil else { throw XCTSkip(Host.skipReason("tracefs can't be mounted")) }
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("kreach-bt-\(getpid()).out").path
+        let bt = Process()
+        bt.executableURL = URL(fileURLWithPath: "/bin/sh")
+        bt.arguments = ["-c", "ulimit -l unlimited 2>/dev/null; exec bpftrace -e 'tracepoint:syscalls:sys_enter_getppid { @c = count(); }' > \(out) 2>&1"]
+        try bt.run()
+        defer { bt.terminate(); bt.waitUntilExit(); try? FileManager.default.removeItem(atPath: out) }
+        var pseudo: [KernelSymbol] = []
+        for _ in 0..<100 {
+            usleep(200_000)
+            let k = try Kallsyms(path: "/proc/kallsyms")
+            pseudo = (0..<k.count).map(k.symbol).filter(\.isPseudoModule)
+            if pseudo.contains(where: { $0.module == "bpf" }) { break }
+        }
+        let bpf = pseudo.filter { $0.module == "bpf" }
+        XCTAssertFalse(bpf.isEmpty, "no [bpf] symbol while bpftrace runs: \((try? String(contentsOfFile: out, encoding: .utf8)) ?? "")")
+        XCTAssertTrue(bpf.allSatisfy { $0.name.hasPrefix("bpf_") && $0.isText }, "\(bpf.map(\.name))")
+    }
+}
