@@ -169,7 +169,8 @@ public final class TypeDatabase {
     /// FUNC types whose names match `glob`, across vmlinux and every module.
     public func functions(matching glob: Glob, module: String? = nil) throws -> [TypeMatch] {
         var result: [TypeMatch] = []
-        for btf in try module.map { [try self.module($0)] } ?? allObjects() {
+        let objects = try module.map { [try self.module($0)] } ?? allObjects()
+        for btf in objects {
             for id in btf.localIDs where try btf.kind(of: id) == .function {
                 if glob.matches(try btf.name(of: id)) { result.append(TypeMatch(btf: btf, id: id)) }
             }

@@ -167,7 +167,7 @@ final class BTFCorruptionTests: XCTestCase {
                         _ = try btf.json(id)
                         _ = try? btf.size(of: id)
                         _ = try btf.resolve(id)
-                    } catch is BTFError {
+                    } catch {
                         decodeErrors += 1
                     }
                 }

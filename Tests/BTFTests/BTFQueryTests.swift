@@ -100,7 +100,7 @@ final class BTFQueryTests: XCTestCase {
         let task = try one(vmlinux, "task_struct", .structure)
         XCTAssertEqual(try vmlinux.size(of: task), UInt64(try vmlinux.type(task).size))
         XCTAssertEqual(try vmlinux.alignment(of: try one(vmlinux, "list_head", .structure)), 8)
-        XCTAssertEqual(try vmlinux.pointerSize, 8)
+        XCTAssertEqual(vmlinux.pointerSize, 8)
         // A bitfield member carries its width (kind_flag encoding): struct sock's sk_userlocks is 4 bits.
         let sock = try vmlinux.type(try one(vmlinux, "sock", .structure))
         let bitfields = sock.members.filter { $0.bitfieldSize > 0 }

@@ -31,7 +31,9 @@ public enum DebianCapture {
             guard result.status == 0 else {
                 throw FixtureError("unpacking \(archive) failed (needs tar and zstd): \(result.stderr)")
             }
-            FileManager.default.createFile(atPath: dir + "/.complete", contents: Data())
+            guard FileManager.default.createFile(atPath: dir + "/.complete", contents: Data()) else {
+                throw FixtureError("can't write \(dir)/.complete")
+            }
         }
         unpacked = dir
         return dir
