@@ -19,6 +19,8 @@ let package = Package(
         .target(name: "BTF", dependencies: ["CKreach", "KreachSupport"]),
         // /proc/kallsyms, /proc/modules, module sections. Knows nothing of BTF.
         .target(name: "KernelSymbols", dependencies: ["KreachSupport"]),
+        // Kernel memory through BPF (test-run of a raw_tracepoint program) and /proc/kcore.
+        .target(name: "BPF", dependencies: ["CKreach", "KreachSupport"]),
         // The kernel being looked at: live (/proc, /sys) or a snapshot directory; capture.
         .target(name: "KernelSource", dependencies: ["KreachSupport", "BTF", "KernelSymbols"]),
         .executableTarget(
@@ -34,6 +36,7 @@ let package = Package(
         .testTarget(name: "BTFTests", dependencies: ["BTF", "KreachSupport", "KernelSource", "KreachTestSupport"]),
         .testTarget(name: "KernelSymbolsTests", dependencies: ["KernelSymbols", "KreachSupport", "KernelSource", "KreachTestSupport"]),
         .testTarget(name: "KernelSourceTests", dependencies: ["KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "BPFTests", dependencies: ["BPF", "BTF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]
 )

@@ -1,8 +1,21 @@
 #ifndef CKREACH_H
 #define CKREACH_H
 #include <stddef.h>
+#include <stdint.h>
+#include <linux/bpf.h>
 
 /// glibc's memmem (a GNU extension Swift's Glibc module does not export).
 const void *kreach_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len);
+
+/// The bpf() syscall shim. Each returns >= 0 on success (an fd or 0), or -errno.
+/// BPF_MAP_CREATE of a BPF_MAP_TYPE_ARRAY.
+int kreach_bpf_array_create(uint32_t value_size, uint32_t max_entries, const char *name);
+/// BPF_PROG_LOAD; the verifier's log goes to log_buf (may be NULL).
+int kreach_bpf_prog_load(uint32_t prog_type, const struct bpf_insn *insns, uint32_t insn_count,
+                         const char *license, char *log_buf, uint32_t log_size, const char *name);
+/// BPF_PROG_TEST_RUN with only a context (raw_tracepoint programs take their u64 args this way).
+int kreach_bpf_prog_test_run(int prog_fd, const void *ctx, uint32_t ctx_size, uint32_t *retval);
+/// BPF_MAP_LOOKUP_ELEM.
+int kreach_bpf_map_lookup(int map_fd, const void *key, void *value);
 
 #endif
