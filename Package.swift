@@ -23,10 +23,12 @@ let package = Package(
         .target(name: "BPF", dependencies: ["CKreach", "KreachSupport"]),
         // The kernel being looked at: live (/proc, /sys) or a snapshot directory; capture.
         .target(name: "KernelSource", dependencies: ["KreachSupport", "BTF", "KernelSymbols"]),
+        // Typed objects: expressions, symbol typing, formatting, container walks.
+        .target(name: "KernelObject", dependencies: ["BPF", "BTF", "KernelSymbols", "KernelSource", "KreachSupport"]),
         .executableTarget(
             name: "kreach",
             dependencies: [
-                "KreachSupport", "BTF", "KernelSymbols", "KernelSource",
+                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "BPF", "KernelObject",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // In-process benchmarks (Benchmarks/run compares them with libbpf and cat).

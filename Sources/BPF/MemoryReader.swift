@@ -16,6 +16,11 @@ public struct MemoryFault: Error, CustomStringConvertible, Sendable {
     public let address: UInt64
     public let count: Int
     public let reason: String
+    public init(address: UInt64, count: Int, reason: String) {
+        self.address = address
+        self.count = count
+        self.reason = reason
+    }
     public var description: String {
         "can't read \(count) byte\(count == 1 ? "" : "s") at 0x\(String(address, radix: 16)): \(reason)"
     }

@@ -128,6 +128,61 @@ public final class Kernel {
         return db
     }
 
+    /// The directory of the running kernel's modules (/lib/modules/RELEASE); nil for snapshots.
+    public var moduleTree: String? {
+        guard case .live = source, let release = try? release() else { return nil }
+        let dir = "/lib/modules/" + release
+        return FileBytes.isDirectory(dir) ? dir : nil
+    }
+
+    private var koSymbolCache: [String: [String: UInt64]] = [:]
+
+    /// st_size of a symbol in the module's .ko on disk (.ko, .ko.xz, .ko.zst), or nil when unknown.
+    public func moduleSymbolSize(module: String, symbol: String) -> UInt64? {
+        if koSymbolCache[module] == nil { koSymbolCache[module] = (try? loadKoSymbols(module)) ?? [:] }
+        return koSymbolCache[module]?[symbol]
+    }
+
+    private func loadKoSymbols(_ module: String) throws -> [String: UInt64] {
+        guard let tree = moduleTree else { return [:] }
+        let dep = String(decoding: try FileBytes.read(tree + "/modules.dep"), as: UTF8.self)
+        let wanted = module.replacingDashes
+        var path: String?
+        for line in dep.split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let file = line[..<colon]
+            let base = file.split(separator: "/").last.map(String.init) ?? ""
+            let name = base.components(beforeSuffix: [".ko.xz", ".ko.zst", ".ko.gz", ".ko"])
+            if name?.replacingDashes == wanted { path = tree + "/" + file; break }
+        }
+        guard let path else { return [:] }
+        var bytes: [UInt8]
+        if path.hasSuffix(".ko") {
+            bytes = try FileBytes.read(path)
+        } else {
+            let tool = path.hasSuffix(".xz") ? "xz" : (path.hasSuffix(".zst") ? "zstd" : "gzip")
+            bytes = try Kernel.commandOutput("\(tool) -dc '\(path)'")
+        }
+        let elf = try ELFFile(bytes: bytes, source: path)
+        var sizes: [String: UInt64] = [:]
+        for s in try elf.symbols() where s.size > 0 { sizes[s.name] = s.size }
+        return sizes
+    }
+
+    /// Runs a shell command and returns its standard output (for decompressors).
+    static func commandOutput(_ command: String) throws -> [UInt8] {
+        guard let pipe = popen(command, "r") else { throw KernelError("can't run \(command)") }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, 65536, pipe) }
+            if n == 0 { break }
+            out += chunk[0..<n]
+        }
+        guard pclose(pipe) == 0 else { throw KernelError("\(command) failed") }
+        return out
+    }
+
     /// Section base addresses of a loaded module (/sys/module/<m>/sections), e.g. ".text" -> address.
     public func moduleSections(_ module: String) throws -> [(String, UInt64)] {
         let dir = path(.moduleDirectory) + "/" + module + "/sections"
@@ -137,5 +192,15 @@ public final class Kernel {
             if let a = Hex.parse(Substring(text)) { result.append((name, a)) }
         }
         return result
+    }
+}
+
+extension String {
+    /// Module names treat '-' and '_' alike.
+    var replacingDashes: String { String(map { $0 == "-" ? "_" : $0 }) }
+
+    func components(beforeSuffix suffixes: [String]) -> String? {
+        for suffix in suffixes where hasSuffix(suffix) { return String(dropLast(suffix.count)) }
+        return nil
     }
 }

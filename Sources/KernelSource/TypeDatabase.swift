@@ -30,6 +30,13 @@ public struct TypeQuery: Equatable, Sendable {
     public var name: String
     public var id: TypeID?
 
+    public init(module: String?, kinds: [BTFKind], name: String, id: TypeID?) {
+        self.module = module
+        self.kinds = kinds
+        self.name = name
+        self.id = id
+    }
+
     static let kindWords: [String: [BTFKind]] = [
         "struct": [.structure], "union": [.union], "enum": [.enumeration, .enum64], "typedef": [.typedef],
         "func": [.function], "var": [.variable], "datasec": [.dataSection], "int": [.int], "float": [.float],

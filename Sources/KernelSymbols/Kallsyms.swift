@@ -440,6 +440,17 @@ public final class Kallsyms {
         return (k, address - addresses[k])
     }
 
+    /// The lowest symbol address above `address` (absolute and undefined symbols aside).
+    public func nextAddress(after address: UInt64) -> UInt64? {
+        let order = byAddress
+        var lo = 0, hi = order.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if addresses[order[mid]] <= address { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < order.count ? addresses[order[lo]] : nil
+    }
+
     /// `_end` of vmlinux, when kallsyms lists it (CONFIG_KALLSYMS_ALL).
     private lazy var vmlinuxEnd: UInt64? = indexes(named: "_end", module: "vmlinux").first.map { addresses[$0] }
 }

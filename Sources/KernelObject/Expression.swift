@@ -1,0 +1,315 @@
+/// An error in an expression, pointing at the part that caused it.
+public enum ExpressionError: Error, CustomStringConvertible {
+    /// `message`, then the expression with a caret under `range` (character offsets).
+    case at(String, source: String, range: Range<Int>)
+    case plain(String)
+
+    public var description: String {
+        switch self {
+        case .plain(let m): return m
+        case let .at(m, source, range):
+            let width = max(1, range.count)
+            return m + "\n  " + source + "\n  " + String(repeating: " ", count: range.lowerBound) + "^" + String(repeating: "~", count: width - 1)
+        }
+    }
+
+    /// The first line only.
+    public var message: String {
+        switch self {
+        case .plain(let m), .at(let m, _, _): return m
+        }
+    }
+}
+
+/// A type named in a cast: `struct nlm_file *`, `unsigned long`, `lockd:struct nlm_file`, `char [16]`.
+public struct TypeName: Equatable, Sendable {
+    public var module: String?
+    /// The words before the stars: ["struct", "nlm_file"], ["unsigned", "long"], ["pid_t"].
+    public var words: [String]
+    public var pointers: Int
+    public var arrayCount: Int?
+    public var text: String
+}
+
+/// The parsed expression. `range` is where the node is in the source, for error carets.
+public indirect enum Expr {
+    case symbol(String, range: Range<Int>)
+    case number(UInt64, range: Range<Int>)
+    case current(range: Range<Int>)
+    case member(Expr, String, arrow: Bool, range: Range<Int>)
+    case index(Expr, Expr, range: Range<Int>)
+    case deref(Expr, range: Range<Int>)
+    case addressOf(Expr, range: Range<Int>)
+    case negate(Expr, range: Range<Int>)
+    case cast(TypeName, Expr, range: Range<Int>)
+    /// per_cpu(VAR, CPU)
+    case perCPU(Expr, Expr, range: Range<Int>)
+    /// list_for_each_entry(TYPE, HEAD, MEMBER) and friends: `helper` names the kernel macro.
+    case container(helper: String, TypeName, Expr, member: String, range: Range<Int>)
+
+    public var range: Range<Int> {
+        switch self {
+        case .symbol(_, let r), .number(_, let r), .current(let r), .member(_, _, _, let r), .index(_, _, let r),
+             .deref(_, let r), .addressOf(_, let r), .negate(_, let r), .cast(_, _, let r), .perCPU(_, _, let r),
+             .container(_, _, _, _, let r):
+            return r
+        }
+    }
+}
+
+/// Lexer and recursive-descent parser for kreach expressions.
+///
+/// Grammar: `name`, `mod:name`, ``mod`name``, `` `name `` (vmlinux), `name#N`, `name@ADDR`, integers
+/// (decimal, 0x hex), `current`, `&x`, `*p`, `-n`, `p->f`, `s.f`, `a[i]`, `(TYPE)x`, `(x)`,
+/// `per_cpu(VAR, CPU)`, `list_for_each_entry(TYPE, HEAD, MEMBER)`, `hlist_for_each_entry(TYPE, HEAD, MEMBER)`,
+/// `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)`.
+public struct ExpressionParser {
+    enum Token: Equatable {
+        case ident(String)
+        case number(UInt64)
+        case punct(String)
+        case end
+    }
+
+    let source: String
+    let chars: [Character]
+    var tokens: [(Token, Range<Int>)] = []
+    var pos = 0
+    /// Answers whether an identifier names a type (a typedef or base type), to tell `(pid_t)x` from `(x)`.
+    let isTypeName: (String) -> Bool
+
+    static let containerHelpers = ["list_for_each_entry", "hlist_for_each_entry", "rbtree_inorder_for_each_entry"]
+    static let typeWords: Set<String> = ["struct", "union", "enum", "unsigned", "signed", "long", "short", "int", "char",
+                                         "void", "_Bool", "bool", "const", "volatile", "float", "double"]
+
+    public static func parse(_ source: String, isTypeName: @escaping (String) -> Bool = { _ in false }) throws(ExpressionError) -> Expr {
+        var p = ExpressionParser(source: source, chars: Array(source), isTypeName: isTypeName)
+        try p.lex()
+        let e = try p.expression()
+        guard case .end = p.peek else { throw p.error("unexpected \(p.describe(p.peek)) after the expression", p.tokens[p.pos].1) }
+        return e
+    }
+
+    func error(_ message: String, _ range: Range<Int>) -> ExpressionError {
+        .at(message, source: source, range: range)
+    }
+
+    // MARK: lexer
+
+    mutating func lex() throws(ExpressionError) {
+        var i = 0
+        func isIdentStart(_ c: Character) -> Bool { c == "_" || c.isLetter && c.isASCII }
+        func isIdent(_ c: Character) -> Bool { isIdentStart(c) || (c.isNumber && c.isASCII) }
+        while i < chars.count {
+            let c = chars[i]
+            if c == " " || c == "\t" || c == "\n" { i += 1; continue }
+            let start = i
+            if isIdentStart(c) {
+                while i < chars.count && isIdent(chars[i]) { i += 1 }
+                // Symbol choosers stick to the name: name#N, name@ADDR.
+                if i < chars.count && chars[i] == "#" {
+                    i += 1
+                    while i < chars.count && chars[i].isNumber { i += 1 }
+                } else if i < chars.count && chars[i] == "@" {
+                    i += 1
+                    while i < chars.count && (chars[i].isHexDigit || chars[i] == "x") { i += 1 }
+                }
+                tokens.append((.ident(String(chars[start..<i])), start..<i))
+                continue
+            }
+            if c.isNumber {
+                while i < chars.count && (chars[i].isHexDigit || chars[i] == "x" || chars[i] == "X") { i += 1 }
+                let text = String(chars[start..<i])
+                let value: UInt64?
+                if text.hasPrefix("0x") || text.hasPrefix("0X") { value = UInt64(text.dropFirst(2), radix: 16) } else { value = UInt64(text) }
+                guard let value else { throw error("bad number \(text)", start..<i) }
+                tokens.append((.number(value), start..<i))
+                continue
+            }
+            if c == "-" && i + 1 < chars.count && chars[i + 1] == ">" {
+                tokens.append((.punct("->"), i..<(i + 2)))
+                i += 2
+                continue
+            }
+            if "()[].*&,:`-".contains(c) {
+                tokens.append((.punct(String(c)), i..<(i + 1)))
+                i += 1
+                continue
+            }
+            throw error("unexpected character '\(c)'", i..<(i + 1))
+        }
+        tokens.append((.end, chars.count..<chars.count))
+    }
+
+    var peek: Token { tokens[pos].0 }
+    func peek(_ k: Int) -> Token { pos + k < tokens.count ? tokens[pos + k].0 : .end }
+    var here: Range<Int> { tokens[pos].1 }
+
+    func describe(_ t: Token) -> String {
+        switch t {
+        case .ident(let s): return "'\(s)'"
+        case .number(let n): return "'\(n)'"
+        case .punct(let p): return "'\(p)'"
+        case .end: return "end of expression"
+        }
+    }
+
+    mutating func expect(_ p: String) throws(ExpressionError) -> Range<Int> {
+        guard peek == .punct(p) else { throw error("expected '\(p)', found \(describe(peek))", here) }
+        defer { pos += 1 }
+        return here
+    }
+
+    mutating func identifier(_ what: String) throws(ExpressionError) -> (String, Range<Int>) {
+        guard case .ident(let s) = peek else { throw error("expected \(what), found \(describe(peek))", here) }
+        defer { pos += 1 }
+        return (s, here)
+    }
+
+    // MARK: grammar
+
+    mutating func expression() throws(ExpressionError) -> Expr { try unary() }
+
+    mutating func unary() throws(ExpressionError) -> Expr {
+        let start = here.lowerBound
+        switch peek {
+        case .punct("*"):
+            pos += 1
+            let e = try unary()
+            return .deref(e, range: start..<e.range.upperBound)
+        case .punct("&"):
+            pos += 1
+            let e = try unary()
+            return .addressOf(e, range: start..<e.range.upperBound)
+        case .punct("-"):
+            pos += 1
+            let e = try unary()
+            return .negate(e, range: start..<e.range.upperBound)
+        case .punct("(") where castAhead():
+            pos += 1
+            let t = try typeName()
+            _ = try expect(")")
+            let e = try unary()
+            return .cast(t, e, range: start..<e.range.upperBound)
+        default:
+            return try postfix()
+        }
+    }
+
+    /// After '(' comes a type: a type keyword, `mod:struct`, or a known type name followed by ')' or '*'.
+    func castAhead() -> Bool {
+        guard case .ident(let w) = peek(1) else { return false }
+        if ExpressionParser.typeWords.contains(w) { return true }
+        if peek(2) == .punct(":"), case .ident(let w2) = peek(3), ExpressionParser.typeWords.contains(w2) { return true }
+        if peek(2) == .punct(")") || peek(2) == .punct("*") || peek(2) == .punct("[") { return isTypeName(w) }
+        return false
+    }
+
+    mutating func typeName() throws(ExpressionError) -> TypeName {
+        let start = here.lowerBound
+        var module: String?
+        if case .ident(let m) = peek, peek(1) == .punct(":") {
+            module = m
+            pos += 2
+        }
+        var words: [String] = []
+        while case .ident(let w) = peek {
+            if w == "const" || w == "volatile" { pos += 1; continue }
+            words.append(w)
+            pos += 1
+            if w == "struct" || w == "union" || w == "enum" {
+                let (n, _) = try identifier("a \(w) name")
+                words.append(n)
+                break
+            }
+            if !ExpressionParser.typeWords.contains(w) { break }  // a typedef name stands alone
+        }
+        guard !words.isEmpty else { throw error("expected a type, found \(describe(peek))", here) }
+        var pointers = 0
+        while peek == .punct("*") { pointers += 1; pos += 1 }
+        var count: Int?
+        if peek == .punct("[") {
+            pos += 1
+            guard case .number(let n) = peek, n <= UInt64(Int32.max) else { throw error("expected an array length", here) }
+            count = Int(n)
+            pos += 1
+            _ = try expect("]")
+        }
+        let end = tokens[pos - 1].1.upperBound
+        return TypeName(module: module, words: words, pointers: pointers, arrayCount: count, text: String(chars[start..<end]))
+    }
+
+    mutating func postfix() throws(ExpressionError) -> Expr {
+        var e = try primary()
+        while true {
+            switch peek {
+            case .punct("."), .punct("->"):
+                let arrow = peek == .punct("->")
+                pos += 1
+                let (name, r) = try identifier("a member name")
+                e = .member(e, name, arrow: arrow, range: e.range.lowerBound..<r.upperBound)
+            case .punct("["):
+                pos += 1
+                let i = try expression()
+                let close = try expect("]")
+                e = .index(e, i, range: e.range.lowerBound..<close.upperBound)
+            default:
+                return e
+            }
+        }
+    }
+
+    mutating func primary() throws(ExpressionError) -> Expr {
+        let start = here
+        switch peek {
+        case .number(let n):
+            pos += 1
+            return .number(n, range: start)
+        case .punct("("):
+            pos += 1
+            let e = try expression()
+            _ = try expect(")")
+            return e
+        case .punct("`"):
+            // `name: vmlinux
+            pos += 1
+            let (name, r) = try identifier("a symbol name after '`'")
+            return .symbol("vmlinux:" + name, range: start.lowerBound..<r.upperBound)
+        case .ident(let name):
+            pos += 1
+            if name == "current" { return .current(range: start) }
+            if name == "per_cpu" && peek == .punct("(") {
+                pos += 1
+                let v = try expression()
+                _ = try expect(",")
+                let cpu = try expression()
+                let close = try expect(")")
+                return .perCPU(v, cpu, range: start.lowerBound..<close.upperBound)
+            }
+            if ExpressionParser.containerHelpers.contains(name) && peek == .punct("(") {
+                pos += 1
+                let t = try typeName()
+                _ = try expect(",")
+                let head = try expression()
+                _ = try expect(",")
+                let (member, _) = try identifier("the member that links the entries")
+                let close = try expect(")")
+                return .container(helper: name, t, head, member: member, range: start.lowerBound..<close.upperBound)
+            }
+            // mod:name and mod`name
+            if peek == .punct(":") || peek == .punct("`") {
+                let sep = peek
+                pos += 1
+                guard case .ident(let inner) = peek else {
+                    throw error("expected a symbol name after \(describe(sep))", here)
+                }
+                let r = here
+                pos += 1
+                return .symbol(name + ":" + inner, range: start.lowerBound..<r.upperBound)
+            }
+            return .symbol(name, range: start)
+        default:
+            throw error("expected a name, number or '(', found \(describe(peek))", start)
+        }
+    }
+}

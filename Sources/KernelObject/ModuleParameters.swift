@@ -1,0 +1,68 @@
+import BTF
+import KernelSymbols
+
+/// Types of module parameters, from the module's own parameter table.
+///
+/// Each loaded module's `struct module` (the `__this_module` symbol) points at its `struct kernel_param`
+/// array (`kp`, `num_kp`). A parameter's `ops` is one of the kernel's `param_ops_*` (found by address in
+/// kallsyms) and names its C type; `arg` is the variable's address.
+final class ModuleParameters {
+    unowned let evaluator: Evaluator
+    private var cache: [String: [UInt64: CType]] = [:]
+
+    init(evaluator: Evaluator) { self.evaluator = evaluator }
+
+    /// param_ops_<name> -> C base type name in BTF.
+    static let opsTypes: [String: String] = [
+        "param_ops_byte": "unsigned char", "param_ops_short": "short int", "param_ops_ushort": "short unsigned int",
+        "param_ops_int": "int", "param_ops_uint": "unsigned int", "param_ops_hexint": "unsigned int",
+        "param_ops_long": "long int", "param_ops_ulong": "long unsigned int",
+        "param_ops_ullong": "long long unsigned int", "param_ops_bool": "_Bool",
+        "param_ops_bool_enable_only": "_Bool", "param_ops_invbool": "_Bool",
+    ]
+
+    func type(of symbol: KernelSymbol) throws -> CType? {
+        guard let module = symbol.module else { return nil }
+        if cache[module] == nil { cache[module] = try load(module) }
+        return cache[module]?[symbol.address]
+    }
+
+    private func load(_ module: String) throws -> [UInt64: CType] {
+        let e = evaluator
+        guard let this = try? e.symbols.resolve("\(module):__this_module") else { return [:] }
+        let vmlinux = e.types.vmlinux
+        guard let moduleType = try vmlinux.lookup("module").first(where: { try vmlinux.kind(of: $0) == .structure }),
+              let paramType = try vmlinux.lookup("kernel_param").first(where: { try vmlinux.kind(of: $0) == .structure })
+        else { return [:] }
+        let mod = Object(type: .btf(vmlinux, moduleType), address: this.address)
+        // Feature detection: the members must exist in this kernel's struct module / kernel_param.
+        guard let kpMember = try mod.type.member("kp"), let numMember = try mod.type.member("num_kp"),
+              let opsMember = try CType.btf(vmlinux, paramType).member("ops"),
+              let argMember = try CType.btf(vmlinux, paramType).member("arg") else {
+            e.warn("this kernel's struct module has no kp/num_kp: module parameter types unavailable")
+            return [:]
+        }
+        let kp = try Object(type: kpMember.type, address: this.address + UInt64(kpMember.bitOffset / 8)).scalar(e.memory)
+        let count = try Object(type: numMember.type, address: this.address + UInt64(numMember.bitOffset / 8)).scalar(e.memory)
+        guard kp != 0, count > 0, count < 4096 else { return [:] }
+        let stride = UInt64(try vmlinux.size(of: paramType))
+        var result: [UInt64: CType] = [:]
+        for i in 0..<count {
+            let base = kp + i * stride
+            let ops = try e.readPointer(base + UInt64(opsMember.bitOffset / 8))
+            let arg = try e.readPointer(base + UInt64(argMember.bitOffset / 8))
+            guard let (k, off) = e.symbols.kallsyms.nearest(to: ops, moduleRanges: e.symbols.moduleRanges), off == 0 else { continue }
+            let opsName = e.symbols.kallsyms.name(k)
+            if opsName == "param_ops_charp" {
+                if let char = vmlinux.lookup("char").first(where: { (try? vmlinux.kind(of: $0)) == .int }) {
+                    result[arg] = .pointer(.btf(vmlinux, char))
+                }
+                continue
+            }
+            guard let typeName = ModuleParameters.opsTypes[opsName],
+                  let id = vmlinux.lookup(typeName).first(where: { (try? vmlinux.kind(of: $0)) == .int }) else { continue }
+            result[arg] = .btf(vmlinux, id)
+        }
+        return result
+    }
+}

@@ -1,0 +1,67 @@
+import BPF
+
+/// A typed value: either an object in kernel memory (an lvalue with an address) or a computed value
+/// (its bytes), like drgn's Object.
+public struct Object {
+    public let type: CType
+    /// Where the object lives in kernel memory; nil for computed values.
+    public let address: UInt64?
+    /// The bytes of a computed value (little-endian), or of an object already read.
+    public var bytes: [UInt8]?
+    /// For bitfield members: the bit offset from `address` and the width.
+    public var bitOffset = 0
+    public var bitfieldSize = 0
+    /// Where the object came from, for messages ("brd:rd_size", "module parameter of type int").
+    public var note: String?
+
+    public init(type: CType, address: UInt64?, bytes: [UInt8]? = nil) {
+        self.type = type
+        self.address = address
+        self.bytes = bytes
+    }
+
+    static func value(_ v: UInt64, type: CType) throws -> Object {
+        let size = max(1, min(8, try type.size()))
+        return Object(type: type, address: nil, bytes: withUnsafeBytes(of: v.littleEndian) { Array($0.prefix(size)) })
+    }
+
+    /// The object's bytes, reading kernel memory when needed.
+    func load(_ memory: KernelMemory) throws -> [UInt8] {
+        if let bytes { return bytes }
+        guard let address else { throw ExpressionError.plain("internal: object with neither address nor value") }
+        let size = try type.size()
+        if bitfieldSize > 0 {
+            let first = bitOffset / 8, last = (bitOffset + bitfieldSize + 7) / 8
+            return try memory.read(address + UInt64(first), count: last - first)
+        }
+        return try memory.read(address, count: size)
+    }
+
+    /// The value of a scalar (integer, enum, bool, pointer): zero- or sign-extended to 64 bits.
+    func scalar(_ memory: KernelMemory) throws -> UInt64 {
+        let raw = try load(memory)
+        var v: UInt64 = 0
+        for (k, b) in raw.prefix(8).enumerated() { v |= UInt64(b) << (8 * UInt64(k)) }
+        let signed = (try? type.record()).flatMap { $0 }.map { $0.1.isSigned } ?? false
+        if bitfieldSize > 0 {
+            v >>= UInt64(bitOffset % 8)
+            let width = UInt64(bitfieldSize)
+            if width < 64 {
+                v &= (1 << width) - 1
+                if signed && v & (1 << (width - 1)) != 0 { v |= ~((1 << width) - 1) }
+            }
+            return v
+        }
+        let size = min(8, raw.count)
+        if signed && size < 8 && size > 0 && v & (1 << (UInt64(size) * 8 - 1)) != 0 {
+            v |= ~((1 << (UInt64(size) * 8)) - 1)
+        }
+        return v
+    }
+}
+
+/// What an expression produced: one object, or the entries a container helper walked.
+public enum Evaluation {
+    case object(Object)
+    case entries([Object], helper: String)
+}

@@ -1,0 +1,111 @@
+import KreachSupport
+
+/// A malformed ELF file.
+public struct ELFError: Error, CustomStringConvertible, Sendable {
+    public let source: String
+    public let message: String
+    public var description: String { "ELF \(source): \(message)" }
+}
+
+/// A minimal, bounds-checked ELF64 little-endian reader: section headers, the symbol table, and
+/// program headers (for /proc/kcore). Every offset and count is checked against the file's size.
+public struct ELFFile {
+    public struct Section { public let name: String; public let type: UInt32; public let offset: Int; public let size: Int; public let link: Int; public let entrySize: Int }
+    public struct Symbol { public let name: String; public let value: UInt64; public let size: UInt64; public let type: UInt8; public let section: UInt16 }
+    public struct Segment { public let type: UInt32; public let offset: UInt64; public let vaddr: UInt64; public let fileSize: UInt64 }
+
+    public let source: String
+    let bytes: [UInt8]
+    public let sections: [Section]
+    public let segments: [Segment]
+
+    public init(bytes: [UInt8], source: String) throws(ELFError) {
+        self.source = source
+        self.bytes = bytes
+        guard bytes.count >= 64, bytes[0] == 0x7f, bytes[1] == 0x45, bytes[2] == 0x4c, bytes[3] == 0x46 else {
+            throw ELFError(source: source, message: "not an ELF file")
+        }
+        guard bytes[4] == 2, bytes[5] == 1 else { throw ELFError(source: source, message: "not 64-bit little-endian ELF") }
+        func u16(_ o: Int) -> Int { Int(bytes[o]) | Int(bytes[o + 1]) << 8 }
+        func u32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[o + $1]) << (8 * UInt32($1)) } }
+        func u64(_ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(bytes[o + $1]) << (8 * UInt64($1)) } }
+        func table(_ offset: UInt64, _ count: Int, _ entry: Int, _ what: String) throws(ELFError) -> Int {
+            guard offset <= UInt64(bytes.count), entry > 0, count <= bytes.count / entry,
+                  Int(offset) + count * entry <= bytes.count else {
+                throw ELFError(source: source, message: "\(what) table (offset \(offset), \(count) × \(entry)) runs past the end (\(bytes.count) bytes)")
+            }
+            return Int(offset)
+        }
+        // Program headers.
+        var segments: [Segment] = []
+        let phnum = u16(56), phentsize = u16(54)
+        if phnum > 0 {
+            let ph = try table(u64(32), phnum, phentsize, "program header")
+            guard phentsize >= 56 else { throw ELFError(source: source, message: "program header entries of \(phentsize) bytes") }
+            for i in 0..<phnum {
+                let o = ph + i * phentsize
+                segments.append(Segment(type: u32(o), offset: u64(o + 8), vaddr: u64(o + 16), fileSize: u64(o + 32)))
+            }
+        }
+        self.segments = segments
+        // Section headers.
+        var raw: [(nameOff: Int, Section)] = []
+        let shnum = u16(60), shentsize = u16(58), shstrndx = u16(62)
+        if shnum > 0 {
+            let sh = try table(u64(40), shnum, shentsize, "section header")
+            guard shentsize >= 64 else { throw ELFError(source: source, message: "section header entries of \(shentsize) bytes") }
+            for i in 0..<shnum {
+                let o = sh + i * shentsize
+                let off = u64(o + 24), size = u64(o + 32)
+                let type = u32(o + 4)
+                // SHT_NOBITS (8) occupies no file bytes.
+                if type != 8 {
+                    guard off <= UInt64(bytes.count), size <= UInt64(bytes.count) - off else {
+                        throw ELFError(source: source, message: "section \(i) (offset \(off), size \(size)) runs past the end")
+                    }
+                }
+                raw.append((Int(u32(o)), Section(name: "", type: type, offset: Int(min(off, UInt64(bytes.count))),
+                                                 size: type == 8 ? 0 : Int(size), link: Int(u32(o + 40)), entrySize: Int(u64(o + 56)))))
+            }
+        }
+        var sections: [Section] = []
+        let names = shstrndx < raw.count ? raw[shstrndx].1 : nil
+        for (nameOff, s) in raw {
+            var name = ""
+            if let names { name = ELFFile.string(bytes, names.offset, names.size, nameOff) ?? "" }
+            sections.append(Section(name: name, type: s.type, offset: s.offset, size: s.size, link: s.link, entrySize: s.entrySize))
+        }
+        self.sections = sections
+    }
+
+    static func string(_ bytes: [UInt8], _ start: Int, _ size: Int, _ offset: Int) -> String? {
+        guard offset >= 0, offset < size else { return nil }
+        var end = start + offset
+        while end < start + size && bytes[end] != 0 { end += 1 }
+        guard end < start + size else { return nil }
+        return String(decoding: bytes[(start + offset)..<end], as: UTF8.self)
+    }
+
+    /// The symbols of .symtab (SHT_SYMTAB), with names from its linked string table.
+    public func symbols() throws(ELFError) -> [Symbol] {
+        guard let symtab = sections.first(where: { $0.type == 2 }) else { return [] }
+        guard symtab.link < sections.count else { throw ELFError(source: source, message: "symbol table links a missing string table") }
+        let strtab = sections[symtab.link]
+        let entry = 24
+        var result: [Symbol] = []
+        result.reserveCapacity(symtab.size / entry)
+        var o = symtab.offset
+        while o + entry <= symtab.offset + symtab.size {
+            let nameOff = Int(bytes[o]) | Int(bytes[o + 1]) << 8 | Int(bytes[o + 2]) << 16 | Int(bytes[o + 3]) << 24
+            let info = bytes[o + 4]
+            let shndx = UInt16(bytes[o + 6]) | UInt16(bytes[o + 7]) << 8
+            let value = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[o + 8 + $1]) << (8 * UInt64($1)) }
+            let size = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[o + 16 + $1]) << (8 * UInt64($1)) }
+            if let name = ELFFile.string(bytes, strtab.offset, strtab.size, nameOff), !name.isEmpty {
+                result.append(Symbol(name: name, value: value, size: size, type: info & 0xf, section: shndx))
+            }
+            o += entry
+        }
+        return result
+    }
+}

@@ -1,0 +1,120 @@
+import ArgumentParser
+import KernelObject
+import KernelSource
+import KreachSupport
+
+/// Options shared by show and watch.
+struct ReadOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Memory reader: bpf (BPF test-run), kcore (/proc/kcore), or auto.", valueName: "READER"))
+    var memory: String = "auto"
+
+    @Option(help: "Nesting levels of structs and arrays to expand.")
+    var depth: Int = 6
+
+    @Flag(help: "Print integers in hex.")
+    var hex = false
+
+    func validate() throws {
+        guard MemoryChoice(rawValue: memory) != nil else { throw ValidationError("--memory takes bpf, kcore or auto") }
+        guard depth >= 0 else { throw ValidationError("--depth must be 0 or more") }
+    }
+
+    func evaluator(_ kernel: Kernel) throws -> (Evaluator, Formatter) {
+        guard case .live = kernel.source else {
+            throw Failure(message: "reading values needs the live kernel (--kernel snapshots have no memory)", code: 1)
+        }
+        let reader = try (MemoryChoice(rawValue: memory) ?? .auto).open()
+        let ev = try Evaluator(kernel: kernel, memory: reader)
+        var options = FormatOptions()
+        options.depth = depth
+        options.hex = hex
+        return (ev, Formatter(evaluator: ev, options: options))
+    }
+}
+
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the typed value of kernel globals and expressions (vmlinux and modules), no debuginfo needed.",
+        discussion: """
+            EXPR: `name`, `mod:name`, `mod`name` (DTrace style), `name#N`/`name@ADDR` for duplicates, `&x`, `*p`,
+            `p->f`, `s.f`, `a[i]`, casts `(TYPE)x` such as `(int)pid_max` or `*(struct nlm_file *)0xffff...`,
+            integers, `current` (kreach's own task), `per_cpu(VAR, CPU)`.
+            Container walks (the kernel's macros): `list_for_each_entry(TYPE, HEAD, MEMBER)`,
+            `hlist_for_each_entry(TYPE, HEAD, MEMBER)`, `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)`;
+            each entry is printed, or only --fields (member paths such as pid,comm,mm->map_count), at most --max.
+            A global's type comes from a cast, a BTF VAR, its module's parameter table, or is unknown (raw bytes).
+            """)
+
+    @OptionGroup var options: KernelOptions
+    @OptionGroup var read: ReadOptions
+
+    @Option(help: "For container walks: member paths to print per entry, comma-separated.")
+    var fields: String?
+
+    @Option(help: "For container walks: stop after this many entries.")
+    var max: Int = 10_000
+
+    @Argument(help: "Expressions.")
+    var expressions: [String]
+
+    func validate() throws {
+        if expressions.isEmpty { throw ValidationError("give at least one EXPR") }
+        if max < 1 { throw ValidationError("--max must be at least 1") }
+    }
+
+    func run() throws {
+        let kernel = try options.openKernel()
+        let (ev, fmt) = try read.evaluator(kernel)
+        ev.maxEntries = max
+        let fieldList = fields.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: " ") } } ?? []
+        var results: [JSON] = []
+        var failed = false
+        for expr in expressions {
+            ev.clearWarnings()
+            do {
+                switch try ev.evaluate(expr) {
+                case .object(let o):
+                    if options.json {
+                        results.append(.object([("expression", .string(expr)), ("type", .string(o.type.name)),
+                                                ("address", o.address.map { .string("0x" + String($0, radix: 16)) } ?? .null),
+                                                ("value", try fmt.json(o))]))
+                    } else {
+                        print(try fmt.text(o))
+                    }
+                case .entries(let entries, _):
+                    var rows: [JSON] = []
+                    for entry in entries {
+                        let address = entry.address.map { "0x" + String($0, radix: 16) } ?? "?"
+                        if fieldList.isEmpty {
+                            if options.json { rows.append(.object([("address", .string(address)), ("value", try fmt.json(entry))])) } else { print(try fmt.text(entry)) }
+                        } else {
+                            var parts: [String] = []
+                            var jf: [(String, JSON)] = []
+                            for f in fieldList {
+                                let v = try ev.evaluate(field: f, of: entry)
+                                if options.json { jf.append((f, try fmt.json(v))) } else { parts.append("\(f)=\(try fmt.compact(v))") }
+                            }
+                            if options.json { rows.append(.object([("address", .string(address)), ("fields", .object(jf))])) } else { print(address + " " + parts.joined(separator: " ")) }
+                        }
+                    }
+                    if options.json { results.append(.object([("expression", .string(expr)), ("count", .uint(UInt64(entries.count))), ("entries", .array(rows))])) }
+                }
+            } catch {
+                StandardError.write("kreach: \(error)")
+                failed = true
+            }
+            for w in ev.warnings { StandardError.write("kreach: note: \(w)") }
+        }
+        if options.json { print(JSON.array(results).pretty) }
+        if failed { throw Failure(message: "", code: 1) }
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let c = s.first, set.contains(c) { s = s.dropFirst() }
+        while let c = s.last, set.contains(c) { s = s.dropLast() }
+        return String(s)
+    }
+}
