@@ -39,6 +39,7 @@ let package = Package(
         .testTarget(name: "KernelSymbolsTests", dependencies: ["KernelSymbols", "KreachSupport", "KernelSource", "KreachTestSupport"]),
         .testTarget(name: "KernelSourceTests", dependencies: ["KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "BPFTests", dependencies: ["BPF", "BTF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "KernelObjectTests", dependencies: ["KernelObject", "BPF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]
 )

@@ -118,7 +118,7 @@ public struct ExpressionParser {
                 continue
             }
             if c.isNumber {
-                while i < chars.count && (chars[i].isHexDigit || chars[i] == "x" || chars[i] == "X") { i += 1 }
+                while i < chars.count && isIdent(chars[i]) { i += 1 }
                 let text = String(chars[start..<i])
                 let value: UInt64?
                 if text.hasPrefix("0x") || text.hasPrefix("0X") { value = UInt64(text.dropFirst(2), radix: 16) } else { value = UInt64(text) }
@@ -301,7 +301,7 @@ public struct ExpressionParser {
                 let sep = peek
                 pos += 1
                 guard case .ident(let inner) = peek else {
-                    throw error("expected a symbol name after \(describe(sep))", here)
+                    throw error("expected a symbol name after \(describe(sep)), found \(describe(peek))", here)
                 }
                 let r = here
                 pos += 1

@@ -14,7 +14,7 @@ public struct FormatOptions {
 
 /// Prints objects the way drgn does: `(int)16384`, `(char [16])"swapper/0"`,
 /// `*(struct nlm_file *)0xffff… = { .f_count = (unsigned int)1, … }`, pointers with `<symbol+0xoff>`.
-public final class Formatter {
+public final class ObjectFormatter {
     let ev: Evaluator
     public var options: FormatOptions
 

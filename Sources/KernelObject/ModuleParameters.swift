@@ -5,7 +5,8 @@ import KernelSymbols
 ///
 /// Each loaded module's `struct module` (the `__this_module` symbol) points at its `struct kernel_param`
 /// array (`kp`, `num_kp`). A parameter's `ops` is one of the kernel's `param_ops_*` (found by address in
-/// kallsyms) and names its C type; `arg` is the variable's address.
+/// kallsyms) and names its C type; for a module's own ops (module_param_cb), the standard getter in
+/// `ops->get` (param_get_int, …) does. `arg` is the variable's address.
 final class ModuleParameters {
     unowned let evaluator: Evaluator
     private var cache: [String: [UInt64: CType]] = [:]
@@ -19,6 +20,14 @@ final class ModuleParameters {
         "param_ops_long": "long int", "param_ops_ulong": "long unsigned int",
         "param_ops_ullong": "long long unsigned int", "param_ops_bool": "_Bool",
         "param_ops_bool_enable_only": "_Bool", "param_ops_invbool": "_Bool",
+    ]
+
+    /// Custom ops (module_param_cb) usually keep the standard getter: param_get_<type>.
+    static let getterTypes: [String: String] = [
+        "param_get_byte": "unsigned char", "param_get_short": "short int", "param_get_ushort": "short unsigned int",
+        "param_get_int": "int", "param_get_uint": "unsigned int", "param_get_hexint": "unsigned int",
+        "param_get_long": "long int", "param_get_ulong": "long unsigned int", "param_get_ullong": "long long unsigned int",
+        "param_get_bool": "_Bool", "param_get_invbool": "_Bool",
     ]
 
     func type(of symbol: KernelSymbol) throws -> CType? {
@@ -46,6 +55,8 @@ final class ModuleParameters {
         let count = try Object(type: numMember.type, address: this.address + UInt64(numMember.bitOffset / 8)).scalar(e.memory)
         guard kp != 0, count > 0, count < 4096 else { return [:] }
         let stride = UInt64(try vmlinux.size(of: paramType))
+        let opsType = try vmlinux.lookup("kernel_param_ops").first(where: { try vmlinux.kind(of: $0) == .structure })
+        let getMember = try opsType.flatMap { try CType.btf(vmlinux, $0).member("get") }
         var result: [UInt64: CType] = [:]
         for i in 0..<count {
             let base = kp + i * stride
@@ -59,7 +70,21 @@ final class ModuleParameters {
                 }
                 continue
             }
-            guard let typeName = ModuleParameters.opsTypes[opsName],
+            var typeName = ModuleParameters.opsTypes[opsName]
+            if typeName == nil, let getMember {
+                // ops->get names the type when the ops are the module's own.
+                let getter = try e.readPointer(ops + UInt64(getMember.bitOffset / 8))
+                if getter == UInt64(0) { continue }
+                if let (g, goff) = e.symbols.kallsyms.nearest(to: getter, moduleRanges: e.symbols.moduleRanges), goff == 0 {
+                    let getterName = e.symbols.kallsyms.name(g)
+                    if getterName == "param_get_charp", let char = vmlinux.lookup("char").first(where: { (try? vmlinux.kind(of: $0)) == .int }) {
+                        result[arg] = .pointer(.btf(vmlinux, char))
+                        continue
+                    }
+                    typeName = ModuleParameters.getterTypes[getterName]
+                }
+            }
+            guard let typeName,
                   let id = vmlinux.lookup(typeName).first(where: { (try? vmlinux.kind(of: $0)) == .int }) else { continue }
             result[arg] = .btf(vmlinux, id)
         }

@@ -19,7 +19,7 @@ struct ReadOptions: ParsableArguments {
         guard depth >= 0 else { throw ValidationError("--depth must be 0 or more") }
     }
 
-    func evaluator(_ kernel: Kernel) throws -> (Evaluator, Formatter) {
+    func evaluator(_ kernel: Kernel) throws -> (Evaluator, ObjectFormatter) {
         guard case .live = kernel.source else {
             throw Failure(message: "reading values needs the live kernel (--kernel snapshots have no memory)", code: 1)
         }
@@ -28,7 +28,7 @@ struct ReadOptions: ParsableArguments {
         var options = FormatOptions()
         options.depth = depth
         options.hex = hex
-        return (ev, Formatter(evaluator: ev, options: options))
+        return (ev, ObjectFormatter(evaluator: ev, options: options))
     }
 }
 

@@ -1,0 +1,109 @@
+import Foundation
+import XCTest
+import BPF
+@testable import KernelObject
+import KernelSource
+import KreachSupport
+import KreachTestSupport
+
+/// Reading the live kernel through BPF, checked against what /proc and uname say.
+final class LiveObjectTests: XCTestCase {
+    func evaluator() throws -> (Evaluator, ObjectFormatter) {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: BPF needs CAP_BPF + CAP_PERFMON, kallsyms CAP_SYSLOG")) }
+        let ev = try Evaluator(kernel: try Kernel(source: .live), memory: try BPFMemory())
+        return (ev, ObjectFormatter(evaluator: ev))
+    }
+
+    func object(_ ev: Evaluator, _ s: String) throws -> Object {
+        guard case .object(let o) = try ev.evaluate(s) else { throw FixtureError("\(s) is not one object") }
+        return o
+    }
+
+    func testCurrentIsThisThread() throws {
+        let (ev, fmt) = try evaluator()
+        let tid = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self").split(separator: "/").last.map(String.init)
+        XCTAssertEqual(try fmt.compact(try object(ev, "current->pid")), tid)
+        XCTAssertEqual(try fmt.compact(try object(ev, "current->tgid")), String(getpid()))
+        XCTAssertEqual(try fmt.text(try object(ev, "current->comm")), "(char [16])\"" + (try FileBytes.readText("/proc/thread-self/comm")) + "\"")
+        var u = utsname()
+        uname(&u)
+        let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        XCTAssertEqual(try fmt.compact(try object(ev, "current->nsproxy->uts_ns->name.release")), "\"\(release)\"")
+        // The same through casts and address arithmetic.
+        XCTAssertEqual(try fmt.compact(try object(ev, "((struct task_struct *)current)->pid")), tid)
+        XCTAssertEqual(try fmt.compact(try object(ev, "(*current).pid")), tid)
+        XCTAssertEqual(try fmt.compact(try object(ev, "*&current->pid")), tid)
+        XCTAssertEqual(try fmt.compact(try object(ev, "current->comm[0]")), String(try FileBytes.readText("/proc/thread-self/comm").utf8.first ?? 0))
+        XCTAssertEqual(try fmt.compact(try object(ev, "(long)current->pid")), tid)
+    }
+
+    /// Walking the task list from current yields the processes in /proc (allowing for ones that come and go).
+    func testTaskListWalkMatchesProc() throws {
+        let (ev, fmt) = try evaluator()
+        func procPids() throws -> Set<String> {
+            Set(try FileManager.default.contentsOfDirectory(atPath: "/proc").filter { $0.allSatisfy(\.isNumber) })
+        }
+        let before = try procPids()
+        guard case .entries(let entries, _) = try ev.evaluate("list_for_each_entry(struct task_struct, &current->tasks, tasks)") else {
+            return XCTFail("not a walk")
+        }
+        let after = try procPids()
+        var walked = Set(try entries.map { try fmt.compact(try ev.evaluate(field: "tgid", of: $0)) })
+        walked.insert(String(getpid()))  // the walk starts at current's own list node, so current is the head
+        walked.remove("0")               // init_task (swapper) is on the list but not in /proc
+        let stable = before.intersection(after)
+        XCTAssertTrue(stable.isSubset(of: walked), "in /proc but not walked: \(stable.subtracting(walked).sorted())")
+        XCTAssertTrue(walked.isSubset(of: before.union(after)), "walked but never in /proc: \(walked.subtracting(before.union(after)).sorted())")
+        XCTAssertGreaterThan(entries.count, 10)
+        // comm of each entry is a string, and pid 1 is there.
+        XCTAssertTrue(walked.contains("1"))
+        ev.maxEntries = 5
+        guard case .entries(let few, _) = try ev.evaluate("list_for_each_entry(struct task_struct, &current->tasks, tasks)") else { return XCTFail() }
+        XCTAssertEqual(few.count, 5)
+        XCTAssertTrue(ev.warnings.contains { $0.contains("stopped after 5 entries") })
+    }
+
+    func testStructPrintingAndJSON() throws {
+        let (ev, fmt) = try evaluator()
+        let text = try fmt.text(try object(ev, "*current->nsproxy->uts_ns"))
+        XCTAssertTrue(text.hasPrefix("*(struct uts_namespace *)0x"), text)
+        XCTAssertTrue(text.contains(".name = (struct new_utsname){\n\t\t.sysname = (char [65])\"Linux\",\n"), text)
+        let json = try fmt.json(try object(ev, "current->nsproxy->uts_ns->name")).compact
+        XCTAssertTrue(json.hasPrefix("{\"sysname\":\"Linux\",\"nodename\":"), json)
+        fmt.options.depth = 0
+        XCTAssertTrue(try fmt.text(try object(ev, "*current->nsproxy->uts_ns")).hasSuffix("= { ... }"))
+    }
+
+    func testBadInputsAreErrorsNamingThePart() throws {
+        let (ev, _) = try evaluator()
+        let cases: [(String, String)] = [
+            ("no_such_symbol_xyz", "no symbol matches no_such_symbol_xyz"),
+            ("current->no_such_member", "struct task_struct has no member no_such_member"),
+            ("current.pid", "use '->'"),
+            ("(struct no_such_struct *)current", "no type matches struct no_such_struct"),
+            ("*(int *)0", "NULL pointer dereference"),
+            ("*(int *)0x10", "not a kernel address"),
+            ("*(int *)0xffff800000001000", "not mapped"),
+            ("current->pid->x", "'->' needs a pointer"),
+            ("current->comm.x", "has no member x"),
+            ("per_cpu(current, 0)", "per_cpu() takes a per-CPU variable's name"),
+            ("(struct task_struct)5", "can't cast a computed value"),
+        ]
+        for (source, fragment) in cases {
+            XCTAssertThrowsError(try ev.evaluate(source).object(), source) { error in
+                XCTAssertTrue("\(error)".contains(fragment), "\(source): \(error)")
+            }
+        }
+    }
+}
+
+extension Evaluation {
+    /// The object; formats it (forcing its reads) so memory errors surface.
+    func object() throws -> Object {
+        guard case .object(let o) = self else { throw FixtureError("not an object") }
+        _ = try o.load(BPFMemoryHolder.memory ?? (try BPFMemory()))
+        return o
+    }
+}
+
+enum BPFMemoryHolder { nonisolated(unsafe) static var memory: BPFMemory? }
