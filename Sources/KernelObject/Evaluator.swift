@@ -226,7 +226,9 @@ public final class Evaluator {
             let names = b.type.memberNames()
             var message = "\(b.type.name) has no member \(name)"
             if case .untyped = b.type { message = "\(b.note ?? "this symbol") has no known type, so no member \(name): give one with a cast, e.g. ((struct foo *)&sym)->\(name)" }
-            if let close = names.first(where: { $0.hasPrefix(String(name.prefix(3))) }) { message += " (did you mean \(close)?)" }
+            if let close = names.map({ ($0, Evaluator.editDistance($0, name)) }).filter({ $0.1 <= 2 }).min(by: { $0.1 < $1.1 })?.0 {
+                message += " (did you mean \(close)?)"
+            }
             throw fail(message, e, source)
         }
         var o: Object
@@ -245,6 +247,22 @@ public final class Evaluator {
             o.bitfieldSize = m.bitfieldSize
         }
         return o
+    }
+
+    /// Levenshtein distance, for "did you mean" hints.
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        var row = Array(0...y.count)
+        for i in 1...max(1, x.count) where !x.isEmpty {
+            var prev = row[0]
+            row[0] = i
+            for j in 1...max(1, y.count) where !y.isEmpty {
+                let cur = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, prev + (x[i - 1] == y[j - 1] ? 0 : 1))
+                prev = cur
+            }
+        }
+        return x.isEmpty ? y.count : row[y.count]
     }
 
     func cast(_ b: Object, to target: CType, _ e: Expr, _ source: String) throws -> Object {

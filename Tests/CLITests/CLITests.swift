@@ -1,21 +1,24 @@
 import Foundation
+import Glibc
 import XCTest
 import KreachSupport
 import KreachTestSupport
 
+/// Runs the kreach executable next to the test bundle (built by `swift build`/`swift test`), or $KREACH.
+func runKreach(_ args: [String]) throws -> Run.Result {
+    let dir = Bundle.main.bundleURL.path
+    var candidates = [dir + "/kreach"]
+    if let env = ProcessInfo.processInfo.environment["KREACH"] { candidates.insert(env, at: 0) }
+    guard let path = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        throw FixtureError("kreach binary not found in \(dir); run `swift build` first")
+    }
+    return try Run.command([path] + args)
+}
+
 /// The kreach binary end to end: output, exit status (0 found, 1 not found/ambiguous/failed, 2 usage),
 /// one-line errors on stderr, JSON that parses.
 final class CLITests: XCTestCase {
-    /// The kreach executable next to the test bundle (built by `swift build`/`swift test`).
-    func kreach(_ args: [String]) throws -> Run.Result {
-        let dir = Bundle.main.bundleURL.path
-        var candidates = [dir + "/kreach"]
-        if let env = ProcessInfo.processInfo.environment["KREACH"] { candidates.insert(env, at: 0) }
-        guard let path = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            throw FixtureError("kreach binary not found in \(dir); run `swift build` first")
-        }
-        return try Run.command([path] + args)
-    }
+    func kreach(_ args: [String]) throws -> Run.Result { try runKreach(args) }
 
     func debian() throws -> [String] { ["--kernel", try DebianCapture.directory()] }
 
@@ -136,5 +139,54 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(snap.stdout.contains("captured "), snap.stdout)
         XCTAssertEqual(try kreach(["sym", "--kernel", dir, "vfs_read"]).stdout, r.stdout)
         XCTAssertEqual(try kreach(["type", "--kernel", dir, "struct task_struct"]).stdout, t.stdout)
+    }
+}
+
+/// kreach show / watch as a process: exit codes, stderr, JSON.
+final class ShowCLITests: XCTestCase {
+    func kreach(_ args: [String]) throws -> Run.Result { try runKreach(args) }
+
+    func testShowCurrentAsTheProcessItself() throws {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: BPF")) }
+        let r = try kreach(["show", "current->comm", "current->nsproxy->uts_ns->name.release"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        var u = utsname()
+        uname(&u)
+        let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        XCTAssertEqual(r.stdout, "(char [16])\"kreach\"\n(char [65])\"\(release)\"\n")
+        let j = try kreach(["show", "--json", "current->pid", "current->comm"])
+        let rows = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(j.stdout.utf8)) as? [[String: Any]])
+        XCTAssertEqual(rows.map { $0["type"] as? String }, ["pid_t", "char [16]"])
+        XCTAssertEqual(rows[1]["value"] as? String, "kreach")
+        XCTAssertGreaterThan(rows[0]["value"] as? Int ?? 0, 1)
+    }
+
+    func testShowErrorsAndUsage() throws {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: BPF")) }
+        let bad = try kreach(["show", "current->no_member", "current->pid"])
+        XCTAssertEqual(bad.status, 1, "one bad expression fails the command")
+        XCTAssertTrue(bad.stdout.hasPrefix("(pid_t)"), "the good one is still printed")
+        XCTAssertEqual(bad.stderr, "kreach: struct task_struct has no member no_member\n  current->no_member\n  ^~~~~~~~~~~~~~~~~~\n")
+        XCTAssertEqual(try kreach(["show"]).status, 2)
+        XCTAssertEqual(try kreach(["show", "--memory", "floppy", "x"]).status, 2)
+        XCTAssertEqual(try kreach(["watch", "--interval", "soon", "x"]).status, 2)
+        let snap = try kreach(["show", "--kernel", try DebianCapture.directory(), "brd:rd_size"])
+        XCTAssertEqual(snap.status, 1)
+        XCTAssertEqual(snap.stderr, "kreach: reading values needs the live kernel (--kernel snapshots have no memory)\n")
+        // This dev kernel has no /proc/kcore: asking for it is a clear error.
+        if !FileManager.default.fileExists(atPath: "/proc/kcore") {
+            let k = try kreach(["show", "--memory", "kcore", "current->pid"])
+            XCTAssertEqual(k.status, 1)
+            XCTAssertEqual(k.stderr, "kreach: open /proc/kcore: No such file or directory\n")
+        }
+    }
+
+    func testWatchPrintsOnceWhenNothingChanges() throws {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: BPF")) }
+        let r = try kreach(["watch", "--count", "3", "--interval", "50ms", "current->nsproxy->uts_ns->name.sysname"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let lines = r.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, r.stdout)
+        XCTAssertTrue(lines.first?.hasSuffix(" current->nsproxy->uts_ns->name.sysname = \"Linux\"") ?? false, r.stdout)
     }
 }

@@ -85,6 +85,7 @@ final class LiveObjectTests: XCTestCase {
             ("*(int *)0x10", "not a kernel address"),
             ("*(int *)0xffff800000001000", "not mapped"),
             ("current->pid->x", "'->' needs a pointer"),
+            ("current->commm", "has no member commm (did you mean comm?)"),
             ("current->comm.x", "has no member x"),
             ("per_cpu(current, 0)", "per_cpu() takes a per-CPU variable's name"),
             ("(struct task_struct)5", "can't cast a computed value"),
