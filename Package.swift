@@ -32,7 +32,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // In-process benchmarks (Benchmarks/run compares them with libbpf and cat).
-        .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "KernelSymbols", "KernelSource"]),
+        .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "BPF", "KernelSymbols", "KernelSource", "KernelObject"]),
         // Test helpers: the unpacked Debian capture, running commands, oracles.
         .target(name: "KreachTestSupport", dependencies: ["KreachSupport"], path: "Tests/Support"),
         .testTarget(name: "BTFTests", dependencies: ["BTF", "KreachSupport", "KernelSource", "KreachTestSupport"]),

@@ -14,8 +14,9 @@ import KreachSupport
 /// module's .ko symbol table, or is bounded by the next kallsyms symbol.
 public final class Evaluator {
     public let kernel: Kernel
-    public let symbols: SymbolTable
     public let types: TypeDatabase
+    /// kallsyms + /proc/modules, read on first use (reading /proc/kallsyms is most of a short run's time).
+    public var symbols: SymbolTable { get throws { try kernel.symbols() } }
     public let memory: KernelMemory
     /// Container walks stop after this many entries (with a warning).
     public var maxEntries = 10_000
@@ -27,7 +28,6 @@ public final class Evaluator {
 
     public init(kernel: Kernel, memory: KernelMemory) throws {
         self.kernel = kernel
-        self.symbols = try kernel.symbols()
         self.types = try kernel.types()
         self.memory = memory
     }
@@ -292,9 +292,18 @@ public final class Evaluator {
 
     /// The object a global names, typed as well as kreach can.
     func symbolObject(_ name: String, _ e: Expr, _ source: String, perCPU: Bool) throws -> (object: Object, symbol: KernelSymbol) {
-        let symbol: KernelSymbol
-        do { symbol = try symbols.resolve(name) } catch {
-            throw ExpressionError.at("\(error)", source: source, range: e.range)
+        var symbol: KernelSymbol
+        var moduleObject: ModuleObject?
+        if let (module, bare) = Evaluator.moduleQualified(name), let mo = kernel.moduleObject(module) {
+            let found = mo.objects(named: bare)
+            if found.count == 1 {
+                symbol = found[0]
+                moduleObject = mo
+            } else {
+                symbol = try resolveWithKallsyms(name, e, source)
+            }
+        } else {
+            symbol = try resolveWithKallsyms(name, e, source)
         }
         let object = symbol.moduleName
         // A BTF VAR of that name in the symbol's own object.
@@ -321,7 +330,12 @@ public final class Evaluator {
             o.note = "\(symbol.name) (a function\(prototype))"
             return (o, symbol)
         }
-        if symbol.module != nil, let type = try parameters.type(of: symbol) {
+        if let moduleObject, let type = try parameterTypeFromObject(moduleObject, symbol.name) {
+            var o = Object(type: type, address: symbol.address)
+            o.note = "\(symbol.name), a module parameter"
+            return (o, symbol)
+        }
+        if moduleObject == nil, symbol.module != nil, let type = try parameters.type(of: symbol) {
             var o = Object(type: type, address: symbol.address)
             o.note = "\(symbol.name), a module parameter"
             return (o, symbol)
@@ -329,7 +343,7 @@ public final class Evaluator {
         // No type: raw bytes of the size the .ko says, or up to the next symbol (at most 8).
         var size = 8
         var origin = "bounded by the next symbol"
-        if let module = symbol.module, let s = kernel.moduleSymbolSize(module: module, symbol: symbol.name) {
+        if let module = symbol.module, let s = moduleObject?.size(of: symbol.name) ?? kernel.moduleSymbolSize(module: module, symbol: symbol.name) {
             size = Int(min(s, 4096))
             origin = "from the module's symbol table"
         } else if let next = nextSymbolAddress(after: symbol) {
@@ -340,6 +354,36 @@ public final class Evaluator {
         return (o, symbol)
     }
 
+    func resolveWithKallsyms(_ name: String, _ e: Expr, _ source: String) throws -> KernelSymbol {
+        do { return try symbols.resolve(name) } catch {
+            throw ExpressionError.at("\(error)", source: source, range: e.range)
+        }
+    }
+
+    /// "brd:rd_size" / "brd`rd_size" -> ("brd", "rd_size"); nil for vmlinux, unqualified names and #N/@ADDR choosers.
+    static func moduleQualified(_ text: String) -> (String, String)? {
+        guard let colon = text.firstIndex(of: ":"), !text.contains("#"), !text.contains("@") else { return nil }
+        let module = String(text[..<colon]), name = String(text[text.index(after: colon)...])
+        guard module != "vmlinux", !module.isEmpty, !name.isEmpty, !Glob.isPattern(text) else { return nil }
+        return (module, name)
+    }
+
+    /// A parameter's type from the module's .ko relocations (struct kernel_param offsets from BTF).
+    func parameterTypeFromObject(_ mo: ModuleObject, _ name: String) throws -> CType? {
+        let vmlinux = types.vmlinux
+        guard let param = try vmlinux.lookup("kernel_param").first(where: { try vmlinux.kind(of: $0) == .structure }) else { return nil }
+        let paramType = CType.btf(vmlinux, param)
+        guard let ops = try paramType.member("ops"), let arg = try paramType.member("arg") else { return nil }
+        let opsStruct = try vmlinux.lookup("kernel_param_ops").first(where: { try vmlinux.kind(of: $0) == .structure })
+        let get = try opsStruct.flatMap { try CType.btf(vmlinux, $0).member("get") }
+        let types = mo.parameterTypes(paramSize: try paramType.size(), opsOffset: ops.bitOffset / 8, argOffset: arg.bitOffset / 8,
+                                      getOffset: get.map { $0.bitOffset / 8 })
+        guard let typeName = types[name] else { return nil }
+        let base = typeName == "char *" ? "char" : typeName
+        guard let id = vmlinux.lookup(base).first(where: { (try? vmlinux.kind(of: $0)) == .int }) else { return nil }
+        return typeName == "char *" ? .pointer(.btf(vmlinux, id)) : .btf(vmlinux, id)
+    }
+
     func isPerCPUVariable(_ btf: BTF, _ variable: TypeID) throws -> Bool {
         for id in btf.lookup(".data..percpu") where try btf.kind(of: id) == .dataSection {
             if try btf.type(id).sectionVariables.contains(where: { $0.type == variable }) { return true }
@@ -348,7 +392,7 @@ public final class Evaluator {
     }
 
     func nextSymbolAddress(after symbol: KernelSymbol) -> UInt64? {
-        symbols.kallsyms.nextAddress(after: symbol.address)
+        (try? symbols)?.kallsyms.nextAddress(after: symbol.address)
     }
 
     // MARK: - Containers

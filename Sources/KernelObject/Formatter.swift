@@ -88,8 +88,8 @@ public final class ObjectFormatter {
     func pointer(_ v: UInt64, to target: CType) -> String {
         var text = "0x" + String(v, radix: 16)
         // <symbol+0xoff> only near a symbol: kallsyms has no sizes, and a far offset names nothing.
-        if v != 0, let (_, off) = ev.symbols.kallsyms.nearest(to: v, moduleRanges: ev.symbols.moduleRanges), off < 0x10000,
-           let where_ = ev.symbols.describe(address: v) {
+        if v != 0, let table = try? ev.symbols, let (_, off) = table.kallsyms.nearest(to: v, moduleRanges: table.moduleRanges), off < 0x10000,
+           let where_ = table.describe(address: v) {
             text += " <\(where_)>"
         }
         // char *: the string too, when it can be read.

@@ -13,23 +13,6 @@ final class ModuleParameters {
 
     init(evaluator: Evaluator) { self.evaluator = evaluator }
 
-    /// param_ops_<name> -> C base type name in BTF.
-    static let opsTypes: [String: String] = [
-        "param_ops_byte": "unsigned char", "param_ops_short": "short int", "param_ops_ushort": "short unsigned int",
-        "param_ops_int": "int", "param_ops_uint": "unsigned int", "param_ops_hexint": "unsigned int",
-        "param_ops_long": "long int", "param_ops_ulong": "long unsigned int",
-        "param_ops_ullong": "long long unsigned int", "param_ops_bool": "_Bool",
-        "param_ops_bool_enable_only": "_Bool", "param_ops_invbool": "_Bool",
-    ]
-
-    /// Custom ops (module_param_cb) usually keep the standard getter: param_get_<type>.
-    static let getterTypes: [String: String] = [
-        "param_get_byte": "unsigned char", "param_get_short": "short int", "param_get_ushort": "short unsigned int",
-        "param_get_int": "int", "param_get_uint": "unsigned int", "param_get_hexint": "unsigned int",
-        "param_get_long": "long int", "param_get_ulong": "long unsigned int", "param_get_ullong": "long long unsigned int",
-        "param_get_bool": "_Bool", "param_get_invbool": "_Bool",
-    ]
-
     func type(of symbol: KernelSymbol) throws -> CType? {
         guard let module = symbol.module else { return nil }
         if cache[module] == nil { cache[module] = try load(module) }
@@ -38,7 +21,8 @@ final class ModuleParameters {
 
     private func load(_ module: String) throws -> [UInt64: CType] {
         let e = evaluator
-        guard let this = try? e.symbols.resolve("\(module):__this_module") else { return [:] }
+        let table = try e.symbols
+        guard let this = try? table.resolve("\(module):__this_module") else { return [:] }
         let vmlinux = e.types.vmlinux
         guard let moduleType = try vmlinux.lookup("module").first(where: { try vmlinux.kind(of: $0) == .structure }),
               let paramType = try vmlinux.lookup("kernel_param").first(where: { try vmlinux.kind(of: $0) == .structure })
@@ -62,26 +46,26 @@ final class ModuleParameters {
             let base = kp + i * stride
             let ops = try e.readPointer(base + UInt64(opsMember.bitOffset / 8))
             let arg = try e.readPointer(base + UInt64(argMember.bitOffset / 8))
-            guard let (k, off) = e.symbols.kallsyms.nearest(to: ops, moduleRanges: e.symbols.moduleRanges), off == 0 else { continue }
-            let opsName = e.symbols.kallsyms.name(k)
+            guard let (k, off) = table.kallsyms.nearest(to: ops, moduleRanges: table.moduleRanges), off == 0 else { continue }
+            let opsName = table.kallsyms.name(k)
             if opsName == "param_ops_charp" {
                 if let char = vmlinux.lookup("char").first(where: { (try? vmlinux.kind(of: $0)) == .int }) {
                     result[arg] = .pointer(.btf(vmlinux, char))
                 }
                 continue
             }
-            var typeName = ModuleParameters.opsTypes[opsName]
+            var typeName = ModuleObject.opsTypes[opsName]
             if typeName == nil, let getMember {
                 // ops->get names the type when the ops are the module's own.
                 let getter = try e.readPointer(ops + UInt64(getMember.bitOffset / 8))
                 if getter == UInt64(0) { continue }
-                if let (g, goff) = e.symbols.kallsyms.nearest(to: getter, moduleRanges: e.symbols.moduleRanges), goff == 0 {
-                    let getterName = e.symbols.kallsyms.name(g)
+                if let (g, goff) = table.kallsyms.nearest(to: getter, moduleRanges: table.moduleRanges), goff == 0 {
+                    let getterName = table.kallsyms.name(g)
                     if getterName == "param_get_charp", let char = vmlinux.lookup("char").first(where: { (try? vmlinux.kind(of: $0)) == .int }) {
                         result[arg] = .pointer(.btf(vmlinux, char))
                         continue
                     }
-                    typeName = ModuleParameters.getterTypes[getterName]
+                    typeName = ModuleObject.getterTypes[getterName]
                 }
             }
             guard let typeName,

@@ -136,15 +136,42 @@ public final class Kernel {
     }
 
     private var koSymbolCache: [String: [String: UInt64]] = [:]
+    private var moduleObjectCache: [String: ModuleObject?] = [:]
 
     /// st_size of a symbol in the module's .ko on disk (.ko, .ko.xz, .ko.zst), or nil when unknown.
     public func moduleSymbolSize(module: String, symbol: String) -> UInt64? {
-        if koSymbolCache[module] == nil { koSymbolCache[module] = (try? loadKoSymbols(module)) ?? [:] }
+        if koSymbolCache[module] == nil {
+            var sizes: [String: UInt64] = [:]
+            if let elf = try? moduleELF(module), let symbols = try? elf.symbols() {
+                for s in symbols where s.size > 0 && !s.name.isEmpty { sizes[s.name] = s.size }
+            }
+            koSymbolCache[module] = sizes
+        }
         return koSymbolCache[module]?[symbol]
     }
 
-    private func loadKoSymbols(_ module: String) throws -> [String: UInt64] {
-        guard let tree = moduleTree else { return [:] }
+    /// The loaded module through its .ko, when the file's build-id matches the running module's.
+    public func moduleObject(_ module: String) -> ModuleObject? {
+        if let cached = moduleObjectCache[module] { return cached }
+        var result: ModuleObject?
+        if case .live = source, let elf = try? moduleELF(module), let fileID = elf.buildID {
+            let sys = path(.moduleDirectory) + "/" + module
+            if let note = try? FileBytes.read(sys + "/notes/.note.gnu.build-id"), ELFFile.noteDescriptor(note) == fileID,
+               let names = try? FileBytes.list(sys + "/sections") {
+                var bases: [String: UInt64] = [:]
+                for name in names {
+                    if let text = try? FileBytes.readText(sys + "/sections/" + name), let a = Hex.parse(Substring(text)) { bases[name] = a }
+                }
+                result = try? ModuleObject(module: module, elf: elf, sectionBases: bases)
+            }
+        }
+        moduleObjectCache[module] = result
+        return result
+    }
+
+    /// The module's .ko from /lib/modules/RELEASE (found through modules.dep), decompressed.
+    func moduleELF(_ module: String) throws -> ELFFile {
+        guard let tree = moduleTree else { throw KernelError("no /lib/modules tree for this kernel") }
         let dep = String(decoding: try FileBytes.read(tree + "/modules.dep"), as: UTF8.self)
         let wanted = module.replacingDashes
         var path: String?
@@ -155,7 +182,7 @@ public final class Kernel {
             let name = base.components(beforeSuffix: [".ko.xz", ".ko.zst", ".ko.gz", ".ko"])
             if name?.replacingDashes == wanted { path = tree + "/" + file; break }
         }
-        guard let path else { return [:] }
+        guard let path else { throw KernelError("\(module) is not in \(tree)/modules.dep") }
         var bytes: [UInt8]
         if path.hasSuffix(".ko") {
             bytes = try FileBytes.read(path)
@@ -163,10 +190,7 @@ public final class Kernel {
             let tool = path.hasSuffix(".xz") ? "xz" : (path.hasSuffix(".zst") ? "zstd" : "gzip")
             bytes = try Kernel.commandOutput("\(tool) -dc '\(path)'")
         }
-        let elf = try ELFFile(bytes: bytes, source: path)
-        var sizes: [String: UInt64] = [:]
-        for s in try elf.symbols() where s.size > 0 { sizes[s.name] = s.size }
-        return sizes
+        return try ELFFile(bytes: bytes, source: path)
     }
 
     /// Runs a shell command and returns its standard output (for decompressors).

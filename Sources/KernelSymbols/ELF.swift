@@ -10,8 +10,9 @@ public struct ELFError: Error, CustomStringConvertible, Sendable {
 /// A minimal, bounds-checked ELF64 little-endian reader: section headers, the symbol table, and
 /// program headers (for /proc/kcore). Every offset and count is checked against the file's size.
 public struct ELFFile {
-    public struct Section { public let name: String; public let type: UInt32; public let offset: Int; public let size: Int; public let link: Int; public let entrySize: Int }
-    public struct Symbol { public let name: String; public let value: UInt64; public let size: UInt64; public let type: UInt8; public let section: UInt16 }
+    public struct Section { public let name: String; public let type: UInt32; public let offset: Int; public let size: Int; public let link: Int; public let info: Int; public let entrySize: Int }
+    public struct Symbol { public let name: String; public let value: UInt64; public let size: UInt64; public let type: UInt8; public let binding: UInt8; public let section: UInt16 }
+    public struct Relocation { public let offset: UInt64; public let symbol: Int; public let type: UInt32; public let addend: Int64 }
     public struct Segment { public let type: UInt32; public let offset: UInt64; public let vaddr: UInt64; public let fileSize: UInt64 }
 
     public let source: String
@@ -65,7 +66,7 @@ public struct ELFFile {
                     }
                 }
                 raw.append((Int(u32(o)), Section(name: "", type: type, offset: Int(min(off, UInt64(bytes.count))),
-                                                 size: type == 8 ? 0 : Int(size), link: Int(u32(o + 40)), entrySize: Int(u64(o + 56)))))
+                                                 size: type == 8 ? 0 : Int(size), link: Int(u32(o + 40)), info: Int(u32(o + 44)), entrySize: Int(u64(o + 56)))))
             }
         }
         var sections: [Section] = []
@@ -73,7 +74,7 @@ public struct ELFFile {
         for (nameOff, s) in raw {
             var name = ""
             if let names { name = ELFFile.string(bytes, names.offset, names.size, nameOff) ?? "" }
-            sections.append(Section(name: name, type: s.type, offset: s.offset, size: s.size, link: s.link, entrySize: s.entrySize))
+            sections.append(Section(name: name, type: s.type, offset: s.offset, size: s.size, link: s.link, info: s.info, entrySize: s.entrySize))
         }
         self.sections = sections
     }
@@ -86,7 +87,8 @@ public struct ELFFile {
         return String(decoding: bytes[(start + offset)..<end], as: UTF8.self)
     }
 
-    /// The symbols of .symtab (SHT_SYMTAB), with names from its linked string table.
+    /// Every entry of .symtab in table order (index i is symbol i; unnamed ones have name ""),
+    /// with names from its linked string table.
     public func symbols() throws(ELFError) -> [Symbol] {
         guard let symtab = sections.first(where: { $0.type == 2 }) else { return [] }
         guard symtab.link < sections.count else { throw ELFError(source: source, message: "symbol table links a missing string table") }
@@ -101,11 +103,46 @@ public struct ELFFile {
             let shndx = UInt16(bytes[o + 6]) | UInt16(bytes[o + 7]) << 8
             let value = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[o + 8 + $1]) << (8 * UInt64($1)) }
             let size = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[o + 16 + $1]) << (8 * UInt64($1)) }
-            if let name = ELFFile.string(bytes, strtab.offset, strtab.size, nameOff), !name.isEmpty {
-                result.append(Symbol(name: name, value: value, size: size, type: info & 0xf, section: shndx))
-            }
+            let name = ELFFile.string(bytes, strtab.offset, strtab.size, nameOff) ?? ""
+            result.append(Symbol(name: name, value: value, size: size, type: info & 0xf, binding: info >> 4, section: shndx))
             o += entry
         }
         return result
+    }
+
+    /// RELA entries that apply to section `target` (from the SHT_RELA section whose sh_info is `target`).
+    public func relocations(for target: Int) -> [Relocation] {
+        var result: [Relocation] = []
+        for rela in sections where rela.type == 4 && rela.info == target {
+            var o = rela.offset
+            while o + 24 <= rela.offset + rela.size {
+                func u64(_ p: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[p + $1]) << (8 * UInt64($1)) } }
+                let info = u64(o + 8)
+                result.append(Relocation(offset: u64(o), symbol: Int(info >> 32), type: UInt32(truncatingIfNeeded: info), addend: Int64(bitPattern: u64(o + 16))))
+                o += 24
+            }
+        }
+        return result
+    }
+
+    /// The contents of a section (empty for NOBITS).
+    public func contents(_ section: Section) -> ArraySlice<UInt8> {
+        bytes[section.offset..<(section.offset + section.size)]
+    }
+
+    /// The GNU build-id (NT_GNU_BUILD_ID descriptor) from .note.gnu.build-id, if present.
+    public var buildID: [UInt8]? {
+        guard let note = sections.first(where: { $0.name == ".note.gnu.build-id" }) else { return nil }
+        return ELFFile.noteDescriptor(Array(contents(note)))
+    }
+
+    /// The descriptor of the first note in `bytes` (namesz, descsz, type, name padded to 4, desc).
+    public static func noteDescriptor(_ bytes: [UInt8]) -> [UInt8]? {
+        guard bytes.count >= 12 else { return nil }
+        func u32(_ o: Int) -> Int { Int(bytes[o]) | Int(bytes[o + 1]) << 8 | Int(bytes[o + 2]) << 16 | Int(bytes[o + 3]) << 24 }
+        let namesz = u32(0), descsz = u32(4)
+        let start = 12 + (namesz + 3) / 4 * 4
+        guard namesz < 256, descsz < 1024, start + descsz <= bytes.count else { return nil }
+        return Array(bytes[start..<(start + descsz)])
     }
 }

@@ -43,8 +43,17 @@ public struct KernelSymbol: Sendable, Equatable {
     public let module: String?
     /// 1-based position among the symbols with this module and name, in kallsyms order.
     public let ordinal: Int
-    /// Index in the kallsyms table.
+    /// Index in the kallsyms table (-1 when the symbol came from a module's .ko instead).
     public let index: Int
+
+    public init(address: UInt64, type: UInt8, name: String, module: String?, ordinal: Int, index: Int) {
+        self.address = address
+        self.type = type
+        self.name = name
+        self.module = module
+        self.ordinal = ordinal
+        self.index = index
+    }
 
     public var typeLetter: String { String(UnicodeScalar(type)) }
     public var moduleName: String { module ?? "vmlinux" }

@@ -1,5 +1,8 @@
+import BPF
 import BTF
 import Glibc
+import KernelObject
+import KernelSource
 import KernelSymbols
 import KreachSupport
 
@@ -65,6 +68,22 @@ do {
             if b.count == 0 { exit(1) }
         }
         print("read_only_median_us \(median(times))")
+    case "walk":
+        // Task-list walk through BPF reads: entries per second, evaluation only (process start excluded).
+        let ev = try Evaluator(kernel: try Kernel(source: .live), memory: try BPFMemory())
+        let fmt = ObjectFormatter(evaluator: ev)
+        var rates: [Double] = []
+        var count = 0
+        for _ in 0..<n {
+            let t0 = now()
+            guard case .entries(let entries, _) = try ev.evaluate("list_for_each_entry(struct task_struct, &current->tasks, tasks)") else { exit(1) }
+            for e in entries { _ = try fmt.compact(try ev.evaluate(field: "pid", of: e)) }
+            let dt = now() - t0
+            count = entries.count
+            rates.append(Double(entries.count) / (dt / 1e6))
+        }
+        print("walk_entries \(count)")
+        print("walk_entries_per_second_median \(Int(median(rates)))")
     case "kallsyms-once":
         let k = try Kallsyms(path: path)
         if k.indexes(named: "_stext").isEmpty { exit(1) }
