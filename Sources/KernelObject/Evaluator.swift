@@ -407,10 +407,21 @@ public final class Evaluator {
     func walk(_ helper: String, _ t: TypeName, _ headExpr: Expr, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> [Object] {
         let whole = Expr.number(0, range: range)
         let entryType = try resolveType(t, whole, source)
-        guard let link = try entryType.member(memberName) else {
-            throw ExpressionError.at("\(entryType.name) has no member \(memberName)", source: source, range: range)
+        var name = memberName, index = 0
+        if let open = memberName.firstIndex(of: "[") {
+            name = String(memberName[..<open])
+            index = Int(memberName[memberName.index(after: open)...].dropLast()) ?? 0
         }
-        let linkOffset = UInt64(link.bitOffset / 8)
+        guard let link = try entryType.member(name) else {
+            throw ExpressionError.at("\(entryType.name) has no member \(name)", source: source, range: range)
+        }
+        var linkOffset = UInt64(link.bitOffset / 8)
+        if memberName.contains("[") {
+            guard case let .array(element, count) = try link.type.resolved(), index < count else {
+                throw ExpressionError.at("\(memberName): \(name) is not an array with that many elements", source: source, range: range)
+            }
+            linkOffset += UInt64(index * (try element.size()))
+        }
         var head = try eval(headExpr, source)
         if let target = try pointerTarget(head.type) { head = try deref(head, target, headExpr, source) }
         guard let headAddress = head.address else { throw fail("the list head has no address", headExpr, source) }

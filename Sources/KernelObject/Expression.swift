@@ -292,7 +292,15 @@ public struct ExpressionParser {
                 _ = try expect(",")
                 let head = try expression()
                 _ = try expect(",")
-                let (member, _) = try identifier("the member that links the entries")
+                var (member, _) = try identifier("the member that links the entries")
+                // MEMBER[N]: one element of an array of links (e.g. pid_links[0]).
+                if peek == .punct("[") {
+                    pos += 1
+                    guard case .number(let n) = peek else { throw error("expected an index", here) }
+                    pos += 1
+                    _ = try expect("]")
+                    member += "[\(n)]"
+                }
                 let close = try expect(")")
                 return .container(helper: name, t, head, member: member, range: start.lowerBound..<close.upperBound)
             }

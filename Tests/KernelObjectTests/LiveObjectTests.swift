@@ -63,6 +63,20 @@ final class LiveObjectTests: XCTestCase {
         XCTAssertTrue(ev.warnings.contains { $0.contains("stopped after 5 entries") })
     }
 
+    /// hlist: the PIDTYPE_PID list of current's struct pid holds exactly current.
+    func testHlistWalkFindsCurrent() throws {
+        let (ev, fmt) = try evaluator()
+        guard case .entries(let entries, _) = try ev.evaluate("hlist_for_each_entry(struct task_struct, &current->thread_pid->tasks[0], pid_links[0])") else {
+            return XCTFail("not a walk")
+        }
+        XCTAssertEqual(entries.count, 1)
+        XCTAssertEqual(try entries.first.map { try fmt.compact(try ev.evaluate(field: "pid", of: $0)) }, try fmt.compact(try object(ev, "current->pid")))
+        XCTAssertEqual(entries.first?.address, try object(ev, "current").scalar(ev.memory))
+        XCTAssertThrowsError(try ev.evaluate("hlist_for_each_entry(struct task_struct, &current->thread_pid->tasks[0], pid_links[9])")) {
+            XCTAssertTrue("\($0)".contains("not an array with that many elements"), "\($0)")
+        }
+    }
+
     func testStructPrintingAndJSON() throws {
         let (ev, fmt) = try evaluator()
         let text = try fmt.text(try object(ev, "*current->nsproxy->uts_ns"))
