@@ -25,10 +25,12 @@ let package = Package(
         .target(name: "KernelSource", dependencies: ["KreachSupport", "BTF", "KernelSymbols"]),
         // Typed objects: expressions, symbol typing, formatting, container walks.
         .target(name: "KernelObject", dependencies: ["BPF", "BTF", "KernelSymbols", "KernelSource", "KreachSupport"]),
+        // bpftrace: scripts that name kernel globals, generation, running, getter capture.
+        .target(name: "ScriptGen", dependencies: ["BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport"]),
         .executableTarget(
             name: "kreach",
             dependencies: [
-                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "BPF", "KernelObject",
+                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "BPF", "KernelObject", "ScriptGen",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // In-process benchmarks (Benchmarks/run compares them with libbpf and cat).

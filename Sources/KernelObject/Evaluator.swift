@@ -335,7 +335,7 @@ public final class Evaluator {
             o.note = "\(symbol.name), a module parameter"
             return (o, symbol)
         }
-        if moduleObject == nil, symbol.module != nil, let type = try parameters.type(of: symbol) {
+        if moduleObject == nil, symbol.module != nil, let type = try? parameters.type(of: symbol) {
             var o = Object(type: type, address: symbol.address)
             o.note = "\(symbol.name), a module parameter"
             return (o, symbol)

@@ -72,3 +72,12 @@ public enum MemoryChoice: String, CaseIterable, Sendable {
         }
     }
 }
+
+/// No memory to read (a snapshot): every read is an error saying so.
+public final class UnavailableMemory: KernelMemory {
+    public let name = "none"
+    let reason: String
+    public init(reason: String) { self.reason = reason }
+    public func read(_ address: UInt64, count: Int) throws -> [UInt8] { throw ExpressionError.plain(reason) }
+    public func currentTask() throws -> UInt64 { throw ExpressionError.plain(reason) }
+}

@@ -1,0 +1,142 @@
+import Glibc
+import KreachSupport
+
+/// The installed bpftrace: where it is, its version, and running it on a generated script.
+public struct Bpftrace {
+    public let path: String
+    public let version: (major: Int, minor: Int, patch: Int)
+    public let versionText: String
+
+    /// Finds bpftrace on PATH; a clear error with how to install it when missing.
+    public static func find() throws -> Bpftrace {
+        let dirs = (getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin").split(separator: ":")
+        guard let dir = dirs.first(where: { access("\($0)/bpftrace", X_OK) == 0 }) else {
+            throw ScriptRunError("bpftrace is not installed (apt-get install bpftrace)")
+        }
+        let path = "\(dir)/bpftrace"
+        let text = (try? Bpftrace.output([path, "--version"])) ?? ""
+        // "bpftrace v0.17.0"
+        let digits = text.split(whereSeparator: { !$0.isNumber && $0 != "." }).first.map(String.init) ?? ""
+        let parts = digits.split(separator: ".").compactMap { Int($0) }
+        return Bpftrace(path: path, version: (parts.count > 0 ? parts[0] : 0, parts.count > 1 ? parts[1] : 0, parts.count > 2 ? parts[2] : 0),
+                        versionText: text.trimmingSpaces().replacingNewlines())
+    }
+
+    /// fentry/fexit were called kfunc/kretfunc before bpftrace 0.19.
+    public var usesKfuncNames: Bool { version.major == 0 && version.minor < 19 }
+
+    static func output(_ argv: [String]) throws -> String {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw ScriptRunError("pipe failed") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        var pid: pid_t = 0
+        let status = spawn(&pid, argv, &actions)
+        close(fds[1])
+        guard status == 0 else { close(fds[0]); throw ScriptRunError("can't run \(argv[0]): \(String(cString: strerror(status)))") }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, 4096) }
+            if n <= 0 { break }
+            out += buf[0..<n]
+        }
+        close(fds[0])
+        var ws: Int32 = 0
+        waitpid(pid, &ws, 0)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func spawn(_ pid: inout pid_t, _ argv: [String], _ actions: inout posix_spawn_file_actions_t) -> Int32 {
+        var cargs = argv.map { strdup($0) }
+        cargs.append(nil)
+        defer { for p in cargs { free(p) } }
+        return posix_spawn(&pid, argv[0], &actions, nil, cargs, environ)
+    }
+
+    /// Runs bpftrace on `script` (written to a temporary file) with `arguments` before it. Its stdout is
+    /// the terminal's; its stderr is relayed with the temporary file's name replaced by `displayName`, so
+    /// bpftrace's FILE:LINE:COL errors point into the user's script. Returns bpftrace's exit status.
+    public func run(script: String, displayName: String, arguments: [String]) throws -> Int32 {
+        var template = Array("/tmp/kreach-XXXXXX.bt".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { b in b.baseAddress.map { mkstemps($0, 3) } ?? -1 }
+        guard fd >= 0 else { throw ScriptRunError("can't create a temporary script: \(String(cString: strerror(errno)))") }
+        let tmp = String(cString: template)
+        defer { unlink(tmp) }
+        let bytes = Array(script.utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == bytes.count else { throw ScriptRunError("can't write \(tmp)") }
+
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw ScriptRunError("pipe failed") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        // Ctrl-C reaches bpftrace (same process group), which prints its maps and exits; we wait for it.
+        signal(SIGINT, SIG_IGN)
+        var pid: pid_t = 0
+        let status = Bpftrace.spawn(&pid, [path] + arguments + [tmp], &actions)
+        close(fds[1])
+        guard status == 0 else { close(fds[0]); throw ScriptRunError("can't run \(path): \(String(cString: strerror(status)))") }
+        var pending: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        func flushLines(final: Bool) {
+            while let nl = pending.firstIndex(of: 10) ?? (final && !pending.isEmpty ? pending.count - 1 : nil) {
+                let line = String(decoding: pending[...nl], as: UTF8.self).replacingOccurrences(of: tmp, with: displayName)
+                StandardError.write(String(line.hasSuffix("\n") ? line.dropLast() : Substring(line)))
+                pending.removeSubrange(...nl)
+            }
+        }
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, 4096) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            pending += buf[0..<n]
+            flushLines(final: false)
+        }
+        flushLines(final: true)
+        close(fds[0])
+        var ws: Int32 = 0
+        while waitpid(pid, &ws, 0) < 0 && errno == EINTR {}
+        if ws & 0x7f == 0 { return (ws >> 8) & 0xff }  // exited
+        return 128 + (ws & 0x7f)                       // killed by a signal
+    }
+}
+
+public struct ScriptRunError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+extension String {
+    func replacingOccurrences(of target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var result = ""
+        var rest = Substring(self)
+        while let r = rest.range(of: target) {
+            result += rest[..<r.lowerBound] + replacement
+            rest = rest[r.upperBound...]
+        }
+        return result + rest
+    }
+
+    func replacingNewlines() -> String { String(map { $0 == "\n" ? " " : $0 }) }
+}
+
+extension Substring {
+    func range(of target: String) -> Range<Substring.Index>? {
+        guard let first = target.first else { return nil }
+        var i = startIndex
+        while let start = self[i...].firstIndex(of: first) {
+            if self[start...].hasPrefix(target) { return start..<self.index(start, offsetBy: target.count) }
+            i = index(after: start)
+        }
+        return nil
+    }
+}

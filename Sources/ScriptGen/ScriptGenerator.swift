@@ -1,0 +1,260 @@
+import BTF
+import KernelObject
+import KernelSource
+import KernelSymbols
+import KreachSupport
+
+/// An error in a user's script, at FILE:LINE:COL, shown with the line and a caret.
+public struct ScriptError: Error, CustomStringConvertible {
+    public let file: String
+    public let line: Int
+    public let column: Int
+    public let width: Int
+    public let message: String
+    public let sourceLine: String
+
+    public var description: String {
+        "\(file):\(line):\(column): \(message)\n  \(sourceLine)\n  " + String(repeating: " ", count: max(0, column - 1))
+            + "^" + String(repeating: "~", count: max(0, width - 1))
+    }
+}
+
+/// One kernel global named in a script (``mod`name`` or `` `name ``) and the static path after it.
+struct GlobalReference {
+    /// Character range in the script of the whole reference (symbol plus folded `.member`/`[N]` chain).
+    let range: Range<Int>
+    /// The kreach expression for it, e.g. `brd:rd_size`, `lockd:nlm_files[3].first`.
+    let expression: String
+    /// A bpftrace cast right before it, e.g. `uint64` in `(uint64)brd`rd_size`.
+    let castBefore: String?
+    let module: String?
+}
+
+/// Expands a bpftrace script that names kernel globals DTrace-style into plain bpftrace.
+///
+/// Each ``mod`var`` (or `` `var `` for vmlinux) with the `.member` / `[N]` chain after it is resolved now,
+/// with kreach's rules (casts, BTF, module parameters, .ko sizes), to an absolute address and a typed
+/// read: `(*(uint32 *)0xffffffffc05740d8)`. `->` and non-constant indexing are left to bpftrace. Lines are
+/// kept where they are (additions go at the end), so bpftrace's own line numbers still point into the
+/// user's script. Scripts that use module globals get an unload guard: a probe on the
+/// `module:module_free` tracepoint that exits before the script can read freed memory.
+public final class ScriptGenerator {
+    let evaluator: Evaluator
+    let kernel: Kernel
+    /// Notes for stderr (no unload guard available, …).
+    public private(set) var notes: [String] = []
+
+    public init(evaluator: Evaluator) {
+        self.evaluator = evaluator
+        self.kernel = evaluator.kernel
+    }
+
+    /// bpftrace's integer type for a size and signedness.
+    static func integerType(size: Int, signed: Bool) -> String? {
+        guard [1, 2, 4, 8].contains(size) else { return nil }
+        return (signed ? "int" : "uint") + String(size * 8)
+    }
+
+    static let bpftraceIntegers: [String: (Int, Bool)] = [
+        "int8": (1, true), "int16": (2, true), "int32": (4, true), "int64": (8, true),
+        "uint8": (1, false), "uint16": (2, false), "uint32": (4, false), "uint64": (8, false),
+    ]
+
+    public func expand(_ script: String, file: String) throws -> String {
+        let chars = Array(script)
+        let refs = try ScriptScanner(chars: chars, file: file).references()
+        var out = ""
+        var last = 0
+        var modules: [String] = []
+        for ref in refs {
+            out += String(chars[last..<ref.range.lowerBound])
+            out += try replacement(for: ref, chars: chars, file: file)
+            last = ref.range.upperBound
+            if let m = ref.module, !modules.contains(m) { modules.append(m) }
+        }
+        out += String(chars[last...])
+        if !modules.isEmpty { out += guardProbe(modules) }
+        return out
+    }
+
+    func error(_ message: String, _ ref: GlobalReference, _ chars: [Character], _ file: String) -> ScriptError {
+        ScriptScanner.error(message, at: ref.range, chars: chars, file: file)
+    }
+
+    func replacement(for ref: GlobalReference, chars: [Character], file: String) throws -> String {
+        let object: Object
+        do {
+            guard case .object(let o) = try evaluator.evaluate(ref.expression) else {
+                throw error("a container walk can't be used in a script", ref, chars, file)
+            }
+            object = o
+        } catch let e as ScriptError {
+            throw e
+        } catch let e as ExpressionError {
+            throw error(e.message, ref, chars, file)
+        }
+        guard let address = object.address else { throw error("\(ref.expression) has no address", ref, chars, file) }
+        let hex = "0x" + String(address, radix: 16)
+        let type = try object.type.resolved()
+        if case .untyped(let size) = type {
+            // A bpftrace integer cast right before the global says how to read it.
+            if let cast = ref.castBefore, let (castSize, signed) = ScriptGenerator.bpftraceIntegers[cast] {
+                if size > 0 && size != castSize && size != 8 {
+                    notes.append("\(ref.expression) is \(size) bytes but is read as \(cast)")
+                }
+                return "(*(\(ScriptGenerator.integerType(size: castSize, signed: signed) ?? cast) *)\(hex))"
+            }
+            throw error("\(ref.expression) has no known type: cast it, e.g. (uint64)\(String(chars[ref.range]))", ref, chars, file)
+        }
+        switch type {
+        case .pointer(let target):
+            // A typed pointer value; bpftrace follows '->' through vmlinux BTF.
+            if let (btf, t) = try target.record(), t.kind == .structure || t.kind == .union {
+                if btf.owner(of: t.id).objectName != "vmlinux" {
+                    notes.append("\(ref.expression) points to \(target.name) from \(btf.owner(of: t.id).objectName)'s BTF, which bpftrace may not know; '->' on it may fail")
+                }
+                return "((\(target.name) *)*(uint64 *)\(hex))"
+            }
+            return "(*(uint64 *)\(hex))"
+        case let .array(element, count):
+            if let (_, et) = try element.record(), et.kind == .int, et.size == 1 {
+                return "str(\(hex), \(count))"
+            }
+            throw error("\(ref.expression) is an array (\(object.type.name)): index it, e.g. [0]", ref, chars, file)
+        case let .btf(btf, id):
+            let t = try btf.type(id)
+            switch t.kind {
+            case .int, .enumeration, .enum64:
+                guard let name = ScriptGenerator.integerType(size: Int(t.size), signed: t.isSigned) else {
+                    throw error("\(object.type.name) (\(t.size) bytes) has no bpftrace integer type", ref, chars, file)
+                }
+                return "(*(\(name) *)\(hex))"
+            case .structure, .union:
+                if btf.owner(of: id).objectName == "vmlinux" {
+                    return "(*(\(object.type.name) *)\(hex))"
+                }
+                throw error("\(ref.expression) is a \(object.type.name) from \(btf.owner(of: id).objectName)'s BTF: name one of its members (.member)", ref, chars, file)
+            default:
+                throw error("\(ref.expression) is a \(object.type.name), which bpftrace can't read directly", ref, chars, file)
+            }
+        case .untyped:
+            throw error("internal: untyped", ref, chars, file)
+        }
+    }
+
+    /// The unload guard: exit as soon as a module whose globals the script reads goes away.
+    func guardProbe(_ modules: [String]) -> String {
+        let format = kernel.path(.events) + "/module/module_free/format"
+        guard FileBytes.exists(format) else {
+            notes.append("this kernel has no module:module_free tracepoint: the script has no unload guard for \(modules.joined(separator: ", "))")
+            return ""
+        }
+        let condition = modules.map { "str(args->name) == \"\($0)\"" }.joined(separator: " || ")
+        return "\n// kreach: stop before reading the globals of an unloaded module\n"
+            + "tracepoint:module:module_free /\(condition)/ {\n"
+            + "\tprintf(\"kreach: module %s was unloaded; its globals are gone, exiting\\n\", str(args->name));\n\texit();\n}\n"
+    }
+}
+
+/// Finds global references in bpftrace source, skipping strings and comments.
+struct ScriptScanner {
+    let chars: [Character]
+    let file: String
+
+    static func isIdent(_ c: Character) -> Bool { c == "_" || (c.isASCII && (c.isLetter || c.isNumber)) }
+
+    static func error(_ message: String, at range: Range<Int>, chars: [Character], file: String) -> ScriptError {
+        var line = 1, lineStart = 0
+        for i in 0..<min(range.lowerBound, chars.count) where chars[i] == "\n" { line += 1; lineStart = i + 1 }
+        var lineEnd = lineStart
+        while lineEnd < chars.count && chars[lineEnd] != "\n" { lineEnd += 1 }
+        return ScriptError(file: file, line: line, column: range.lowerBound - lineStart + 1,
+                           width: min(range.count, lineEnd - range.lowerBound), message: message,
+                           sourceLine: String(chars[lineStart..<lineEnd]))
+    }
+
+    func references() throws -> [GlobalReference] {
+        var refs: [GlobalReference] = []
+        var i = 0
+        while i < chars.count {
+            let c = chars[i]
+            // Comments and strings are not code.
+            if c == "/" && i + 1 < chars.count && chars[i + 1] == "/" {
+                while i < chars.count && chars[i] != "\n" { i += 1 }
+                continue
+            }
+            if c == "/" && i + 1 < chars.count && chars[i + 1] == "*" {
+                i += 2
+                while i + 1 < chars.count && !(chars[i] == "*" && chars[i + 1] == "/") { i += 1 }
+                i += 2
+                continue
+            }
+            if c == "\"" {
+                i += 1
+                while i < chars.count && chars[i] != "\"" { if chars[i] == "\\" { i += 1 }; i += 1 }
+                i += 1
+                continue
+            }
+            guard c == "`" else { i += 1; continue }
+            // module`name or `name
+            var start = i
+            var module: String?
+            var m = i
+            while m > 0 && ScriptScanner.isIdent(chars[m - 1]) { m -= 1 }
+            if m < i {
+                module = String(chars[m..<i])
+                start = m
+            }
+            var j = i + 1
+            while j < chars.count && ScriptScanner.isIdent(chars[j]) { j += 1 }
+            guard j > i + 1 else {
+                throw ScriptScanner.error("expected a global's name after '`'", at: i..<(i + 1), chars: chars, file: file)
+            }
+            let name = String(chars[(i + 1)..<j])
+            var expression = (module ?? "vmlinux") + ":" + name
+            // The static chain: .member and [constant].
+            var k = j
+            while k < chars.count {
+                if chars[k] == ".", k + 1 < chars.count, ScriptScanner.isIdent(chars[k + 1]) {
+                    var e = k + 1
+                    while e < chars.count && ScriptScanner.isIdent(chars[e]) { e += 1 }
+                    expression += String(chars[k..<e])
+                    k = e
+                } else if chars[k] == "[" {
+                    var e = k + 1
+                    while e < chars.count && (chars[e].isNumber || chars[e] == "x" || chars[e].isHexDigit) { e += 1 }
+                    guard e < chars.count, chars[e] == "]", e > k + 1 else { break }  // not constant: bpftrace's job
+                    expression += String(chars[k...e])
+                    k = e + 1
+                } else {
+                    break
+                }
+            }
+            refs.append(GlobalReference(range: start..<k, expression: expression, castBefore: castBefore(start),
+                                        module: module == nil || module == "vmlinux" ? nil : module))
+            i = k
+        }
+        return refs
+    }
+
+    /// `(uint64)` right before position `p` (spaces allowed).
+    func castBefore(_ p: Int) -> String? {
+        var e = p - 1
+        while e >= 0 && chars[e] == " " { e -= 1 }
+        guard e >= 0, chars[e] == ")" else { return nil }
+        var s = e - 1
+        while s >= 0 && chars[s] != "(" && chars[s] != "\n" { s -= 1 }
+        guard s >= 0, chars[s] == "(" else { return nil }
+        let inside = String(chars[(s + 1)..<e]).trimmingSpaces()
+        return inside.isEmpty ? nil : inside
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        var s = Substring(self)
+        while s.first == " " { s = s.dropFirst() }
+        while s.last == " " { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import BPF
+import Glibc
+import KernelObject
+import KernelSource
+import KreachSupport
+import ScriptGen
+
+/// The script options gen and run share.
+struct ScriptOptions: ParsableArguments {
+    @Option(name: .customShort("e"), help: ArgumentHelp("The program text (instead of a file).", valueName: "PROGRAM"))
+    var program: String?
+
+    @Argument(help: "The script file (.bt).")
+    var file: String?
+
+    func validate() throws {
+        if (program == nil) == (file == nil) { throw ValidationError("give a SCRIPT file or -e PROGRAM (one of them)") }
+    }
+
+    /// (text, name used in messages)
+    func load() throws -> (String, String) {
+        if let program { return (program, "-e") }
+        guard let file else { throw ValidationError("no script") }
+        return (String(decoding: try FileBytes.read(file), as: UTF8.self), file)
+    }
+
+    /// Expands the script against the kernel: addresses are resolved now, never cached.
+    func expand(_ kernelOptions: KernelOptions) throws -> (String, String, [String]) {
+        let (text, name) = try load()
+        let kernel = try kernelOptions.openKernel()
+        let memory: KernelMemory
+        if case .live = kernel.source {
+            memory = (try? MemoryChoice.auto.open()) ?? UnavailableMemory(reason: "can't read kernel memory (not root?)")
+        } else {
+            memory = UnavailableMemory(reason: "a snapshot has no kernel memory")
+        }
+        let generator = ScriptGenerator(evaluator: try Evaluator(kernel: kernel, memory: memory))
+        let expanded = try generator.expand(text, file: name)
+        return (expanded, name, generator.notes)
+    }
+}
+
+struct Gen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the plain bpftrace script for a script that names kernel globals (mod`var).",
+        discussion: """
+            In the script, a kernel global is written DTrace-style: lockd`nlm_files, brd`rd_size, or `pid_max for
+            vmlinux, anywhere an expression may stand, with .member and [N] after it (folded to an address now)
+            and -> or [expr] (left to bpftrace). A global of unknown type needs a bpftrace cast: (uint64)brd`rd_size.
+            Types follow `kreach show`'s rules. Addresses are resolved at every gen/run, never cached. A script
+            using module globals gets an unload guard (module:module_free) that exits before freed memory is read.
+            """)
+
+    @OptionGroup var kernel: KernelOptions
+    @OptionGroup var script: ScriptOptions
+
+    func run() throws {
+        let (expanded, _, notes) = try script.expand(kernel)
+        for n in notes { StandardError.write("kreach: note: \(n)") }
+        print(expanded, terminator: expanded.hasSuffix("\n") ? "" : "\n")
+    }
+}
+
+struct RunScript: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a bpftrace script that names kernel globals (mod`var); see `kreach gen`.",
+        discussion: "Arguments after `--` go to bpftrace. bpftrace's own errors keep the script's line numbers.")
+
+    @OptionGroup var kernel: KernelOptions
+    @OptionGroup var script: ScriptOptions
+
+    @Argument(parsing: .postTerminator, help: "Arguments for bpftrace (after --).")
+    var bpftraceArguments: [String] = []
+
+    func run() throws {
+        let bpftrace = try Bpftrace.find()
+        guard case .none = kernel.snapshot else {
+            throw Failure(message: "run needs the live kernel (use gen with --kernel)", code: 1)
+        }
+        let (expanded, name, notes) = try script.expand(kernel)
+        for n in notes { StandardError.write("kreach: note: \(n)") }
+        let status = try bpftrace.run(script: expanded, displayName: name == "-e" ? "stdin" : name, arguments: bpftraceArguments)
+        if status != 0 { throw Failure(message: "", code: status) }
+    }
+}
