@@ -42,6 +42,7 @@ let package = Package(
         .testTarget(name: "KernelSourceTests", dependencies: ["KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "BPFTests", dependencies: ["BPF", "BTF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "KernelObjectTests", dependencies: ["KernelObject", "BPF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "ScriptGenTests", dependencies: ["ScriptGen", "KernelObject", "KernelSource", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]
 )
