@@ -37,16 +37,56 @@ struct GlobalReference {
 /// read: `(*(uint32 *)0xffffffffc05740d8)`. `->` and non-constant indexing are left to bpftrace. Lines are
 /// kept where they are (additions go at the end), so bpftrace's own line numbers still point into the
 /// user's script. Scripts that use module globals get an unload guard: a probe on the
-/// `module:module_free` tracepoint that exits before the script can read freed memory.
+/// `module:module_free` tracepoint that exits before the script can read freed memory. Module structs
+/// the script names get C definitions (bpftrace knows only vmlinux BTF), on the first code line.
 public final class ScriptGenerator {
     let evaluator: Evaluator
     let kernel: Kernel
     /// Notes for stderr (no unload guard available, …).
     public private(set) var notes: [String] = []
 
-    public init(evaluator: Evaluator) {
+    /// Builds `@kreach.capture(FUNC[, NAME])` directives; nil refuses them.
+    let capture: CaptureBuilder?
+
+    public init(evaluator: Evaluator, capture: CaptureBuilder? = nil) {
         self.evaluator = evaluator
         self.kernel = evaluator.kernel
+        self.capture = capture
+    }
+
+    /// Replaces each top-level `@kreach.capture(FUNC[, NAME])` with the capture probe (on the same line).
+    func expandCaptures(_ script: String, file: String) throws -> String {
+        let directive = "@kreach.capture("
+        guard script.contains(directive) else { return script }
+        let chars = Array(script)
+        var out = ""
+        var i = 0
+        let d = Array(directive)
+        while i < chars.count {
+            if chars[i] == "@", i + d.count <= chars.count, Array(chars[i..<(i + d.count)]) == d {
+                var j = i + d.count
+                while j < chars.count && chars[j] != ")" && chars[j] != "\n" { j += 1 }
+                guard j < chars.count, chars[j] == ")" else {
+                    throw ScriptScanner.error("unterminated @kreach.capture(", at: i..<(i + d.count), chars: chars, file: file)
+                }
+                let args = String(chars[(i + d.count)..<j]).split(separator: ",").map { String($0).trimmingSpaces() }
+                guard let capture, let function = args.first, !function.isEmpty, args.count <= 2 else {
+                    throw ScriptScanner.error("@kreach.capture(FUNC[, NAME]) needs a function name", at: i..<(j + 1), chars: chars, file: file)
+                }
+                do {
+                    let result = try capture.build(function: function, name: args.count > 1 ? args[1] : nil, arg: nil)
+                    notes += result.notes
+                    out += result.snippet
+                } catch {
+                    throw ScriptScanner.error("\(error)", at: i..<(j + 1), chars: chars, file: file)
+                }
+                i = j + 1
+                continue
+            }
+            out.append(chars[i])
+            i += 1
+        }
+        return out
     }
 
     /// bpftrace's integer type for a size and signedness.
@@ -60,7 +100,8 @@ public final class ScriptGenerator {
         "uint8": (1, false), "uint16": (2, false), "uint32": (4, false), "uint64": (8, false),
     ]
 
-    public func expand(_ script: String, file: String) throws -> String {
+    public func expand(_ original: String, file: String) throws -> String {
+        let script = try expandCaptures(original, file: file)
         let chars = Array(script)
         let refs = try ScriptScanner(chars: chars, file: file).references()
         var out = ""
@@ -74,7 +115,19 @@ public final class ScriptGenerator {
         }
         out += String(chars[last...])
         if !modules.isEmpty { out += guardProbe(modules) }
-        return out
+        return try addDefinitions(out, modules: modules)
+    }
+
+    /// Prepends C definitions of module types the script names (bpftrace 0.17 knows only vmlinux BTF)
+    /// to the first line that isn't a preprocessor line, so every line keeps its number.
+    func addDefinitions(_ script: String, modules: [String]) throws -> String {
+        var writer = CDefinitionWriter(types: evaluator.types)
+        notes += try writer.defineNamedIn(script, preferring: modules)
+        guard !writer.definitions.isEmpty else { return script }
+        var lines = script.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let at = lines.firstIndex { !$0.hasPrefix("#") } ?? 0
+        lines[at] = writer.definitions.joined(separator: " ") + " " + lines[at]
+        return lines.joined(separator: "\n")
     }
 
     func error(_ message: String, _ ref: GlobalReference, _ chars: [Character], _ file: String) -> ScriptError {

@@ -41,6 +41,31 @@ final class ScriptGenTests: XCTestCase {
         }
     }
 
+    func testCaptureDirective() throws {
+        let kernel = try Kernel(source: .snapshot(try DebianCapture.directory()))
+        let g = ScriptGenerator(evaluator: try Evaluator(kernel: kernel, memory: UnavailableMemory(reason: "snapshot")),
+                                capture: CaptureBuilder(kernel: kernel, bpftrace: nil))
+        let out = try g.expand("// x\n@kreach.capture(vfs_read, reads)\nEND { print(@reads); }\n", file: "c.bt")
+        XCTAssertEqual(out, "// x\nkretprobe:vfs_read { @reads = (int64)retval; }\nEND { print(@reads); }\n")
+        XCTAssertThrowsError(try g.expand("\n@kreach.capture(no_such_fn_xyz)\n", file: "c.bt")) {
+            XCTAssertTrue("\($0)".hasPrefix("c.bt:2:1: no_such_fn_xyz: no such function"), "\($0)")
+        }
+        XCTAssertThrowsError(try g.expand("@kreach.capture(vfs_read\n", file: "c.bt")) {
+            XCTAssertTrue("\($0)".hasPrefix("c.bt:1:1: unterminated @kreach.capture("), "\($0)")
+        }
+    }
+
+    func testModuleStructDefinitionsKeepLinesAndLayout() throws {
+        let g = try generator()
+        let out = try g.expand("#!/usr/bin/env bpftrace\nkprobe:nlm_release_file { printf(\"%d\\n\", ((struct nlm_file *)arg1)->f_count); }\n", file: "d.bt")
+        let lines = out.split(separator: "\n", omittingEmptySubsequences: false)
+        XCTAssertEqual(lines.count, 3, "no line added")
+        XCTAssertEqual(lines[0], "#!/usr/bin/env bpftrace")
+        XCTAssertTrue(lines[1].hasPrefix("struct nlm_file { struct hlist_node f_list; struct nfs_fh f_handle; char __kreach_pad0[6]; struct file *f_file[2]; struct nlm_share *f_shares; struct list_head f_blocks; unsigned int f_locks; unsigned int f_count; struct mutex f_mutex; }; kprobe:nlm_release_file"), String(lines[1]))
+        // vmlinux structs are bpftrace's own business.
+        XCTAssertEqual(try g.expand("BEGIN { printf(\"%d\", sizeof(struct task_struct)); }", file: "d.bt"), "BEGIN { printf(\"%d\", sizeof(struct task_struct)); }")
+    }
+
     func testCaptureSnippets() throws {
         let kernel = try Kernel(source: .snapshot(try DebianCapture.directory()))
         let b = CaptureBuilder(kernel: kernel, bpftrace: nil)

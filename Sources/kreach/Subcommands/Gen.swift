@@ -35,7 +35,8 @@ struct ScriptOptions: ParsableArguments {
         } else {
             memory = UnavailableMemory(reason: "a snapshot has no kernel memory")
         }
-        let generator = ScriptGenerator(evaluator: try Evaluator(kernel: kernel, memory: memory))
+        let generator = ScriptGenerator(evaluator: try Evaluator(kernel: kernel, memory: memory),
+                                        capture: CaptureBuilder(kernel: kernel, bpftrace: try? Bpftrace.find()))
         let expanded = try generator.expand(text, file: name)
         return (expanded, name, generator.notes)
     }
@@ -50,6 +51,8 @@ struct Gen: ParsableCommand {
             and -> or [expr] (left to bpftrace). A global of unknown type needs a bpftrace cast: (uint64)brd`rd_size.
             Types follow `kreach show`'s rules. Addresses are resolved at every gen/run, never cached. A script
             using module globals gets an unload guard (module:module_free) that exits before freed memory is read.
+            A line `@kreach.capture(FUNC[, NAME])` becomes `kreach capture FUNC`'s probe, storing FUNC's return
+            value in @NAME (default @FUNC).
             """)
 
     @OptionGroup var kernel: KernelOptions
