@@ -32,6 +32,16 @@ public final class BTF: @unchecked Sendable {
     /// Open-addressing index keyed by name string offset: local index + 1 per slot, 0 for empty.
     let nameSlots: [UInt32]
     let nameShift: Int
+    private var cachedPointerSize: UInt32?
+
+    /// Size of a pointer on the BTF's target (the size of `long`; 8 when the BTF doesn't say), found once.
+    public var pointerSize: UInt32 {
+        if let base { return base.pointerSize }
+        if let cachedPointerSize { return cachedPointerSize }
+        let size = BTF.findPointerSize(self)
+        cachedPointerSize = size
+        return size
+    }
 
     /// Parses BTF bytes. `base` must be given for split BTF (module files in /sys/kernel/btf).
     public init(buffer: ByteBuffer, name: String, base: BTF? = nil) throws(BTFError) {

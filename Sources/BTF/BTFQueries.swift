@@ -28,12 +28,16 @@ extension BTF {
     }
 
     /// Size of a pointer on the BTF's target: the size of `long`, 8 when the BTF doesn't say.
-    public var pointerSize: UInt32 {
-        let root = base ?? self
+    static func findPointerSize(_ root: BTF) -> UInt32 {
         for id in root.lookup("long unsigned int") {
             if let t = try? root.type(id), t.kind == .int { return t.size }
         }
         return 8
+    }
+
+    /// The error for a walk that went deeper than any real type nests.
+    func tooDeep(_ id: TypeID) -> BTFError {
+        BTFError(objectName, "type \(id) nests deeper than \(BTFLayout.maxChain) (a loop?)", offset: owner(of: id).recordOffset(id))
     }
 
     /// Size in bytes of an object of type `id`.
@@ -42,9 +46,7 @@ extension BTF {
     }
 
     private func size(of id: TypeID, depth: Int) throws(BTFError) -> UInt64 {
-        guard depth < BTFLayout.maxChain else {
-            throw BTFError(objectName, "type \(id) nests deeper than \(BTFLayout.maxChain) (a loop?)", offset: owner(of: id).recordOffset(id))
-        }
+        guard depth < BTFLayout.maxChain else { throw tooDeep(id) }
         let t = try type(id)
         switch t.kind {
         case .int, .structure, .union, .enumeration, .enum64, .float, .dataSection: return UInt64(t.size)
@@ -67,9 +69,7 @@ extension BTF {
     }
 
     private func alignment(of id: TypeID, depth: Int) throws(BTFError) -> UInt64 {
-        guard depth < BTFLayout.maxChain else {
-            throw BTFError(objectName, "type \(id) nests deeper than \(BTFLayout.maxChain) (a loop?)", offset: owner(of: id).recordOffset(id))
-        }
+        guard depth < BTFLayout.maxChain else { throw tooDeep(id) }
         let t = try type(id)
         switch t.kind {
         case .int, .float, .enumeration, .enum64:
@@ -101,9 +101,7 @@ extension BTF {
     }
 
     private func cDeclaration(_ id: TypeID, _ declarator: String, depth: Int) throws(BTFError) -> String {
-        guard depth < BTFLayout.maxChain else {
-            throw BTFError(objectName, "type \(id) nests deeper than \(BTFLayout.maxChain) (a loop?)", offset: owner(of: id).recordOffset(id))
-        }
+        guard depth < BTFLayout.maxChain else { throw tooDeep(id) }
         func named(_ base: String) -> String { declarator.isEmpty ? base : base + " " + declarator }
         if id == 0 { return named("void") }
         let t = try type(id)
