@@ -27,10 +27,12 @@ let package = Package(
         .target(name: "KernelObject", dependencies: ["BPF", "BTF", "KernelSymbols", "KernelSource", "KreachSupport"]),
         // bpftrace: scripts that name kernel globals, generation, running, getter capture.
         .target(name: "ScriptGen", dependencies: ["BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport"]),
+        // Discovery: where data is exposed, whether functions can be probed.
+        .target(name: "Probing", dependencies: ["BTF", "KernelSource", "KernelSymbols", "KreachSupport"]),
         .executableTarget(
             name: "kreach",
             dependencies: [
-                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "BPF", "KernelObject", "ScriptGen",
+                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "BPF", "KernelObject", "ScriptGen", "Probing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // In-process benchmarks (Benchmarks/run compares them with libbpf and cat).
@@ -43,6 +45,7 @@ let package = Package(
         .testTarget(name: "BPFTests", dependencies: ["BPF", "BTF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "KernelObjectTests", dependencies: ["KernelObject", "BPF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "ScriptGenTests", dependencies: ["ScriptGen", "KernelObject", "KernelSource", "KreachTestSupport"]),
+        .testTarget(name: "ProbingTests", dependencies: ["Probing", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]
 )

@@ -1,0 +1,142 @@
+import BTF
+import KernelSource
+import KernelSymbols
+import KreachSupport
+
+/// The kernel's own lists about tracing, read once: ftrace-able functions and the kprobe blacklist.
+public struct TracingLists {
+    /// Names (clone suffixes kept) in available_filter_functions; nil when it couldn't be read.
+    public let filterFunctions: Set<String>?
+    public let filterFunctionsProblem: String?
+    /// Names in the kprobe blacklist; nil when it couldn't be read.
+    public let blacklist: Set<String>?
+    public let blacklistProblem: String?
+
+    public init(kernel: Kernel) {
+        func names(_ file: KernelFile, nameField: (Substring) -> Substring?) -> (Set<String>?, String?) {
+            do {
+                let text = String(decoding: try FileBytes.read(kernel.path(file)), as: UTF8.self)
+                var set = Set<String>()
+                for line in text.split(separator: "\n") { if let n = nameField(line) { set.insert(String(n)) } }
+                return (set, nil)
+            } catch {
+                return (nil, "\(error)")
+            }
+        }
+        // "name" or "name [module]"
+        (filterFunctions, filterFunctionsProblem) = names(.availableFilterFunctions) { $0.split(separator: " ").first }
+        // "0xstart-0xend\tname"
+        (blacklist, blacklistProblem) = names(.kprobesBlacklist) { $0.split(separator: "\t").last }
+    }
+}
+
+/// Whether and how a function can be probed, and why not.
+public struct Verdict {
+    /// One word: traceable, kprobe-only, blacklisted, clone-only, cold-fragment, inlined, absent.
+    public let word: String
+    /// Human-readable lines: what was found, what follows, which probes to use.
+    public let lines: [String]
+    /// Probe specs that should attach (bpftrace syntax), best first.
+    public let probes: [String]
+}
+
+/// Decides probe-ability from kallsyms (is it text?), available_filter_functions (ftrace-able, so not
+/// notrace), the kprobe blacklist, clone names (.isra/.constprop/.part/.cold) and BTF FUNC records.
+public struct WhyAnalyzer {
+    let kernel: Kernel
+    let lists: TracingLists
+    let kprobes: Bool
+    /// "fentry", or "kfunc" for bpftrace before 0.19: suggestions use the installed bpftrace's names.
+    let fentry: String
+
+    public init(kernel: Kernel, lists: TracingLists? = nil, fentryName: String = "fentry") {
+        self.kernel = kernel
+        self.lists = lists ?? TracingLists(kernel: kernel)
+        self.fentry = fentryName
+        switch kernel.source {
+        case .live: kprobes = FileBytes.exists("/sys/bus/event_source/devices/kprobe") || FileBytes.exists(kernel.path(.events) + "/../kprobe_events")
+        case .snapshot: kprobes = FileBytes.exists(kernel.path(.kprobesBlacklist))
+        }
+    }
+
+    /// A BTF FUNC named `name` in vmlinux or any module.
+    func btfFunction(_ name: String) throws -> (BTF, TypeID)? {
+        for btf in try kernel.types().allObjects() {
+            if let id = try btf.lookup(name).first(where: { try btf.kind(of: $0) == .function && btf.owner(of: $0) === btf }) {
+                return (btf, id)
+            }
+        }
+        return nil
+    }
+
+    /// The verdict for one symbol name as it is in kallsyms (clone suffix included).
+    func symbolVerdict(_ s: KernelSymbol) -> (String, String) {
+        let name = s.name
+        if s.isColdFragment { return ("cold-fragment", "\(name): a .cold fragment (the unlikely half of a function), not an entry point") }
+        if let bl = lists.blacklist, bl.contains(name) { return ("blacklisted", "\(name): in the kprobe blacklist: kprobes refuse it") }
+        if let aff = lists.filterFunctions {
+            if aff.contains(name) { return ("traceable", "\(name): in available_filter_functions: ftrace-able (kprobe, and fentry when BTF has it)") }
+            return ("kprobe-only", "\(name): text, but not in available_filter_functions (notrace, or not ftrace-able): kprobes may attach, fentry can't")
+        }
+        return ("kprobe-only", "\(name): text; available_filter_functions unreadable, so whether it is ftrace-able is unknown")
+    }
+
+    public func why(_ function: String) throws -> Verdict {
+        let table = try kernel.symbols()
+        let all = table.find(.name(module: nil, name: function, ordinal: nil, address: nil))
+        let text = all.filter(\.isText)
+        let exact = text.filter { $0.name == function }
+        let clones = text.filter { $0.name != function }
+        let btf = try btfFunction(Kallsyms.baseName(of: function))
+        var lines: [String] = []
+        var probes: [String] = []
+        if !all.isEmpty && text.isEmpty {
+            let s = all[0]
+            return Verdict(word: "not-a-function", lines: ["\(function) is a \(s.section) symbol (\(s.typeLetter)), not a function: read it with `kreach show`"], probes: [])
+        }
+        if let problem = lists.filterFunctionsProblem {
+            lines.append("note: available_filter_functions unreadable (\(problem)): ftrace-ability is unknown, so 'traceable' can't be confirmed")
+        }
+        if let problem = lists.blacklistProblem, kprobes {
+            lines.append("note: kprobe blacklist unreadable (\(problem)): a blacklisted function would look probe-able")
+        }
+        if !kprobes { lines.append("note: this kernel has no kprobes (no kprobe PMU or kprobe_events): only fentry/fexit and tracepoints") }
+        func add(_ s: KernelSymbol) {
+            let (word, line) = symbolVerdict(s)
+            lines.append(line + (s.module.map { " [\($0)]" } ?? ""))
+            guard kprobes, word == "traceable" || word == "kprobe-only" else { return }
+            probes.append("kprobe:\(s.name)")
+        }
+        if !exact.isEmpty {
+            exact.forEach(add)
+            var word = symbolVerdict(exact[0]).0
+            if btf != nil && word == "traceable" { probes.insert("\(fentry):\(function)", at: 0) }
+            if btf != nil && word == "kprobe-only" && lists.filterFunctions == nil {
+                // Can't tell whether it is ftrace-able; fentry is the only kind left to try without kprobes.
+                probes.insert("\(fentry):\(function)", at: 0)
+                if !kprobes {
+                    word = "fentry-unconfirmed"
+                    lines.append("\(fentry):\(function) may attach (BTF has the FUNC), unconfirmed without available_filter_functions")
+                }
+            }
+            if !clones.isEmpty { lines.append("also clones: " + clones.map(\.name).joined(separator: ", ")) }
+            clones.forEach(add)
+            return Verdict(word: word, lines: lines, probes: probes)
+        }
+        if !clones.isEmpty {
+            lines.insert("\(function) exists only as compiler clones (the original was inlined or specialized):", at: 0)
+            clones.forEach(add)
+            lines.append("a clone's signature may differ from the source (arguments removed or reordered by .isra/.constprop)")
+            let entries = clones.filter { !$0.isColdFragment }
+            let words = entries.map { symbolVerdict($0).0 }
+            let word = words.contains("traceable") || words.contains("kprobe-only") ? "clone-only" : (words.first ?? "cold-fragment")
+            return Verdict(word: word, lines: lines, probes: probes)
+        }
+        if let (b, id) = btf {
+            lines.insert("\(function) has a BTF FUNC in \(b.objectName) (\(b.describe(id))) but no symbol in kallsyms: inlined into every caller", at: 0)
+            return Verdict(word: "inlined", lines: lines, probes: [])
+        }
+        lines.insert("\(function) is in neither kallsyms nor BTF: inlined into every caller, or a macro (both are possible); probe a caller instead", at: 0)
+        return Verdict(word: "absent", lines: lines, probes: [])
+    }
+}
