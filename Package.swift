@@ -28,7 +28,7 @@ let package = Package(
         // bpftrace: scripts that name kernel globals, generation, running, getter capture.
         .target(name: "ScriptGen", dependencies: ["BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport"]),
         // Discovery: where data is exposed, whether functions can be probed.
-        .target(name: "Probing", dependencies: ["BTF", "KernelSource", "KernelSymbols", "KreachSupport"]),
+        .target(name: "Probing", dependencies: ["BTF", "CKreach", "KernelSource", "KernelSymbols", "KreachSupport"]),
         .executableTarget(
             name: "kreach",
             dependencies: [

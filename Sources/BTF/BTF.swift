@@ -33,6 +33,8 @@ public final class BTF: @unchecked Sendable {
     let nameSlots: [UInt32]
     let nameShift: Int
     private var cachedPointerSize: UInt32?
+    /// Offsets of names in this object's strings, remembered for split BTF's repeated base lookups.
+    private var occurrenceCache: [[UInt8]: [Int]] = [:]
 
     /// Size of a pointer on the BTF's target (the size of `long`; 8 when the BTF doesn't say), found once.
     public var pointerSize: UInt32 {
@@ -283,9 +285,18 @@ public final class BTF: @unchecked Sendable {
         guard !name.isEmpty, !name.utf8.contains(0) else { return [] }
         let needle = Array(name.utf8) + [0]
         var found: [TypeID] = []
-        if let base { base.forEachOccurrence(of: needle) { probe(UInt32($0), into: &found) } }
+        if let base { for off in base.occurrences(of: needle) { probe(UInt32(off), into: &found) } }
         forEachOccurrence(of: needle) { probe(UInt32(stringBase + $0), into: &found) }
         return found.sorted()
+    }
+
+    /// Section-relative offsets of `needle` in the strings, remembered (each module asks its base again).
+    func occurrences(of needle: [UInt8]) -> [Int] {
+        if let cached = occurrenceCache[needle] { return cached }
+        var all: [Int] = []
+        forEachOccurrence(of: needle) { all.append($0) }
+        occurrenceCache[needle] = all
+        return all
     }
 
     /// Calls `body` with the section-relative offset of every occurrence of `needle` (a name and its NUL).

@@ -208,3 +208,33 @@ extension BTF {
         for id in localIDs { _ = try type(id) }
     }
 }
+
+extension BTF {
+    /// The raw `type`/`size` field of a record, without decoding names (for scans over every type).
+    public func rawTarget(_ id: TypeID) throws(BTFError) -> TypeID {
+        if id < firstID, let base { return try base.rawTarget(id) }
+        guard let off = recordOffset(id) else { try checkID(id, at: nil, "lookup"); return 0 }
+        return buffer.u32(off + 8)
+    }
+
+    /// A FUNC_PROTO's return type and parameter types, without decoding names.
+    public func prototypeTypes(_ proto: TypeID) throws(BTFError) -> (returns: TypeID, params: [TypeID]) {
+        if proto < firstID, let base { return try base.prototypeTypes(proto) }
+        guard let off = recordOffset(proto) else { try checkID(proto, at: nil, "lookup"); return (0, []) }
+        let info = buffer.u32(off + 4)
+        guard BTFKind(rawValue: UInt8((info >> 24) & BTFLayout.kindMask)) == .functionProto else {
+            throw BTFError(objectName, "type \(proto) is not a func_proto", offset: off)
+        }
+        let vlen = Int(info & BTFLayout.vlenMask)
+        var params: [TypeID] = []
+        params.reserveCapacity(vlen)
+        for i in 0..<vlen {
+            let t = buffer.u32(off + 12 + i * 8 + 4)
+            try checkID(t, at: off + 12 + i * 8 + 4, "parameter \(i) of func_proto \(proto)")
+            params.append(t)
+        }
+        let ret = buffer.u32(off + 8)
+        try checkID(ret, at: off + 8, "func_proto \(proto) return")
+        return (ret, params)
+    }
+}

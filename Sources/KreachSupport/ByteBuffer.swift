@@ -79,7 +79,26 @@ public final class ByteBuffer: @unchecked Sendable {
         defer { close(fd) }
         var st = stat()
         let known = fstat(fd, &st) == 0 && st.st_size > 0 && (st.st_mode & S_IFMT) == S_IFREG
-        let reserve = known ? Int(st.st_size) + 1 : limit
+        if !known {
+            // Most /proc and /sys files are small: one 64 KiB read decides before reserving big.
+            let small = 1 << 16
+            guard let buffer = malloc(small) else { throw SystemError("allocate for", path, errno: ENOMEM) }
+            var total = 0
+            while total < small {
+                let n = Glibc.read(fd, buffer + total, small - total)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    let e = errno
+                    free(buffer)
+                    throw SystemError("read", path, errno: e)
+                }
+                if n == 0 { return ByteBuffer(storage: buffer, count: total) }
+                total += n
+            }
+            // Larger: continue into a reservation, after what was read.
+            return try readRest(fd, path, limit, first: buffer, count: total)
+        }
+        let reserve = Int(st.st_size) + 1
         let p = mmap(nil, reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let storage = p, storage != MAP_FAILED else { throw SystemError("reserve memory for", path, errno: errno) }
         _ = madvise(storage, reserve, MADV_HUGEPAGE)
@@ -100,6 +119,34 @@ public final class ByteBuffer: @unchecked Sendable {
             total += n
         }
         return ByteBuffer(mapping: storage, count: total, mappedLength: reserve)
+    }
+
+    private static func readRest(_ fd: Int32, _ path: String, _ limit: Int, first: UnsafeMutableRawPointer, count: Int) throws(SystemError) -> ByteBuffer {
+        let p = mmap(nil, limit, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let storage = p, storage != MAP_FAILED else {
+            free(first)
+            throw SystemError("reserve memory for", path, errno: errno)
+        }
+        _ = madvise(storage, limit, MADV_HUGEPAGE)
+        storage.copyMemory(from: first, byteCount: count)
+        free(first)
+        var total = count
+        while true {
+            if total == limit {
+                munmap(storage, limit)
+                throw SystemError("read", path, errno: EFBIG)
+            }
+            let n = Glibc.read(fd, storage + total, min(limit - total, 1 << 20))
+            if n < 0 {
+                if errno == EINTR { continue }
+                let e = errno
+                munmap(storage, limit)
+                throw SystemError("read", path, errno: e)
+            }
+            if n == 0 { break }
+            total += n
+        }
+        return ByteBuffer(mapping: storage, count: total, mappedLength: limit)
     }
 
     @inline(__always) public func u8(_ offset: Int) -> UInt8 { pointer.load(fromByteOffset: offset, as: UInt8.self) }

@@ -81,6 +81,15 @@ public struct WhyAnalyzer {
         return ("kprobe-only", "\(name): text; available_filter_functions unreadable, so whether it is ftrace-able is unknown")
     }
 
+    /// The verdict word alone, from kallsyms and the lists (no BTF search): for long `where` listings.
+    public func quickVerdict(_ name: String) -> String {
+        guard let table = try? kernel.symbols() else { return "unknown" }
+        let k = table.kallsyms
+        if let exact = k.indexes(named: name).first(where: { k.symbol($0).isText }) { return symbolVerdict(k.symbol(exact)).0 }
+        let clones = k.indexes(baseOf: name).map(k.symbol).filter { $0.isText && !$0.isColdFragment }
+        return clones.isEmpty ? "inlined" : "clone-only"
+    }
+
     public func why(_ function: String) throws -> Verdict {
         let table = try kernel.symbols()
         let all = table.find(.name(module: nil, name: function, ordinal: nil, address: nil))

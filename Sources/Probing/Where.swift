@@ -1,0 +1,273 @@
+import BTF
+import CKreach
+import KernelSource
+import KernelSymbols
+import KreachSupport
+
+/// One place where the kernel exposes a type or a global.
+public struct WhereHit {
+    /// parameter, return, raw_tracepoint, tracepoint, reference
+    public let kind: String
+    /// vmlinux or the module.
+    public let object: String
+    /// The function, tracepoint (system:event) or reference site (func+0xoff).
+    public let place: String
+    /// Position and declaration, e.g. "arg1 result: struct nlm_file **".
+    public let detail: String
+    /// Pointer depth to the target (0 by value); for ranking.
+    public let depth: Int
+    /// The `why` verdict in one word (functions only).
+    public let verdict: String?
+    /// A suggested next step (a probe, a capture line).
+    public let suggestion: String?
+}
+
+/// Finds where data is exposed: functions taking or returning a type (from BTF prototypes, through
+/// pointers, arrays, typedefs and modifiers), tracepoints whose format fields carry it, raw
+/// tracepoints whose BTF prototype (`btf_trace_*`) does, and for a module global the functions whose
+/// code references it (relocations of the module's .ko), with getters among them.
+public final class WhereAnalyzer {
+    let kernel: Kernel
+    let why: WhyAnalyzer
+    public private(set) var notes: [String] = []
+
+    public init(kernel: Kernel, why: WhyAnalyzer) {
+        self.kernel = kernel
+        self.why = why
+    }
+
+    // MARK: - Types
+
+    /// Target named by kind and name: duplicate definitions in module BTF count as the same type.
+    struct Target { let kind: BTFKind; let name: String }
+
+    /// Pointer depth from `id` to the target, or nil; memoized per BTF object (-2 unknown, -1 no).
+    final class Memo {
+        var values: [Int8]
+        init(count: Int) { values = [Int8](repeating: -2, count: count) }
+    }
+
+    func depth(_ btf: BTF, _ id: TypeID, _ target: Target, _ memo: Memo, _ baseMemo: Memo?) throws -> Int? {
+        let m = id < btf.firstID ? (baseMemo ?? memo) : memo
+        let slot = Int(id)
+        if slot < m.values.count, m.values[slot] != -2 { return m.values[slot] < 0 ? nil : Int(m.values[slot]) }
+        var current = id
+        var pointers = 0
+        var result: Int?
+        walk: for _ in 0..<32 {
+            if current == 0 { break }
+            let kind = try btf.kind(of: current)
+            let sameKind = kind == target.kind || (kind == .enum64 && target.kind == .enumeration)
+            if sameKind, try btf.name(of: current) == target.name { result = pointers; break }
+            switch kind {
+            case .pointer: pointers += 1; current = try btf.rawTarget(current)
+            case .typedef, .const, .volatile, .restrict, .typeTag: current = try btf.rawTarget(current)
+            case .array: current = try btf.type(current).arrayElement
+            default: break walk
+            }
+        }
+        if slot < m.values.count { m.values[slot] = result.map { Int8(clamping: $0) } ?? -1 }
+        return result
+    }
+
+    /// `struct sk_buff`, `lockd:struct nlm_host`, `pid_t`: every function, raw tracepoint and tracepoint.
+    public func whereType(_ query: String) throws -> [WhereHit] {
+        let types = try kernel.types()
+        let match = try types.resolve(query)
+        let t = try match.btf.type(match.id)
+        guard [.structure, .union, .enumeration, .enum64, .typedef].contains(t.kind), !t.name.isEmpty else {
+            throw KernelError("\(query) is a \(t.kind.label); where takes a named struct, union, enum or typedef")
+        }
+        let target = Target(kind: t.kind == .enum64 ? .enumeration : t.kind, name: t.name)
+        var hits: [WhereHit] = []
+        let objects = try types.allObjects()
+        let baseMemo = Memo(count: Int(types.vmlinux.endID))
+        for btf in objects {
+            let memo = btf === types.vmlinux ? baseMemo : Memo(count: Int(btf.endID))
+            for id in btf.localIDs {
+                let kind = try btf.kind(of: id)
+                if kind == .function {
+                    let (ret, params) = try btf.prototypeTypes(try btf.rawTarget(id))
+                    var found: [(Int, Int)] = []  // (param index or -1 for return, depth)
+                    if let d = try depth(btf, ret, target, memo, btf === types.vmlinux ? nil : baseMemo) { found.append((-1, d)) }
+                    for (i, p) in params.enumerated() {
+                        if let d = try depth(btf, p, target, memo, btf === types.vmlinux ? nil : baseMemo) { found.append((i, d)) }
+                    }
+                    guard !found.isEmpty else { continue }
+                    let name = try btf.name(of: id)
+                    let proto = try btf.type(try btf.rawTarget(id))
+                    let verdict = why.quickVerdict(name)
+                    for (i, d) in found {
+                        if i < 0 {
+                            hits.append(WhereHit(kind: "return", object: btf.objectName, place: name, detail: "returns \(btf.describe(ret))",
+                                                 depth: d, verdict: verdict, suggestion: verdict.probeable ? "kreach capture \(name)" : nil))
+                        } else {
+                            let p = proto.params[i]
+                            hits.append(WhereHit(kind: "parameter", object: btf.objectName, place: name,
+                                                 detail: "arg\(i) \(p.name): \(btf.describe(p.type))", depth: d, verdict: verdict,
+                                                 suggestion: verdict.probeable ? "kreach capture \(name) --arg \(i)" : nil))
+                        }
+                    }
+                } else if kind == .typedef, btf === types.vmlinux || btf.owner(of: id) === btf {
+                    // Raw tracepoints: typedef void (*btf_trace_NAME)(void *, ARGS...)
+                    let name = try btf.name(of: id)
+                    guard name.hasPrefix("btf_trace_") else { continue }
+                    let ptr = try btf.rawTarget(id)
+                    guard try btf.kind(of: ptr) == .pointer else { continue }
+                    let proto = try btf.rawTarget(ptr)
+                    guard try btf.kind(of: proto) == .functionProto else { continue }
+                    let (_, params) = try btf.prototypeTypes(proto)
+                    for (i, p) in params.enumerated().dropFirst() {
+                        if let d = try depth(btf, p, target, memo, btf === types.vmlinux ? nil : baseMemo) {
+                            let tp = String(name.dropFirst("btf_trace_".count))
+                            hits.append(WhereHit(kind: "raw_tracepoint", object: btf.objectName, place: tp,
+                                                 detail: "arg\(i - 1): \(btf.describe(p))", depth: d, verdict: nil,
+                                                 suggestion: "rawtracepoint:\(tp)"))
+                        }
+                    }
+                }
+            }
+        }
+        hits += try tracepointFields(matching: target)
+        return rank(hits)
+    }
+
+    /// Tracepoints whose format has a field of the target type (`field:struct sk_buff * skb;`).
+    func tracepointFields(matching target: Target) throws -> [WhereHit] {
+        let root = kernel.path(.events)
+        guard let systems = try? FileBytes.list(root) else {
+            notes.append("no tracepoint formats (\(root) unreadable): tracepoints not searched")
+            return []
+        }
+        let keyword = target.kind == .structure ? "struct " : target.kind == .union ? "union " : target.kind == .enumeration ? "enum " : ""
+        let needle = Array((keyword + target.name).utf8)
+        var hits: [WhereHit] = []
+        for system in systems {
+            guard let events = try? FileBytes.list(root + "/" + system) else { continue }
+            for event in events {
+                guard let bytes = try? FileBytes.read(root + "/\(system)/\(event)/format") else { continue }
+                guard contains(bytes, needle) else { continue }
+                for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+                    guard let f = find("field:", in: line), let semi = line[f.upperBound...].firstIndex(of: ";") else { continue }
+                    let decl: String = line[f.upperBound..<semi].trimmingCharacters()
+                    guard declares(decl, keyword + target.name) else { continue }
+                    let words = decl.split(whereSeparator: { (c: Character) -> Bool in c == " " || c == "*" })
+                    let fieldName: String = words.last.map { String($0) } ?? decl
+                    hits.append(WhereHit(kind: "tracepoint", object: "vmlinux", place: "\(system):\(event)", detail: "field \(decl)",
+                                         depth: decl.filter { $0 == "*" }.count, verdict: nil, suggestion: "tracepoint:\(system):\(event) { args->\(fieldName) }"))
+                }
+            }
+        }
+        return hits
+    }
+
+    func contains(_ bytes: [UInt8], _ needle: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { b in
+            needle.withUnsafeBytes { n in
+                guard let bb = b.baseAddress, let nb = n.baseAddress else { return false }
+                return kreach_memmem(bb, b.count, nb, n.count) != nil
+            }
+        }
+    }
+
+    /// Whether a C declaration's type is exactly `typeName` (plus pointers/const), not a longer name.
+    func find(_ needle: String, in text: Substring) -> Range<Substring.Index>? {
+        guard let first = needle.first else { return nil }
+        var i = text.startIndex
+        while let start = text[i...].firstIndex(of: first) {
+            if text[start...].hasPrefix(needle) { return start..<text.index(start, offsetBy: needle.count) }
+            i = text.index(after: start)
+        }
+        return nil
+    }
+
+    func declares(_ decl: String, _ typeName: String) -> Bool {
+        guard let r = find(typeName, in: Substring(decl)) else { return false }
+        let after = decl[r.upperBound...].first
+        return after == nil || after == " " || after == "*"
+    }
+
+    func rank(_ hits: [WhereHit]) -> [WhereHit] {
+        let order = ["parameter": 0, "return": 1, "reference": 0, "raw_tracepoint": 2, "tracepoint": 3]
+        return hits.sorted {
+            ((order[$0.kind] ?? 9), $0.depth, $0.object == "vmlinux" ? 1 : 0, $0.place)
+                < ((order[$1.kind] ?? 9), $1.depth, $1.object == "vmlinux" ? 1 : 0, $1.place)
+        }
+    }
+
+    // MARK: - Globals
+
+    /// `brd:rd_size`: the module functions whose code references the global, from the .ko's relocations.
+    public func whereGlobal(_ query: String) throws -> [WhereHit] {
+        guard let colon = query.firstIndex(of: ":"), query[..<colon] != "vmlinux" else {
+            throw KernelError("where for vmlinux globals needs a scan of kernel text, which kreach does not do yet; give a module global (MODULE:NAME) or a type")
+        }
+        let module = String(query[..<colon]), name = String(query[query.index(after: colon)...])
+        guard let mo = kernel.moduleObject(module) else {
+            throw KernelError("\(module)'s .ko (with the loaded module's build-id) is needed to find references; not found for this kernel")
+        }
+        let elf = mo.elf
+        let symbols = mo.symbols
+        let targets = symbols.enumerated().filter { $0.element.name == name && $0.element.type == 1 }
+        guard !targets.isEmpty else { throw KernelError("\(module).ko has no data object named \(name)") }
+        guard targets.count == 1 else { throw KernelError("\(module).ko has \(targets.count) objects named \(name): ambiguous") }
+        let (targetIndex, target) = targets[0]
+        let range = target.value..<(target.value + max(target.size, 1))
+        var hits: [WhereHit] = []
+        var seen = Set<String>()
+        for (sectionIndex, section) in elf.sections.enumerated() where section.name.hasPrefix(".text") || section.name.hasPrefix(".init.text") || section.name.hasPrefix(".exit.text") {
+            for r in elf.relocations(for: sectionIndex) where r.symbol < symbols.count {
+                let s = symbols[r.symbol]
+                var hit = r.symbol == targetIndex
+                if !hit && s.type == 3 && s.section == target.section {  // section symbol + addend
+                    // PC-relative: the displacement ends the instruction in the common case, so the target is
+                    // S + A + 4. An immediate after it (cmpl $1, x(%rip)) would shift that; without decoding
+                    // instructions kreach doesn't guess, so such a reference can be missed, never invented.
+                    let pcRelative: Set<UInt32> = [2, 4, 9, 41, 42]    // PC32, PLT32, GOTPCREL, GOTPCRELX, REX_GOTPCRELX
+                    let bias: Int64 = pcRelative.contains(r.type) ? 4 : 0
+                    hit = range.contains(UInt64(bitPattern: Int64(bitPattern: s.value) &+ r.addend &+ bias))
+                }
+                guard hit else { continue }
+                // The containing function; module_init()/module_exit() aliases give way to the real name.
+                let containing = symbols.filter { $0.type == 2 && Int($0.section) == sectionIndex && r.offset >= $0.value && r.offset < $0.value + max($0.size, 1) }
+                guard let fn = containing.first(where: { $0.name != "init_module" && $0.name != "cleanup_module" }) ?? containing.first else { continue }
+                let site = "\(fn.name)+0x\(String(r.offset - fn.value, radix: 16))"
+                guard seen.insert(site).inserted else { continue }
+                let verdict = why.quickVerdict(fn.name)
+                let getter = try isGetter(Kallsyms.baseName(of: fn.name), module: module)
+                hits.append(WhereHit(kind: "reference", object: module, place: site, detail: getter ? "getter (no pointer arguments, returns a scalar)" : section.name,
+                                     depth: getter ? 0 : 1, verdict: verdict,
+                                     suggestion: getter ? "kreach capture \(fn.name)" : (verdict.probeable ? "kprobe:\(fn.name)" : nil)))
+            }
+        }
+        return rank(hits)
+    }
+
+    /// No pointer parameters and a scalar return (BTF prototype in the module or vmlinux).
+    func isGetter(_ function: String, module: String) throws -> Bool {
+        let types = try kernel.types()
+        for btf in [try types.module(module), types.vmlinux] {
+            guard let id = try btf.lookup(function).first(where: { try btf.kind(of: $0) == .function }) else { continue }
+            let (ret, params) = try btf.prototypeTypes(try btf.rawTarget(id))
+            guard ret != 0 else { return false }
+            let retKind = try btf.kind(of: try btf.resolve(ret))
+            guard retKind == .int || retKind == .enumeration || retKind == .enum64 else { return false }
+            for p in params where p != 0 { if try btf.kind(of: try btf.resolve(p)) == .pointer { return false } }
+            return true
+        }
+        return false
+    }
+}
+
+extension String {
+    var probeable: Bool { self == "traceable" || self == "kprobe-only" || self == "clone-only" || self == "fentry-unconfirmed" }
+}
+
+extension Substring {
+    func trimmingCharacters() -> String {
+        var s = self
+        while s.first == " " || s.first == "\t" { s = s.dropFirst() }
+        while s.last == " " || s.last == "\t" { s = s.dropLast() }
+        return String(s)
+    }
+}

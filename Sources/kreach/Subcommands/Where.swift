@@ -1,0 +1,64 @@
+import ArgumentParser
+import KernelSource
+import KreachSupport
+import Probing
+import ScriptGen
+
+struct Where: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Find where the kernel exposes a type or a module global: functions, tracepoints, references.",
+        discussion: """
+            TARGET is a type (`struct nlm_file`, `lockd:struct nlm_host`, `struct sk_buff`, `pid_t`) or a module
+            global (`brd:rd_size`). For a type: functions in vmlinux and every module taking it (by pointer or value,
+            through typedefs, modifiers and arrays) or returning it, raw tracepoints (btf_trace_* prototypes) and
+            tracepoints (format fields) carrying it. For a module global: the functions whose code references it
+            (relocations of the module's .ko), getters among them. Each function has its `kreach why` verdict.
+            Most direct first. Not yet: vmlinux globals (kernel text scan), seq_file show detection, --trigger.
+            """)
+
+    @OptionGroup var options: KernelOptions
+
+    @Option(help: "Show at most this many places (0: all).")
+    var limit: Int = 0
+
+    @Argument(help: "A type or MODULE:GLOBAL.")
+    var target: String
+
+    func run() throws {
+        let kernel = try options.openKernel()
+        let kfunc = (try? Bpftrace.find())?.usesKfuncNames ?? false
+        let analyzer = WhereAnalyzer(kernel: kernel, why: WhyAnalyzer(kernel: kernel, fentryName: kfunc ? "kfunc" : "fentry"))
+        let isType = target.contains(" ") || (!target.contains(":") && !target.contains("`")) || target.hasSuffix(":") == false && target.split(separator: ":").last?.contains(" ") == true
+        var hits = try isType ? analyzer.whereType(target) : analyzer.whereGlobal(target.replacingBacktick())
+        for n in analyzer.notes { StandardError.write("kreach: note: \(n)") }
+        if hits.isEmpty { throw Failure(message: "nothing found that exposes \(target)", code: 1) }
+        let total = hits.count
+        if limit > 0 { hits = Array(hits.prefix(limit)) }
+        if options.json {
+            print(JSON.array(hits.map { h in
+                .object([("kind", .string(h.kind)), ("object", .string(h.object)), ("place", .string(h.place)),
+                         ("detail", .string(h.detail)), ("depth", .uint(UInt64(h.depth))),
+                         ("verdict", h.verdict.map(JSON.string) ?? .null), ("suggestion", h.suggestion.map(JSON.string) ?? .null)])
+            }).pretty)
+            return
+        }
+        var lastKind = ""
+        for h in hits {
+            if h.kind != lastKind {
+                print("\(h.kind):")
+                lastKind = h.kind
+            }
+            var line = "  \(h.place)"
+            if h.object != "vmlinux" { line += " [\(h.object)]" }
+            line += "  \(h.detail)"
+            if let v = h.verdict { line += "  (\(v))" }
+            if let s = h.suggestion { line += "  -> \(s)" }
+            print(line)
+        }
+        if hits.count < total { print("(\(total - hits.count) more; --limit 0 for all)") }
+    }
+}
+
+extension String {
+    func replacingBacktick() -> String { String(map { $0 == "`" ? ":" : $0 }) }
+}

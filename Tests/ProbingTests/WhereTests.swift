@@ -1,0 +1,75 @@
+import Foundation
+import XCTest
+import BTF
+import KernelSource
+import KreachSupport
+import KreachTestSupport
+@testable import Probing
+
+final class WhereTests: XCTestCase {
+    func analyzer() throws -> (WhereAnalyzer, Kernel) {
+        let kernel = try Kernel(source: .snapshot(try DebianCapture.directory()))
+        return (WhereAnalyzer(kernel: kernel, why: WhyAnalyzer(kernel: kernel)), kernel)
+    }
+
+    /// The memoized BTF walk against an independent method: each parameter's and return type's rendered C
+    /// type (a callback that takes the struct, like nlm_traverse_files's, is not a match).
+    func testModuleTypeMatchesPrototypeText() throws {
+        let (a, kernel) = try analyzer()
+        let hits = try a.whereType("lockd:struct nlm_file")
+        let found = Set(hits.filter { $0.kind == "parameter" || $0.kind == "return" }.map { "\($0.object):\($0.place)" })
+        var expected = Set<String>()
+        for btf in try kernel.types().allObjects() {
+            for id in btf.localIDs where try btf.kind(of: id) == .function {
+                let proto = try btf.type(try btf.type(id).target)
+                let rendered = [btf.describe(proto.target)] + proto.params.map { btf.describe($0.type) }
+                if rendered.contains(where: { $0 == "struct nlm_file" || $0.hasPrefix("struct nlm_file *") }) {
+                    expected.insert("\(btf.objectName):\(try btf.name(of: id))")
+                }
+            }
+        }
+        XCTAssertEqual(found, expected)
+        let lookup = try XCTUnwrap(hits.first { $0.place == "nlm_lookup_file" })
+        XCTAssertEqual(lookup.detail, "arg1 result: struct nlm_file **")
+        XCTAssertEqual(lookup.depth, 2)
+        XCTAssertEqual(lookup.verdict, "traceable")
+        XCTAssertEqual(lookup.suggestion, "kreach capture nlm_lookup_file --arg 1")
+        // Most direct first: single pointers before double.
+        let depths = hits.filter { $0.kind == "parameter" }.map(\.depth)
+        XCTAssertEqual(depths, depths.sorted())
+    }
+
+    func testVmlinuxTypeFunctionsReturnsAndRawTracepoints() throws {
+        let (a, _) = try analyzer()
+        let hits = try a.whereType("struct sk_buff")
+        XCTAssertTrue(hits.contains { $0.kind == "parameter" && $0.place == "kfree_skb_reason" && $0.detail.hasPrefix("arg0 skb: struct sk_buff *") })
+        XCTAssertTrue(hits.contains { $0.kind == "return" && $0.place == "__alloc_skb" && $0.detail == "returns struct sk_buff *" })
+        XCTAssertTrue(hits.contains { $0.kind == "raw_tracepoint" && $0.place == "kfree_skb" && $0.suggestion == "rawtracepoint:kfree_skb" })
+        XCTAssertTrue(hits.contains { $0.kind == "parameter" && $0.object == "dummy" && $0.place == "dummy_xmit" }, "module functions too")
+        // Functions that take a struct containing an sk_buff by pointer are not matches.
+        XCTAssertFalse(hits.contains { $0.detail.contains("sk_buff_head") })
+        XCTAssertThrowsError(try a.whereType("int")) { XCTAssertTrue("\($0)".contains("where takes a named struct"), "\($0)") }
+    }
+
+    func testTracepointFieldsAreFound() throws {
+        let (a, _) = try analyzer()
+        // sched_switch's format has `char prev_comm[16]`...; a struct-typed field from the data itself:
+        let dir = try DebianCapture.directory()
+        let out = try Run.command(["sh", "-c", "grep -l 'field:struct [a-z_]* \\*' \(dir)/events/*/*/format | head -1"])
+        let file = out.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try XCTSkipIf(file.isEmpty, "the capture has no struct-typed tracepoint field")
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        let line = try XCTUnwrap(text.split(separator: "\n").first { $0.contains("field:struct ") && $0.contains("*") })
+        let structName = String(line.split(separator: " ").drop { $0 != "field:struct" && !$0.hasSuffix("field:struct") }.dropFirst().first ?? "")
+        let hits = try a.whereType("struct " + structName)
+        let parts = file.split(separator: "/")
+        let event = "\(parts[parts.count - 3]):\(parts[parts.count - 2])"
+        XCTAssertTrue(hits.contains { $0.kind == "tracepoint" && $0.place == event }, "\(event) for struct \(structName)")
+    }
+
+    func testGlobalsNeedTheModuleObject() throws {
+        let (a, _) = try analyzer()
+        XCTAssertThrowsError(try a.whereGlobal("brd:rd_size")) { XCTAssertTrue("\($0)".contains("brd's .ko (with the loaded module's build-id) is needed"), "\($0)") }
+        XCTAssertThrowsError(try a.whereGlobal("pid_max")) { XCTAssertTrue("\($0)".contains("scan of kernel text"), "\($0)") }
+    }
+}
