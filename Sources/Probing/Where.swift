@@ -260,7 +260,7 @@ public final class WhereAnalyzer {
 }
 
 extension String {
-    var probeable: Bool { self == "traceable" || self == "kprobe-only" || self == "clone-only" || self == "fentry-unconfirmed" }
+    public var probeable: Bool { self == "traceable" || self == "kprobe-only" || self == "clone-only" || self == "fentry-unconfirmed" }
 }
 
 extension Substring {

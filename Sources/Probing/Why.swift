@@ -76,7 +76,7 @@ public struct WhyAnalyzer {
         if let bl = lists.blacklist, bl.contains(name) { return ("blacklisted", "\(name): in the kprobe blacklist: kprobes refuse it") }
         if let aff = lists.filterFunctions {
             if aff.contains(name) { return ("traceable", "\(name): in available_filter_functions: ftrace-able (kprobe, and fentry when BTF has it)") }
-            return ("kprobe-only", "\(name): text, but not in available_filter_functions (notrace, or not ftrace-able): kprobes may attach, fentry can't")
+            return ("kprobe-only", "\(name): text, but not in available_filter_functions (notrace, or not ftrace-able): a raw kprobe may attach (perf probe, kprobe_events); bpftrace refuses it, and fentry can't")
         }
         return ("kprobe-only", "\(name): text; available_filter_functions unreadable, so whether it is ftrace-able is unknown")
     }
@@ -113,7 +113,8 @@ public struct WhyAnalyzer {
         func add(_ s: KernelSymbol) {
             let (word, line) = symbolVerdict(s)
             lines.append(line + (s.module.map { " [\($0)]" } ?? ""))
-            guard kprobes, word == "traceable" || word == "kprobe-only" else { return }
+            // Suggestions are bpftrace probes: bpftrace itself refuses what isn't in available_filter_functions.
+            guard kprobes, word == "traceable" || (word == "kprobe-only" && lists.filterFunctions == nil) else { return }
             probes.append("kprobe:\(s.name)")
         }
         if !exact.isEmpty {

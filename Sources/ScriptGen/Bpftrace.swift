@@ -25,7 +25,10 @@ public struct Bpftrace {
     /// fentry/fexit were called kfunc/kretfunc before bpftrace 0.19.
     public var usesKfuncNames: Bool { version.major == 0 && version.minor < 19 }
 
-    static func output(_ argv: [String]) throws -> String {
+    public static func output(_ argv: [String]) throws -> String { try outputAndStatus(argv).1 }
+
+    /// Runs a program; its exit status and standard output (standard error passes through).
+    public static func outputAndStatus(_ argv: [String]) throws -> (Int32, String) {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw ScriptRunError("pipe failed") }
         var actions = posix_spawn_file_actions_t()
@@ -46,8 +49,9 @@ public struct Bpftrace {
         }
         close(fds[0])
         var ws: Int32 = 0
-        waitpid(pid, &ws, 0)
-        return String(decoding: out, as: UTF8.self)
+        while waitpid(pid, &ws, 0) < 0 && errno == EINTR {}
+        let exitStatus: Int32 = ws & 0x7f == 0 ? (ws >> 8) & 0xff : 128 + (ws & 0x7f)
+        return (exitStatus, String(decoding: out, as: UTF8.self))
     }
 
     static func spawn(_ pid: inout pid_t, _ argv: [String], _ actions: inout posix_spawn_file_actions_t) -> Int32 {

@@ -21,6 +21,12 @@ struct Where: ParsableCommand {
     @Option(help: "Show at most this many places (0: all).")
     var limit: Int = 0
 
+    @Option(help: ArgumentHelp("Confirm live: count calls of the most direct probe-able candidates while CMD runs (bpftrace -c).", valueName: "CMD"))
+    var trigger: String?
+
+    @Option(help: "With --trigger: how many candidates to probe.")
+    var probes: Int = 150
+
     @Argument(help: "A type or MODULE:GLOBAL.")
     var target: String
 
@@ -32,6 +38,7 @@ struct Where: ParsableCommand {
         var hits = try isType ? analyzer.whereType(target) : analyzer.whereGlobal(target.replacingBacktick())
         for n in analyzer.notes { StandardError.write("kreach: note: \(n)") }
         if hits.isEmpty { throw Failure(message: "nothing found that exposes \(target)", code: 1) }
+        if let trigger { return try runTrigger(hits, trigger) }
         let total = hits.count
         if limit > 0 { hits = Array(hits.prefix(limit)) }
         if options.json {
@@ -56,6 +63,32 @@ struct Where: ParsableCommand {
             print(line)
         }
         if hits.count < total { print("(\(total - hits.count) more; --limit 0 for all)") }
+    }
+}
+
+extension Where {
+    /// Counts calls of the candidates while the command runs, most called first.
+    func runTrigger(_ hits: [WhereHit], _ command: String) throws {
+        let bpftrace = try Bpftrace.find()
+        var specs: [String] = []
+        for h in hits where h.kind == "parameter" || h.kind == "return" || h.kind == "reference" {
+            // Exact names only: a clone or a fentry-only function would make bpftrace refuse the whole set.
+            guard let v = h.verdict, v == "traceable" else { continue }
+            let function = String(h.place.prefix { $0 != "+" })
+            let spec = "kprobe:" + function
+            if !specs.contains(spec) { specs.append(spec) }
+            if specs.count >= probes { break }
+        }
+        guard !specs.isEmpty else { throw Failure(message: "no probe-able candidate to confirm", code: 1) }
+        let counts = try TriggerCounter(bpftrace: bpftrace).count(probes: specs, command: command)
+        if options.json {
+            print(JSON.array(counts.map { .object([("probe", .string($0.0)), ("calls", .uint(UInt64($0.1)))]) }).pretty)
+            return
+        }
+        print("calls while `\(command)` ran (\(specs.count) candidates probed):")
+        for (probe, n) in counts.sorted(by: { $0.1 > $1.1 }) where n > 0 { print("  \(n)\t\(probe)") }
+        let silent = counts.filter { $0.1 == 0 }.count
+        if silent > 0 { print("  (\(silent) not called)") }
     }
 }
 

@@ -9,9 +9,9 @@ struct Why: ParsableCommand {
         abstract: "Explain whether a function can be probed (kprobe, fentry) and why not, from the kernel's own lists.",
         discussion: """
             Verdicts: traceable (in available_filter_functions: kprobe and fentry), kprobe-only (text but not
-            ftrace-able: notrace), blacklisted (kprobe blacklist), clone-only (only .isra/.constprop/.part clones),
+            ftrace-able: notrace; bpftrace refuses it, a raw kprobe via perf probe may work), blacklisted (kprobe blacklist), clone-only (only .isra/.constprop/.part clones),
             cold-fragment, inlined (BTF FUNC without a symbol), absent (inlined everywhere or a macro),
-            not-a-function. Exit status 0 when some probe can attach, 1 otherwise.
+            not-a-function. Suggested probes are bpftrace's. Exit status 0 when some suggested probe can attach, 1 otherwise.
             """)
 
     @OptionGroup var options: KernelOptions
