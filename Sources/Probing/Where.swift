@@ -96,7 +96,7 @@ public final class WhereAnalyzer {
                     guard !found.isEmpty else { continue }
                     let name = try btf.name(of: id)
                     let proto = try btf.type(try btf.rawTarget(id))
-                    let verdict = why.quickVerdict(name)
+                    let verdict = why.verdictForBTFFunction(name)
                     for (i, d) in found {
                         if i < 0 {
                             hits.append(WhereHit(kind: "return", object: btf.objectName, place: name, detail: "returns \(btf.describe(ret))",

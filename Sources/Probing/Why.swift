@@ -6,27 +6,32 @@ import KreachSupport
 /// The kernel's own lists about tracing, read once: ftrace-able functions and the kprobe blacklist.
 public struct TracingLists {
     /// Names (clone suffixes kept) in available_filter_functions; nil when it couldn't be read.
-    public let filterFunctions: Set<String>?
+    public let filterFunctions: NameSet?
     public let filterFunctionsProblem: String?
     /// Names in the kprobe blacklist; nil when it couldn't be read.
-    public let blacklist: Set<String>?
+    public let blacklist: NameSet?
     public let blacklistProblem: String?
 
     public init(kernel: Kernel) {
-        func names(_ file: KernelFile, nameField: (Substring) -> Substring?) -> (Set<String>?, String?) {
+        func names(_ file: KernelFile, field: (UnsafePointer<UInt8>, Int) -> (Int, Int)?) -> (NameSet?, String?) {
             do {
-                let text = String(decoding: try FileBytes.read(kernel.path(file)), as: UTF8.self)
-                var set = Set<String>()
-                for line in text.split(separator: "\n") { if let n = nameField(line) { set.insert(String(n)) } }
-                return (set, nil)
+                return (NameSet(buffer: try ByteBuffer.read(kernel.path(file)), field: field), nil)
             } catch {
                 return (nil, "\(error)")
             }
         }
-        // "name" or "name [module]"
-        (filterFunctions, filterFunctionsProblem) = names(.availableFilterFunctions) { $0.split(separator: " ").first }
-        // "0xstart-0xend\tname"
-        (blacklist, blacklistProblem) = names(.kprobesBlacklist) { $0.split(separator: "\t").last }
+        // "name" or "name [module]": up to the first space.
+        (filterFunctions, filterFunctionsProblem) = names(.availableFilterFunctions) { p, n in
+            var e = 0
+            while e < n && p[e] != 32 { e += 1 }
+            return (0, e)
+        }
+        // "0xstart-0xend\tname": after the last tab.
+        (blacklist, blacklistProblem) = names(.kprobesBlacklist) { p, n in
+            var t = n - 1
+            while t >= 0 && p[t] != 9 { t -= 1 }
+            return t < 0 ? nil : (t + 1, n - t - 1)
+        }
     }
 }
 
@@ -79,6 +84,18 @@ public struct WhyAnalyzer {
             return ("kprobe-only", "\(name): text, but not in available_filter_functions (notrace, or not ftrace-able): a raw kprobe may attach (perf probe, kprobe_events); bpftrace refuses it, and fentry can't")
         }
         return ("kprobe-only", "\(name): text; available_filter_functions unreadable, so whether it is ftrace-able is unknown")
+    }
+
+    /// The verdict for a function that has a BTF FUNC record, from the lists alone when they can be read:
+    /// pahole writes a FUNC only for a function with a symbol of that exact name, so kallsyms (the slow
+    /// read) isn't needed to know it is text.
+    public func verdictForBTFFunction(_ name: String) -> String {
+        if let bl = lists.blacklist, bl.contains(name) { return "blacklisted" }
+        guard let aff = lists.filterFunctions else {
+            // Unknown whether it is ftrace-able: the same words `why` uses for that case.
+            return kprobes ? "kprobe-only" : "fentry-unconfirmed"
+        }
+        return aff.contains(name) ? "traceable" : "kprobe-only"
     }
 
     /// The verdict word alone, from kallsyms and the lists (no BTF search): for long `where` listings.
