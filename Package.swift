@@ -28,7 +28,7 @@ let package = Package(
         // bpftrace: scripts that name kernel globals, generation, running, getter capture.
         .target(name: "ScriptGen", dependencies: ["BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport"]),
         // Discovery: where data is exposed, whether functions can be probed.
-        .target(name: "Probing", dependencies: ["BTF", "CKreach", "KernelSource", "KernelSymbols", "KreachSupport"]),
+        .target(name: "Probing", dependencies: ["BPF", "BTF", "CKreach", "KernelSource", "KernelSymbols", "KreachSupport"]),
         .executableTarget(
             name: "kreach",
             dependencies: [
@@ -45,7 +45,7 @@ let package = Package(
         .testTarget(name: "BPFTests", dependencies: ["BPF", "BTF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "KernelObjectTests", dependencies: ["KernelObject", "BPF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "ScriptGenTests", dependencies: ["ScriptGen", "KernelObject", "KernelSource", "KreachTestSupport"]),
-        .testTarget(name: "ProbingTests", dependencies: ["Probing", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "ProbingTests", dependencies: ["Probing", "BPF", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]
 )

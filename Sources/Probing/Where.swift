@@ -1,3 +1,4 @@
+import BPF
 import BTF
 import CKreach
 import KernelSource
@@ -200,7 +201,7 @@ public final class WhereAnalyzer {
     /// `brd:rd_size`: the module functions whose code references the global, from the .ko's relocations.
     public func whereGlobal(_ query: String) throws -> [WhereHit] {
         guard let colon = query.firstIndex(of: ":"), query[..<colon] != "vmlinux" else {
-            throw KernelError("where for vmlinux globals needs a scan of kernel text, which kreach does not do yet; give a module global (MODULE:NAME) or a type")
+            throw KernelError("\(query) is a vmlinux global: its references need a scan of kernel text (whereVmlinuxGlobal, with kernel memory)")
         }
         let module = String(query[..<colon]), name = String(query[query.index(after: colon)...])
         guard let mo = kernel.moduleObject(module) else {
@@ -240,6 +241,38 @@ public final class WhereAnalyzer {
                                      suggestion: getter ? "kreach capture \(fn.name)" : (verdict.probeable ? "kprobe:\(fn.name)" : nil)))
             }
         }
+        return rank(hits)
+    }
+
+    /// A vmlinux global: the functions whose code references it, from a scan of kernel text (`TextScanner`).
+    public func whereVmlinuxGlobal(_ query: String, memory: KernelMemory) throws -> [WhereHit] {
+        let table = try kernel.symbols()
+        let symbol = try table.resolve(query.hasPrefix("vmlinux:") ? query : "vmlinux:" + query)
+        guard symbol.module == nil else { throw KernelError("\(query) is in \(symbol.moduleName): use \(symbol.moduleName):\(symbol.name)") }
+        guard !symbol.isText else { throw KernelError("\(symbol.name) is a function; where takes a global or a type") }
+        guard let stext = table.kallsyms.indexes(named: "_stext", module: "vmlinux").first,
+              let etext = table.kallsyms.indexes(named: "_etext", module: "vmlinux").first else {
+            throw KernelError("kallsyms has no _stext/_etext: can't find kernel text")
+        }
+        // The object's extent is unknown (no ELF for vmlinux): up to the next symbol, at most 4 KiB.
+        let next = table.kallsyms.nextAddress(after: symbol.address) ?? (symbol.address + 8)
+        let range = symbol.address..<min(next, symbol.address + 4096)
+        let text = table.kallsyms.address(stext)..<table.kallsyms.address(etext)
+        let found = try TextScanner(memory: memory).references(to: range, text: text)
+        var hits: [WhereHit] = []
+        var seen = Set<String>()
+        for h in found {
+            guard let (k, off) = table.kallsyms.nearest(to: h.address, moduleRanges: table.moduleRanges) else { continue }
+            let fn = table.kallsyms.symbol(k)
+            guard fn.isText, seen.insert(fn.name).inserted else { continue }
+            let verdict = why.quickVerdict(fn.name)
+            let getter = (try? isGetter(fn.baseName, module: "vmlinux")) ?? false
+            hits.append(WhereHit(kind: "reference", object: "vmlinux", place: "\(fn.name)+0x\(String(off, radix: 16))",
+                                 detail: getter ? "getter (no pointer arguments, returns a scalar); \(h.kind)" : h.kind,
+                                 depth: getter ? 0 : 1, verdict: verdict,
+                                 suggestion: getter ? "kreach capture \(fn.name)" : (verdict == "traceable" ? "kprobe:\(fn.name)" : nil)))
+        }
+        notes.append("vmlinux references come from a byte scan of kernel text (\(text.count >> 20) MiB): RIP-relative and absolute 32-bit forms; a rare random match is possible")
         return rank(hits)
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import BPF
 import BTF
 import KernelSource
 import KreachSupport
@@ -71,5 +72,25 @@ final class WhereTests: XCTestCase {
         let (a, _) = try analyzer()
         XCTAssertThrowsError(try a.whereGlobal("brd:rd_size")) { XCTAssertTrue("\($0)".contains("brd's .ko (with the loaded module's build-id) is needed"), "\($0)") }
         XCTAssertThrowsError(try a.whereGlobal("pid_max")) { XCTAssertTrue("\($0)".contains("scan of kernel text"), "\($0)") }
+    }
+}
+
+/// The text scanner on the live kernel: calls are RIP-relative rel32s, so scanning for references to a
+/// function's entry finds its callers. ksys_read calls vfs_read (fs/read_write.c).
+final class TextScanTests: XCTestCase {
+    func testCallersOfVfsReadIncludeKsysRead() throws {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: BPF")) }
+        let kernel = try Kernel(source: .live)
+        let table = try kernel.symbols()
+        let vfsRead = try table.resolve("vmlinux:vfs_read")
+        guard let s = table.kallsyms.indexes(named: "_stext", module: "vmlinux").first,
+              let e = table.kallsyms.indexes(named: "_etext", module: "vmlinux").first else { return XCTFail("no _stext/_etext") }
+        let memory = try BPFMemory()
+        let hits = try TextScanner(memory: memory).references(to: vfsRead.address..<(vfsRead.address + 1),
+                                                               text: table.kallsyms.address(s)..<table.kallsyms.address(e))
+        let callers = Set(hits.compactMap { h in table.kallsyms.nearest(to: h.address, moduleRanges: [:]).map { table.kallsyms.name($0.index) } })
+        XCTAssertTrue(callers.contains("ksys_read"), "\(callers.sorted().prefix(20))")
+        XCTAssertTrue(hits.contains { $0.kind == "rip-relative" })
+        XCTAssertLessThan(callers.count, 100, "a handful of callers, not noise")
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import KernelSource
 import KreachSupport
+import KernelObject
 import Probing
 import ScriptGen
 
@@ -13,7 +14,9 @@ struct Where: ParsableCommand {
             through typedefs, modifiers and arrays) or returning it, raw tracepoints (btf_trace_* prototypes) and
             tracepoints (format fields) carrying it. For a module global: the functions whose code references it
             (relocations of the module's .ko), getters among them. Each function has its `kreach why` verdict.
-            Most direct first. Not yet: vmlinux globals (kernel text scan), seq_file show detection, --trigger.
+            For a vmlinux global (`pid_max`): functions whose code references it, from a byte scan of kernel text
+            read through kernel memory (RIP-relative and absolute 32-bit forms). Most direct first.
+            Not yet: seq_file show functions and their /proc files.
             """)
 
     @OptionGroup var options: KernelOptions
@@ -34,8 +37,19 @@ struct Where: ParsableCommand {
         let kernel = try options.openKernel()
         let kfunc = (try? Bpftrace.find())?.usesKfuncNames ?? false
         let analyzer = WhereAnalyzer(kernel: kernel, why: WhyAnalyzer(kernel: kernel, fentryName: kfunc ? "kfunc" : "fentry"))
-        let isType = target.contains(" ") || (!target.contains(":") && !target.contains("`")) || target.hasSuffix(":") == false && target.split(separator: ":").last?.contains(" ") == true
-        var hits = try isType ? analyzer.whereType(target) : analyzer.whereGlobal(target.replacingBacktick())
+        var hits: [WhereHit]
+        let name = target.replacingBacktick()
+        let bare = name.split(separator: ":").last.map(String.init) ?? name
+        if target.contains(" ") || (try? kernel.types().resolve(name)) != nil && (try? kernel.symbols().resolve(name)) == nil {
+            hits = try analyzer.whereType(target)
+        } else if name.contains(":") && !name.hasPrefix("vmlinux:") {
+            hits = try analyzer.whereGlobal(name)
+        } else {
+            guard case .live = kernel.source else {
+                throw Failure(message: "references to vmlinux globals come from kernel text, which a snapshot doesn't have", code: 1)
+            }
+            hits = try analyzer.whereVmlinuxGlobal(bare, memory: try MemoryChoice.auto.open())
+        }
         for n in analyzer.notes { StandardError.write("kreach: note: \(n)") }
         if hits.isEmpty { throw Failure(message: "nothing found that exposes \(target)", code: 1) }
         if let trigger { return try runTrigger(hits, trigger) }
