@@ -236,7 +236,9 @@ public final class WhereAnalyzer {
                 guard seen.insert(site).inserted else { continue }
                 let verdict = why.quickVerdict(fn.name)
                 let getter = try isGetter(Kallsyms.baseName(of: fn.name), module: module)
-                hits.append(WhereHit(kind: "reference", object: module, place: site, detail: getter ? "getter (no pointer arguments, returns a scalar)" : section.name,
+                let seqShow = try isSeqShow(Kallsyms.baseName(of: fn.name), module: module)
+                hits.append(WhereHit(kind: "reference", object: module, place: site,
+                                     detail: getter ? "getter (no pointer arguments, returns a scalar)" : (seqShow ? "seq_file show function (prints it to a /proc or debugfs file)" : section.name),
                                      depth: getter ? 0 : 1, verdict: verdict,
                                      suggestion: getter ? "kreach capture \(fn.name)" : (verdict.probeable ? "kprobe:\(fn.name)" : nil)))
             }
@@ -267,13 +269,27 @@ public final class WhereAnalyzer {
             guard fn.isText, seen.insert(fn.name).inserted else { continue }
             let verdict = why.quickVerdict(fn.name)
             let getter = (try? isGetter(fn.baseName, module: "vmlinux")) ?? false
+            let seqShow = (try? isSeqShow(fn.baseName, module: "vmlinux")) ?? false
             hits.append(WhereHit(kind: "reference", object: "vmlinux", place: "\(fn.name)+0x\(String(off, radix: 16))",
-                                 detail: getter ? "getter (no pointer arguments, returns a scalar); \(h.kind)" : h.kind,
+                                 detail: getter ? "getter (no pointer arguments, returns a scalar); \(h.kind)" : (seqShow ? "seq_file show function; \(h.kind)" : h.kind),
                                  depth: getter ? 0 : 1, verdict: verdict,
                                  suggestion: getter ? "kreach capture \(fn.name)" : (verdict == "traceable" ? "kprobe:\(fn.name)" : nil)))
         }
         notes.append("vmlinux references come from a byte scan of kernel text (\(text.count >> 20) MiB): RIP-relative and absolute 32-bit forms; a rare random match is possible")
         return rank(hits)
+    }
+
+    /// A seq_file show function: BTF prototype (struct seq_file *, void *).
+    func isSeqShow(_ function: String, module: String) throws -> Bool {
+        let types = try kernel.types()
+        let objects = module == "vmlinux" ? [types.vmlinux] : [try types.module(module), types.vmlinux]
+        for btf in objects {
+            guard let id = try btf.lookup(function).first(where: { try btf.kind(of: $0) == .function }) else { continue }
+            let (_, params) = try btf.prototypeTypes(try btf.rawTarget(id))
+            guard params.count == 2 else { return false }
+            return btf.describe(params[0]) == "struct seq_file *" && btf.describe(params[1]) == "void *"
+        }
+        return false
     }
 
     /// No pointer parameters and a scalar return (BTF prototype in the module or vmlinux).

@@ -16,7 +16,7 @@ struct Where: ParsableCommand {
             (relocations of the module's .ko), getters among them. Each function has its `kreach why` verdict.
             For a vmlinux global (`pid_max`): functions whose code references it, from a byte scan of kernel text
             read through kernel memory (RIP-relative and absolute 32-bit forms). Most direct first.
-            Not yet: seq_file show functions and their /proc files.
+            seq_file show functions among the references are marked (naming their /proc file is not done yet).
             """)
 
     @OptionGroup var options: KernelOptions
