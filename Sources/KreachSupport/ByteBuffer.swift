@@ -68,11 +68,12 @@ public final class ByteBuffer: @unchecked Sendable {
 
     public func toArray() -> [UInt8] { Array(bytes) }
 
-    /// Reads the whole file at `path` straight into one buffer (no intermediate copy).
+    /// Reads the whole file at `path` into one buffer with a stable address.
     ///
-    /// /proc and /sys files have no size, so the buffer is a reserved anonymous mapping of `limit`
-    /// bytes (MAP_NORESERVE, transparent huge pages when allowed): it never moves or copies as it
-    /// fills, and only the pages written are ever backed.
+    /// A regular file goes into a mapping of its size. /proc and /sys files have no size: the first 64 KiB
+    /// are read into a small buffer (most such files end there); a larger one continues into a reserved
+    /// anonymous mapping of `limit` bytes (MAP_NORESERVE), which never moves as it fills and is backed only
+    /// where written.
     public static func read(_ path: String, limit: Int = 1 << 30) throws(SystemError) -> ByteBuffer {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw SystemError("open", path, errno: errno) }
@@ -96,19 +97,30 @@ public final class ByteBuffer: @unchecked Sendable {
                 total += n
             }
             // Larger: continue into a reservation, after what was read.
-            return try readRest(fd, path, limit, first: buffer, count: total)
+            defer { free(buffer) }
+            return try readIntoReservation(fd, path, reserve: limit, first: UnsafeRawBufferPointer(start: buffer, count: total))
         }
-        let reserve = Int(st.st_size) + 1
+        return try readIntoReservation(fd, path, reserve: Int(st.st_size) + 1, first: nil)
+    }
+
+    /// Reads the rest of `fd` into a reserved anonymous mapping of `reserve` bytes (transparent huge pages
+    /// when allowed), after the bytes of `first` already read. Reads go 1 MiB at a time: /proc/sys handlers
+    /// kmalloc count+1 bytes, so a 4 MiB read fails there.
+    private static func readIntoReservation(_ fd: Int32, _ path: String, reserve: Int, first: UnsafeRawBufferPointer?) throws(SystemError) -> ByteBuffer {
         let p = mmap(nil, reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let storage = p, storage != MAP_FAILED else { throw SystemError("reserve memory for", path, errno: errno) }
         _ = madvise(storage, reserve, MADV_HUGEPAGE)
         var total = 0
+        if let first, let base = first.baseAddress {
+            storage.copyMemory(from: base, byteCount: first.count)
+            total = first.count
+        }
         while true {
             if total == reserve {
                 munmap(storage, reserve)
                 throw SystemError("read", path, errno: EFBIG)
             }
-            let n = Glibc.read(fd, storage + total, min(reserve - total, 1 << 20))  // /proc/sys handlers kmalloc count+1 bytes: 4 MiB fails
+            let n = Glibc.read(fd, storage + total, min(reserve - total, 1 << 20))
             if n < 0 {
                 if errno == EINTR { continue }
                 let e = errno
@@ -119,34 +131,6 @@ public final class ByteBuffer: @unchecked Sendable {
             total += n
         }
         return ByteBuffer(mapping: storage, count: total, mappedLength: reserve)
-    }
-
-    private static func readRest(_ fd: Int32, _ path: String, _ limit: Int, first: UnsafeMutableRawPointer, count: Int) throws(SystemError) -> ByteBuffer {
-        let p = mmap(nil, limit, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        guard let storage = p, storage != MAP_FAILED else {
-            free(first)
-            throw SystemError("reserve memory for", path, errno: errno)
-        }
-        _ = madvise(storage, limit, MADV_HUGEPAGE)
-        storage.copyMemory(from: first, byteCount: count)
-        free(first)
-        var total = count
-        while true {
-            if total == limit {
-                munmap(storage, limit)
-                throw SystemError("read", path, errno: EFBIG)
-            }
-            let n = Glibc.read(fd, storage + total, min(limit - total, 1 << 20))
-            if n < 0 {
-                if errno == EINTR { continue }
-                let e = errno
-                munmap(storage, limit)
-                throw SystemError("read", path, errno: e)
-            }
-            if n == 0 { break }
-            total += n
-        }
-        return ByteBuffer(mapping: storage, count: total, mappedLength: limit)
     }
 
     @inline(__always) public func u8(_ offset: Int) -> UInt8 { pointer.load(fromByteOffset: offset, as: UInt8.self) }
