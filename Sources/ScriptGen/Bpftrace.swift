@@ -29,29 +29,39 @@ public struct Bpftrace {
 
     /// Runs a program; its exit status and standard output (standard error passes through).
     public static func outputAndStatus(_ argv: [String]) throws -> (Int32, String) {
+        let (pid, readFD) = try spawnPiped(argv, capturing: 1)
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(readFD, $0.baseAddress, 4096) }
+            if n <= 0 { break }
+            out += buf[0..<n]
+        }
+        close(readFD)
+        var ws: Int32 = 0
+        while waitpid(pid, &ws, 0) < 0 && errno == EINTR {}
+        let exitStatus: Int32 = ws & 0x7f == 0 ? (ws >> 8) & 0xff : 128 + (ws & 0x7f)
+        return (exitStatus, String(decoding: out, as: UTF8.self))
+    }
+
+    /// Starts `argv` with its file descriptor `fd` (1 or 2) going into a pipe; returns the pid and the
+    /// pipe's read end.
+    static func spawnPiped(_ argv: [String], capturing fd: Int32) throws -> (pid_t, Int32) {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw ScriptRunError("pipe failed") }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], fd)
         posix_spawn_file_actions_addclose(&actions, fds[0])
         defer { posix_spawn_file_actions_destroy(&actions) }
         var pid: pid_t = 0
         let status = spawn(&pid, argv, &actions)
         close(fds[1])
-        guard status == 0 else { close(fds[0]); throw ScriptRunError("can't run \(argv[0]): \(String(cString: strerror(status)))") }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, 4096) }
-            if n <= 0 { break }
-            out += buf[0..<n]
+        guard status == 0 else {
+            close(fds[0])
+            throw ScriptRunError("can't run \(argv[0]): \(String(cString: strerror(status)))")
         }
-        close(fds[0])
-        var ws: Int32 = 0
-        while waitpid(pid, &ws, 0) < 0 && errno == EINTR {}
-        let exitStatus: Int32 = ws & 0x7f == 0 ? (ws >> 8) & 0xff : 128 + (ws & 0x7f)
-        return (exitStatus, String(decoding: out, as: UTF8.self))
+        return (pid, fds[0])
     }
 
     static func spawn(_ pid: inout pid_t, _ argv: [String], _ actions: inout posix_spawn_file_actions_t) -> Int32 {
@@ -68,26 +78,16 @@ public struct Bpftrace {
         var template = Array("/tmp/kreach-XXXXXX.bt".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { b in b.baseAddress.map { mkstemps($0, 3) } ?? -1 }
         guard fd >= 0 else { throw ScriptRunError("can't create a temporary script: \(String(cString: strerror(errno)))") }
-        let tmp = String(cString: template)
+        let tmp = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         defer { unlink(tmp) }
         let bytes = Array(script.utf8)
         let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         close(fd)
         guard written == bytes.count else { throw ScriptRunError("can't write \(tmp)") }
 
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw ScriptRunError("pipe failed") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-        posix_spawn_file_actions_addclose(&actions, fds[0])
-        defer { posix_spawn_file_actions_destroy(&actions) }
         // Ctrl-C reaches bpftrace (same process group), which prints its maps and exits; we wait for it.
         signal(SIGINT, SIG_IGN)
-        var pid: pid_t = 0
-        let status = Bpftrace.spawn(&pid, [path] + arguments + [tmp], &actions)
-        close(fds[1])
-        guard status == 0 else { close(fds[0]); throw ScriptRunError("can't run \(path): \(String(cString: strerror(status)))") }
+        let (pid, readFD) = try Bpftrace.spawnPiped([path] + arguments + [tmp], capturing: 2)
         var pending: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 4096)
         func flushLines(final: Bool) {
@@ -98,14 +98,14 @@ public struct Bpftrace {
             }
         }
         while true {
-            let n = buf.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, 4096) }
+            let n = buf.withUnsafeMutableBytes { read(readFD, $0.baseAddress, 4096) }
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
             pending += buf[0..<n]
             flushLines(final: false)
         }
         flushLines(final: true)
-        close(fds[0])
+        close(readFD)
         var ws: Int32 = 0
         while waitpid(pid, &ws, 0) < 0 && errno == EINTR {}
         if ws & 0x7f == 0 { return (ws >> 8) & 0xff }  // exited
