@@ -129,9 +129,12 @@ public final class BTF: @unchecked Sendable {
         (nameSlots, nameShift) = BTF.buildNameIndex(buffer: buffer, offsets: typeOffsets)
     }
 
-    /// Reads and parses a BTF file.
+    /// The most of one BTF file held in memory: 512 MiB (vmlinux BTF is a few MiB).
+    public static let fileLimit = FileLimit("BTF", bytes: 512 << 20)
+
+    /// Reads and parses a BTF file (a regular file of at most `fileLimit`).
     public convenience init(path: String, name: String, base: BTF? = nil) throws {
-        let bytes = try ByteBuffer.mapOrRead(path, limit: 1 << 30)
+        let bytes = try ByteBuffer.mapOrRead(path, limit: BTF.fileLimit)
         try self.init(buffer: bytes, name: name, base: base)
     }
 

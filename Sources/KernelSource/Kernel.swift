@@ -26,8 +26,36 @@ public enum KernelFile: String, CaseIterable, Sendable {
     }
 }
 
+extension KernelFile {
+    /// What kreach holds in memory of this file at most (of each file in it, for directories): kallsyms
+    /// and the tracing lists 64 MiB, each BTF file 512 MiB, small text and sysfs files 1 MiB. A larger
+    /// file is refused with a message naming it, its kind and the cap.
+    public var limit: FileLimit {
+        switch self {
+        case .kallsyms: return FileLimit("kallsyms", bytes: 64 << 20)
+        case .modules: return FileLimit("module list", bytes: 64 << 20)
+        case .btf: return BTF.fileLimit
+        case .availableFilterFunctions: return FileLimit("function list", bytes: 64 << 20)
+        case .availableEvents: return FileLimit("event list", bytes: 64 << 20)
+        case .kprobesBlacklist: return FileLimit("kprobe blacklist", bytes: 64 << 20)
+        case .events: return FileLimit("tracepoint format", bytes: 1 << 20)
+        case .moduleDirectory: return FileLimit("module attribute", bytes: 1 << 20)
+        case .release: return FileLimit("kernel release", bytes: 1 << 20)
+        case .lockdown: return FileLimit("lockdown state", bytes: 1 << 20)
+        case .kptrRestrict: return FileLimit("kptr_restrict", bytes: 1 << 20)
+        }
+    }
+
+    /// A module's object file (.ko, or what a .ko.xz/.ko.zst/.ko.gz decompresses to): 512 MiB.
+    public static let moduleObjectLimit = FileLimit("module object", bytes: 512 << 20)
+    /// /lib/modules/RELEASE/modules.dep: 64 MiB.
+    public static let moduleDependenciesLimit = FileLimit("modules.dep", bytes: 64 << 20)
+}
+
 /// Where kernel metadata comes from: the running kernel, or a directory captured by `kreach snapshot`
-/// (the same layout as ../shared/fixtures' raw captures).
+/// (the same layout as ../shared/fixtures' raw captures). A snapshot's entries may be symbolic links: they
+/// are followed for reading (the user chose the directory), and the file they lead to must still be a
+/// regular file under its kind's cap. kreach never writes into a snapshot it reads.
 public enum KernelSource: Sendable, Equatable {
     case live
     case snapshot(String)
@@ -101,21 +129,37 @@ public final class Kernel {
         }
     }
 
+    /// The bytes of a metadata file — or of `at`, a file inside a directory kind (.events, .moduleDirectory,
+    /// .btf) — read under the kind's cap (`KernelFile.limit`). Only regular files are read.
+    public func buffer(_ file: KernelFile, at path: String? = nil) throws(FileError) -> ByteBuffer {
+        try ByteBuffer.read(path ?? self.path(file), limit: file.limit)
+    }
+
+    /// `buffer` as an array.
+    public func bytes(_ file: KernelFile, at path: String? = nil) throws(FileError) -> [UInt8] {
+        try FileBytes.read(path ?? self.path(file), limit: file.limit)
+    }
+
+    /// A small text file of the kind, trailing white space trimmed.
+    public func text(_ file: KernelFile, at path: String? = nil) throws(FileError) -> String {
+        try FileBytes.readText(path ?? self.path(file), limit: file.limit)
+    }
+
     /// `uname -r` of the kernel.
-    public func release() throws -> String { try FileBytes.readText(path(.release)) }
+    public func release() throws -> String { try text(.release) }
 
     /// Loaded modules (empty when the kernel has no module support: /proc/modules absent).
     public func modules() throws -> [LoadedModule] {
         let p = path(.modules)
         guard FileBytes.exists(p) else { return [] }
-        let text = String(decoding: try FileBytes.read(p), as: UTF8.self)
+        let text = String(decoding: try bytes(.modules), as: UTF8.self)
         return try ModuleList.parse(text, source: p)
     }
 
     /// kallsyms and /proc/modules together.
     public func symbols() throws -> SymbolTable {
         if let symbolTableCache { return symbolTableCache }
-        let table = SymbolTable(kallsyms: try Kallsyms(path: path(.kallsyms)), modules: try modules())
+        let table = SymbolTable(kallsyms: try Kallsyms(buffer: try buffer(.kallsyms), source: path(.kallsyms)), modules: try modules())
         symbolTableCache = table
         return table
     }
@@ -156,11 +200,11 @@ public final class Kernel {
         var result: ModuleObject?
         if case .live = source, let elf = try? moduleELF(module), let fileID = elf.buildID {
             let sys = path(.moduleDirectory) + "/" + module
-            if let note = try? FileBytes.read(sys + "/notes/.note.gnu.build-id"), ELFFile.noteDescriptor(note) == fileID,
+            if let note = try? bytes(.moduleDirectory, at: sys + "/notes/.note.gnu.build-id"), ELFFile.noteDescriptor(note) == fileID,
                let names = try? FileBytes.list(sys + "/sections") {
                 var bases: [String: UInt64] = [:]
                 for name in names {
-                    if let text = try? FileBytes.readText(sys + "/sections/" + name), let a = Hex.parse(Substring(text)) { bases[name] = a }
+                    if let value = try? text(.moduleDirectory, at: sys + "/sections/" + name), let a = Hex.parse(Substring(value)) { bases[name] = a }
                 }
                 result = try? ModuleObject(module: module, elf: elf, sectionBases: bases)
             }
@@ -172,7 +216,7 @@ public final class Kernel {
     /// The module's .ko from /lib/modules/RELEASE (found through modules.dep), decompressed.
     func moduleELF(_ module: String) throws -> ELFFile {
         guard let tree = moduleTree else { throw KernelError("no /lib/modules tree for this kernel") }
-        let dep = String(decoding: try FileBytes.read(tree + "/modules.dep"), as: UTF8.self)
+        let dep = String(decoding: try FileBytes.read(tree + "/modules.dep", limit: KernelFile.moduleDependenciesLimit), as: UTF8.self)
         let wanted = module.replacingDashes
         var path: String?
         for line in dep.split(separator: "\n") {
@@ -185,7 +229,7 @@ public final class Kernel {
         guard let path else { throw KernelError("\(module) is not in \(tree)/modules.dep") }
         var bytes: [UInt8]
         if path.hasSuffix(".ko") {
-            bytes = try FileBytes.read(path)
+            bytes = try FileBytes.read(path, limit: KernelFile.moduleObjectLimit)
         } else {
             let tool = path.hasSuffix(".xz") ? "xz" : (path.hasSuffix(".zst") ? "zstd" : "gzip")
             bytes = try Kernel.commandOutput("\(tool) -dc '\(path)'")
@@ -212,8 +256,8 @@ public final class Kernel {
         let dir = path(.moduleDirectory) + "/" + module + "/sections"
         var result: [(String, UInt64)] = []
         for name in try FileBytes.list(dir) {
-            let text = try FileBytes.readText(dir + "/" + name)
-            if let a = Hex.parse(Substring(text)) { result.append((name, a)) }
+            let value = try text(.moduleDirectory, at: dir + "/" + name)
+            if let a = Hex.parse(Substring(value)) { result.append((name, a)) }
         }
         return result
     }

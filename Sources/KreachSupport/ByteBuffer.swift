@@ -36,25 +36,20 @@ public final class ByteBuffer: @unchecked Sendable {
         }
     }
 
-    /// Maps a file read-only (PROT_READ, MAP_PRIVATE) when its size is known and the file allows it
-    /// (regular files; /sys/kernel/btf/vmlinux on kernels that support mmap of it); otherwise reads it.
-    /// Nothing is ever written through the mapping.
-    public static func mapOrRead(_ path: String, limit: Int = 1 << 31) throws(SystemError) -> ByteBuffer {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd >= 0 {
-            defer { close(fd) }
-            var st = stat()
-            if fstat(fd, &st) == 0, st.st_size > 0, Int(st.st_size) <= limit {
-                let size = Int(st.st_size)
-                let p = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0)
-                if let p, p != MAP_FAILED {
-                    return ByteBuffer(mapping: p, count: size, mappedLength: size)
-                }
+    /// Maps a regular file read-only (PROT_READ, MAP_PRIVATE) when its size is known and the file allows it
+    /// (/sys/kernel/btf/vmlinux on kernels that support mmap of it); otherwise reads it. Nothing is ever
+    /// written through the mapping. Refuses what `read` refuses.
+    public static func mapOrRead(_ path: String, limit: FileLimit) throws(FileError) -> ByteBuffer {
+        let (fd, size) = try openRegular(path, limit: limit)
+        defer { close(fd) }
+        if size > 0 {
+            let p = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0)
+            if let p, p != MAP_FAILED {
+                return ByteBuffer(mapping: p, count: size, mappedLength: size)
             }
         }
-        return try read(path, limit: limit)
+        return try read(fd, path, size: size, limit: limit)
     }
-
     /// Copies `bytes`.
     public convenience init(_ bytes: [UInt8]) {
         guard let storage = malloc(max(bytes.count, 1)) else { fatalError("out of memory") }
@@ -68,22 +63,48 @@ public final class ByteBuffer: @unchecked Sendable {
 
     public func toArray() -> [UInt8] { Array(bytes) }
 
-    /// Reads the whole file at `path` into one buffer with a stable address.
-    ///
-    /// A regular file goes into a mapping of its size. /proc and /sys files have no size: the first 64 KiB
-    /// are read into a small buffer (most such files end there); a larger one continues into a reserved
-    /// anonymous mapping of `limit` bytes (MAP_NORESERVE), which never moves as it fills and is backed only
-    /// where written.
-    public static func read(_ path: String, limit: Int = 1 << 30) throws(SystemError) -> ByteBuffer {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw SystemError("open", path, errno: errno) }
-        defer { close(fd) }
+    /// Opens `path` for reading if it is a regular file no larger than `limit` (as far as `st_size` says);
+    /// returns the descriptor and `st_size`. O_NONBLOCK makes opening a FIFO return at once (to be
+    /// refused) instead of waiting for a writer; it is cleared before reading.
+    static func openRegular(_ path: String, limit: FileLimit) throws(FileError) -> (Int32, Int) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+        if fd < 0 { throw .system(SystemError("open", path, errno: errno)) }
         var st = stat()
-        let known = fstat(fd, &st) == 0 && st.st_size > 0 && (st.st_mode & S_IFMT) == S_IFREG
-        if !known {
+        if fstat(fd, &st) != 0 {
+            let e = errno
+            close(fd)
+            throw .system(SystemError("stat", path, errno: e))
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw .notRegular(path: path, kind: limit.kind, type: FileType(mode: st.st_mode))
+        }
+        guard Int(st.st_size) <= limit.bytes else {
+            close(fd)
+            throw .tooLarge(path: path, limit: limit)
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        return (fd, Int(st.st_size))
+    }
+
+    /// Reads the whole regular file at `path` into one buffer with a stable address; refuses other file
+    /// types and files larger than `limit`.
+    ///
+    /// A file with a size goes into a mapping of its size. /proc and /sys files have no size: the first
+    /// 64 KiB are read into a small buffer (most such files end there); a larger one continues into a
+    /// reserved anonymous mapping of the cap (MAP_NORESERVE), which never moves as it fills and is backed
+    /// only where written.
+    public static func read(_ path: String, limit: FileLimit = .file) throws(FileError) -> ByteBuffer {
+        let (fd, size) = try openRegular(path, limit: limit)
+        defer { close(fd) }
+        return try read(fd, path, size: size, limit: limit)
+    }
+
+    private static func read(_ fd: Int32, _ path: String, size: Int, limit: FileLimit) throws(FileError) -> ByteBuffer {
+        if size <= 0 {
             // Most /proc and /sys files are small: one 64 KiB read decides before reserving big.
-            let small = 1 << 16
-            guard let buffer = malloc(small) else { throw SystemError("allocate for", path, errno: ENOMEM) }
+            let small = min(1 << 16, limit.bytes + 1)
+            guard let buffer = malloc(small) else { throw .system(SystemError("allocate for", path, errno: ENOMEM)) }
             var total = 0
             while total < small {
                 let n = Glibc.read(fd, buffer + total, small - total)
@@ -91,24 +112,26 @@ public final class ByteBuffer: @unchecked Sendable {
                     if errno == EINTR { continue }
                     let e = errno
                     free(buffer)
-                    throw SystemError("read", path, errno: e)
+                    throw .system(SystemError("read", path, errno: e))
                 }
                 if n == 0 { return ByteBuffer(storage: buffer, count: total) }
                 total += n
             }
             // Larger: continue into a reservation, after what was read.
             defer { free(buffer) }
-            return try readIntoReservation(fd, path, reserve: limit, first: UnsafeRawBufferPointer(start: buffer, count: total))
+            return try readIntoReservation(fd, path, reserve: limit.bytes + 1, first: UnsafeRawBufferPointer(start: buffer, count: total), limit: limit)
         }
-        return try readIntoReservation(fd, path, reserve: Int(st.st_size) + 1, first: nil)
+        return try readIntoReservation(fd, path, reserve: size + 1, first: nil, limit: limit)
     }
 
     /// Reads the rest of `fd` into a reserved anonymous mapping of `reserve` bytes (transparent huge pages
     /// when allowed), after the bytes of `first` already read. Reads go 1 MiB at a time: /proc/sys handlers
     /// kmalloc count+1 bytes, so a 4 MiB read fails there.
-    private static func readIntoReservation(_ fd: Int32, _ path: String, reserve: Int, first: UnsafeRawBufferPointer?) throws(SystemError) -> ByteBuffer {
+    /// A regular file that grows past its size while read is refused as too large when past `limit`.
+    private static func readIntoReservation(_ fd: Int32, _ path: String, reserve: Int, first: UnsafeRawBufferPointer?,
+                                            limit: FileLimit) throws(FileError) -> ByteBuffer {
         let p = mmap(nil, reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        guard let storage = p, storage != MAP_FAILED else { throw SystemError("reserve memory for", path, errno: errno) }
+        guard let storage = p, storage != MAP_FAILED else { throw .system(SystemError("reserve memory for", path, errno: errno)) }
         _ = madvise(storage, reserve, MADV_HUGEPAGE)
         var total = 0
         if let first, let base = first.baseAddress {
@@ -118,14 +141,15 @@ public final class ByteBuffer: @unchecked Sendable {
         while true {
             if total == reserve {
                 munmap(storage, reserve)
-                throw SystemError("read", path, errno: EFBIG)
+                if total > limit.bytes { throw .tooLarge(path: path, limit: limit) }
+                throw .system(SystemError("read", path, errno: EFBIG))  // grew while being read
             }
             let n = Glibc.read(fd, storage + total, min(reserve - total, 1 << 20))
             if n < 0 {
                 if errno == EINTR { continue }
                 let e = errno
                 munmap(storage, reserve)
-                throw SystemError("read", path, errno: e)
+                throw .system(SystemError("read", path, errno: e))
             }
             if n == 0 { break }
             total += n

@@ -16,19 +16,93 @@ public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
     public var description: String { "\(operation) \(path): \(reason)" }
 }
 
+/// What a file read into memory is, for messages, and how many bytes of it may be held.
+///
+/// Every read of a whole file names one: a file larger than `bytes` is refused with a message naming
+/// the file, its kind and the cap. Kernel files choose theirs in KernelSource (`KernelFile.limit`).
+public struct FileLimit: Sendable, Equatable {
+    /// What the file is ("kallsyms", "BTF", "script").
+    public let kind: String
+    public let bytes: Int
+
+    public init(_ kind: String, bytes: Int) {
+        self.kind = kind
+        self.bytes = bytes
+    }
+
+    /// A file with no more specific kind (a script, a test's input): 64 MiB.
+    public static let file = FileLimit("file", bytes: 64 << 20)
+    /// A small text file (a sysfs attribute, uname-r): 1 MiB.
+    public static let text = FileLimit("text file", bytes: 1 << 20)
+
+    /// "64 MiB", "512 KiB", "100 bytes".
+    public var sizeLabel: String {
+        if bytes >= 1 << 20 && bytes % (1 << 20) == 0 { return "\(bytes >> 20) MiB" }
+        if bytes >= 1 << 10 && bytes % (1 << 10) == 0 { return "\(bytes >> 10) KiB" }
+        return "\(bytes) bytes"
+    }
+}
+
+/// The type of a file that is not a regular file (st_mode & S_IFMT).
+public enum FileType: String, Sendable, Equatable {
+    case fifo = "a FIFO", characterDevice = "a character device", blockDevice = "a block device"
+    case directory = "a directory", socket = "a socket", symbolicLink = "a symbolic link", other = "not a regular file"
+
+    public init(mode: mode_t) {
+        switch mode & S_IFMT {
+        case S_IFIFO: self = .fifo
+        case S_IFCHR: self = .characterDevice
+        case S_IFBLK: self = .blockDevice
+        case S_IFDIR: self = .directory
+        case S_IFSOCK: self = .socket
+        case S_IFLNK: self = .symbolicLink
+        default: self = .other
+        }
+    }
+}
+
+/// Why a file could not be read (or written): a system call failed, or the file is refused.
+public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
+    case system(SystemError)
+    /// Only regular files are read (live /proc, /sys, tracefs and debugfs files are regular files too).
+    case notRegular(path: String, kind: String, type: FileType)
+    /// More than the cap of its kind (`FileLimit`).
+    case tooLarge(path: String, limit: FileLimit)
+
+    public var description: String {
+        switch self {
+        case .system(let e): return e.description
+        case let .notRegular(path, kind, type):
+            return "\(path): \(kind) is \(type == .other ? "of an unknown type" : type.rawValue), not a regular file"
+        case let .tooLarge(path, limit):
+            return "\(path): \(limit.kind) is larger than its \(limit.sizeLabel) cap"
+        }
+    }
+
+    /// The reason without the path (for lists that already name the file).
+    public var reason: String {
+        switch self {
+        case .system(let e): return e.reason
+        case let .notRegular(_, _, type): return type == .other ? "not a regular file" : "\(type.rawValue), not a regular file"
+        case let .tooLarge(_, limit): return "larger than the \(limit.sizeLabel) cap for \(limit.kind)"
+        }
+    }
+}
+
 /// Reads files as raw bytes with plain syscalls.
 ///
-/// Works for regular files and for /proc and /sys files, whose `st_size` is 0 or a guess:
-/// the buffer grows until `read` returns 0.
+/// Only regular files are read; they are opened non-blocking, so a FIFO or device put where a file is
+/// expected is refused at once instead of hanging. /proc and /sys files (regular, with `st_size` 0 or a
+/// guess) are read until `read` returns 0, up to the cap of their kind.
 public enum FileBytes {
-    /// Reads the whole file at `path`. `limit` bounds the size (a kernel file larger than this is refused).
-    public static func read(_ path: String, limit: Int = 1 << 30) throws(SystemError) -> [UInt8] {
+    /// Reads the whole file at `path`, refusing it when larger than `limit`.
+    public static func read(_ path: String, limit: FileLimit = .file) throws(FileError) -> [UInt8] {
         try ByteBuffer.read(path, limit: limit).toArray()
     }
 
     /// Reads a small text file and trims trailing white space (sysfs attributes, uname-r).
-    public static func readText(_ path: String) throws(SystemError) -> String {
-        let bytes = try read(path, limit: 1 << 26)
+    public static func readText(_ path: String, limit: FileLimit = .text) throws(FileError) -> String {
+        let bytes = try read(path, limit: limit)
         var end = bytes.count
         while end > 0, bytes[end - 1] == 0x0A || bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 || bytes[end - 1] == 0 { end -= 1 }
         return String(decoding: bytes[0..<end], as: UTF8.self)

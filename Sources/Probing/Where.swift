@@ -146,7 +146,7 @@ public final class WhereAnalyzer {
         for system in systems {
             guard let events = try? FileBytes.list(root + "/" + system) else { continue }
             for event in events {
-                guard let bytes = try? FileBytes.read(root + "/\(system)/\(event)/format") else { continue }
+                guard let bytes = try? kernel.bytes(.events, at: root + "/\(system)/\(event)/format") else { continue }
                 guard contains(bytes, needle) else { continue }
                 for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
                     guard let f = find("field:", in: line), let semi = line[f.upperBound...].firstIndex(of: ";") else { continue }

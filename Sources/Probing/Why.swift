@@ -15,7 +15,7 @@ public struct TracingLists {
     public init(kernel: Kernel) {
         func names(_ file: KernelFile, field: (UnsafePointer<UInt8>, Int) -> (Int, Int)?) -> (NameSet?, String?) {
             do {
-                return (NameSet(buffer: try ByteBuffer.read(kernel.path(file)), field: field), nil)
+                return (NameSet(buffer: try kernel.buffer(file), field: field), nil)
             } catch {
                 return (nil, "\(error)")
             }

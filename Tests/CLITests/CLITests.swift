@@ -5,14 +5,14 @@ import KreachSupport
 import KreachTestSupport
 
 /// Runs the kreach executable next to the test bundle (built by `swift build`/`swift test`), or $KREACH.
-func runKreach(_ args: [String]) throws -> Run.Result {
+func runKreach(_ args: [String], timeout seconds: Int? = nil) throws -> Run.Result {
     let dir = Bundle.main.bundleURL.path
     var candidates = [dir + "/kreach"]
     if let env = ProcessInfo.processInfo.environment["KREACH"] { candidates.insert(env, at: 0) }
     guard let path = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
         throw FixtureError("kreach binary not found in \(dir); run `swift build` first")
     }
-    return try Run.command([path] + args)
+    return try Run.command((seconds.map { ["timeout", "-k", "5", String($0)] } ?? []) + [path] + args)
 }
 
 /// The kreach binary end to end: output, exit status (0 found, 1 not found/ambiguous/failed, 2 usage),
