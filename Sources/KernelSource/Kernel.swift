@@ -167,6 +167,9 @@ public final class Kernel {
     /// vmlinux BTF and, on demand, every module's split BTF.
     public func types() throws -> TypeDatabase {
         if let typeCache { return typeCache }
+        if case .live = source, !FileBytes.exists(path(.btf) + "/vmlinux") {
+            throw KernelError("no vmlinux BTF at \(path(.btf))/vmlinux: the kernel was built without CONFIG_DEBUG_INFO_BTF")
+        }
         let db = try TypeDatabase(directory: path(.btf))
         typeCache = db
         return db

@@ -1,4 +1,5 @@
 import BTF
+import Glibc
 import KreachSupport
 
 /// A problem finding a type.
@@ -96,14 +97,22 @@ public final class TypeDatabase {
     public let moduleNames: [String]
     private var loaded: [String: BTF] = [:]
 
+    /// Opens `directory`; errors say what is wrong with it (absent, not a directory, no vmlinux, vmlinux
+    /// unreadable or refused, unlistable). Whether the kernel has BTF at all is the caller's to say (`Kernel`).
     public init(directory: String) throws {
         self.directory = directory
+        var st = stat()
+        guard stat(directory, &st) == 0 else { throw KernelError("no BTF: \(SystemError("stat", directory, errno: errno))") }
+        guard st.st_mode & S_IFMT == S_IFDIR else {
+            let type = st.st_mode & S_IFMT == S_IFREG ? "a regular file" : FileType(mode: st.st_mode).rawValue
+            throw KernelError("no BTF: \(directory) is \(type), not a directory of BTF files")
+        }
         let path = directory + "/vmlinux"
-        guard FileBytes.exists(path) else {
-            throw KernelError("no vmlinux BTF at \(path): the kernel was built without CONFIG_DEBUG_INFO_BTF")
+        guard lstat(path, &st) == 0 else {
+            throw KernelError("no vmlinux BTF in \(directory) (\(SystemError("stat", path, errno: errno).reason)), though the directory exists")
         }
         vmlinux = try BTF(path: path, name: "vmlinux")
-        moduleNames = ((try? FileBytes.list(directory)) ?? []).filter { $0 != "vmlinux" }
+        moduleNames = try FileBytes.list(directory).filter { $0 != "vmlinux" }
     }
 
     /// A module's split BTF (vmlinux as its base).

@@ -4,15 +4,18 @@ import XCTest
 import KreachSupport
 import KreachTestSupport
 
-/// Runs the kreach executable next to the test bundle (built by `swift build`/`swift test`), or $KREACH.
-func runKreach(_ args: [String], timeout seconds: Int? = nil) throws -> Run.Result {
+/// Runs the kreach executable next to the test bundle (built by `swift build`/`swift test`), or $KREACH;
+/// killed after `timeout` seconds when given; as the unprivileged user nobody (uid/gid 65534) when `asNobody`.
+func runKreach(_ args: [String], timeout seconds: Int? = nil, asNobody: Bool = false) throws -> Run.Result {
     let dir = Bundle.main.bundleURL.path
     var candidates = [dir + "/kreach"]
     if let env = ProcessInfo.processInfo.environment["KREACH"] { candidates.insert(env, at: 0) }
     guard let path = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
         throw FixtureError("kreach binary not found in \(dir); run `swift build` first")
     }
-    return try Run.command((seconds.map { ["timeout", "-k", "5", String($0)] } ?? []) + [path] + args)
+    let limit = seconds.map { ["timeout", "-k", "5", String($0)] } ?? []
+    let user = asNobody ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : []
+    return try Run.command(limit + user + [path] + args)
 }
 
 /// The kreach binary end to end: output, exit status (0 found, 1 not found/ambiguous/failed, 2 usage),

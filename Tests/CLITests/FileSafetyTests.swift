@@ -178,4 +178,39 @@ final class FileSafetyTests: XCTestCase {
         XCTAssertTrue(read.contains("vmlinux"), "\(read)")
         print("read \(read.count) live kernel files")
     }
+
+    /// A damaged btf/ in a snapshot is reported as what it is, not as a kernel without BTF.
+    func testDamagedBTFDirectoryIsReportedAsWhatItIs() throws {
+        let source = try DebianCapture.directory()
+        let dir = try linkedCapture()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let btf = dir + "/btf"
+        func type() throws -> String {
+            let r = try runKreach(["type", "--kernel", dir, "struct task_struct"], timeout: 60)
+            XCTAssertEqual(r.status, 1, r.stdout)
+            XCTAssertFalse(r.stderr.contains("CONFIG_DEBUG_INFO_BTF"), r.stderr)
+            return r.stderr
+        }
+        try FileManager.default.removeItem(atPath: btf + "/vmlinux")
+        XCTAssertEqual(try type(), "kreach: no vmlinux BTF in \(btf) (No such file or directory), though the directory exists\n")
+        try FileManager.default.createSymbolicLink(atPath: btf + "/vmlinux", withDestinationPath: dir + "/nowhere")
+        XCTAssertEqual(try type(), "kreach: open \(btf)/vmlinux: No such file or directory\n")
+        try FileManager.default.removeItem(atPath: btf + "/vmlinux")
+        try FileManager.default.createDirectory(atPath: btf + "/vmlinux", withIntermediateDirectories: false)
+        XCTAssertEqual(try type(), "kreach: \(btf)/vmlinux: BTF is a directory, not a regular file\n")
+        try FileManager.default.removeItem(atPath: btf)
+        XCTAssertEqual(try type(), "kreach: no BTF: stat \(btf): No such file or directory\n")
+        try FileBytes.write("", to: btf)
+        XCTAssertEqual(try type(), "kreach: no BTF: \(btf) is a regular file, not a directory of BTF files\n")
+        // Unreadable: root reads anything, so the reader is nobody.
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: can't run kreach as another user")) }
+        try FileManager.default.removeItem(atPath: btf)
+        try FileManager.default.createDirectory(atPath: btf, withIntermediateDirectories: false)
+        try FileBytes.write(try FileBytes.read(source + "/btf/vmlinux", limit: KernelFile.btf.limit), to: btf + "/vmlinux")
+        XCTAssertEqual(chmod(btf + "/vmlinux", 0), 0)
+        for path in [dir, btf] { XCTAssertEqual(chmod(path, 0o755), 0) }
+        let r = try runKreach(["type", "--kernel", dir, "struct task_struct"], timeout: 60, asNobody: true)
+        XCTAssertEqual(r.status, 1, r.stdout)
+        XCTAssertEqual(r.stderr, "kreach: open \(btf)/vmlinux: Permission denied\n")
+    }
 }
