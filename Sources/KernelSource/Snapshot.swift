@@ -1,4 +1,5 @@
 import Glibc
+import KernelSymbols
 import KreachSupport
 
 /// Captures the live kernel's metadata into a directory that `--kernel DIR` reads back.
@@ -18,39 +19,58 @@ public struct SnapshotCapture {
     public let directory: String
     public init(directory: String) { self.directory = directory }
 
+    /// Captures into `directory`, which must not exist (its parent must) or be an empty directory owned by
+    /// this user; it is made mode 0700 and every file in it 0600, whatever the umask (the capture holds
+    /// real kernel addresses). Nothing is written through a symbolic link or outside it
+    /// (`PrivateDirectory`). Refused, with nothing written, when /proc/kallsyms hides its addresses
+    /// (not root / no CAP_SYSLOG, or kptr_restrict=2): such a snapshot could not name any address.
     public func capture() throws -> Report {
         var report = Report()
-        try FileBytes.makeDirectories(directory)
+        var kallsyms: ByteBuffer?
+        do {
+            let buffer = try ByteBuffer.read("/proc/kallsyms", limit: KernelFile.kallsyms.limit)
+            do {
+                _ = try Kallsyms(buffer: buffer, source: "/proc/kallsyms")
+            } catch .addressesHidden {
+                throw KernelError("no snapshot written: " + SymbolError.addressesHidden(source: "/proc/kallsyms").description)
+            } catch {
+                // Other kallsyms problems are the reader's to report; the capture keeps the file as it is.
+            }
+            kallsyms = buffer
+        } catch let error as FileError {
+            report.failures.append(("/proc/kallsyms", error.reason))
+        }
+        let out = try PrivateDirectory(creating: directory)
         mountIfMissing(&report)
         let tracing = Kernel.findTracefs()
 
-        copy("/proc/kallsyms", "kallsyms", &report)
+        if let kallsyms { write(kallsyms.bytes, "kallsyms", out, &report) }
         if FileBytes.exists("/proc/modules") {
-            copy("/proc/modules", "modules", &report)
+            copy("/proc/modules", "modules", .modules, out, &report)
         } else {
             report.notes.append("/proc/modules is absent: this kernel has no loadable module support")
-            write("", "modules", &report)
+            write("", "modules", out, &report)
         }
-        copyDirectory("/sys/kernel/btf", "btf", &report)
+        copyDirectory("/sys/kernel/btf", "btf", .btf, out, &report)
         if let tracing {
-            copy(tracing + "/available_filter_functions", "available_filter_functions", &report)
-            copy(tracing + "/available_events", "available_events", &report)
-            copyEvents(tracing + "/events", &report)
+            copy(tracing + "/available_filter_functions", "available_filter_functions", .availableFilterFunctions, out, &report)
+            copy(tracing + "/available_events", "available_events", .availableEvents, out, &report)
+            copyEvents(tracing + "/events", out, &report)
         } else {
             report.failures.append(("tracefs", "not mounted and could not be mounted"))
         }
-        copy("/sys/kernel/debug/kprobes/blacklist", "kprobes_blacklist", &report)
-        copy("/proc/sys/kernel/osrelease", "uname-r", &report)
-        copy("/proc/sys/kernel/pid_max", "pid_max", &report)
-        copy("/proc/sys/kernel/kptr_restrict", "kptr_restrict", &report)
-        copy("/sys/kernel/security/lockdown", "lockdown", &report)
-        write(unameAll(), "uname-a", &report)
-        copyModules(&report)
+        copy("/sys/kernel/debug/kprobes/blacklist", "kprobes_blacklist", .kprobesBlacklist, out, &report)
+        copy("/proc/sys/kernel/osrelease", "uname-r", .release, out, &report)
+        copy("/proc/sys/kernel/pid_max", "pid_max", .kptrRestrict, out, &report)
+        copy("/proc/sys/kernel/kptr_restrict", "kptr_restrict", .kptrRestrict, out, &report)
+        copy("/sys/kernel/security/lockdown", "lockdown", .lockdown, out, &report)
+        write(unameAll(), "uname-a", out, &report)
+        copyModules(out, &report)
 
         var errors = ""
         for (path, reason) in report.failures { errors += "\(path): \(reason)\n" }
-        write(errors, "capture-errors", &report)
-        write("kreach-snapshot 1\n", "kreach-snapshot", &report)
+        write(errors, "capture-errors", out, &report)
+        write("kreach-snapshot 1\n", "kreach-snapshot", out, &report)
         return report
     }
 
@@ -68,36 +88,40 @@ public struct SnapshotCapture {
         }
     }
 
-    private func copy(_ from: String, _ to: String, _ report: inout Report) {
+    /// Copies the live file `from` (read under `kind`'s cap) to `to` in the snapshot.
+    private func copy(_ from: String, _ to: String, _ kind: KernelFile, _ out: PrivateDirectory, _ report: inout Report) {
         do {
-            let bytes = try FileBytes.read(from)
-            try FileBytes.write(bytes, to: directory + "/" + to)
-            report.files += 1
-            report.bytes += bytes.count
+            let buffer = try ByteBuffer.read(from, limit: kind.limit)
+            write(buffer.bytes, to, out, &report)
         } catch {
             report.failures.append((from, failureReason(error)))
         }
     }
 
-    private func write(_ text: String, _ to: String, _ report: inout Report) {
+    private func write(_ bytes: UnsafeRawBufferPointer, _ to: String, _ out: PrivateDirectory, _ report: inout Report) {
         do {
-            try FileBytes.write(text, to: directory + "/" + to)
+            try out.create(to, bytes)
             report.files += 1
+            report.bytes += bytes.count
         } catch {
             report.failures.append((directory + "/" + to, failureReason(error)))
         }
     }
 
-    private func copyDirectory(_ from: String, _ to: String, _ report: inout Report) {
+    private func write(_ text: String, _ to: String, _ out: PrivateDirectory, _ report: inout Report) {
+        Array(text.utf8).withUnsafeBytes { write($0, to, out, &report) }
+    }
+
+    private func copyDirectory(_ from: String, _ to: String, _ kind: KernelFile, _ out: PrivateDirectory, _ report: inout Report) {
         do {
-            try FileBytes.makeDirectories(directory + "/" + to)
-            for name in try FileBytes.list(from) { copy(from + "/" + name, to + "/" + name, &report) }
+            try out.makeDirectory(to)
+            for name in try FileBytes.list(from) { copy(from + "/" + name, to + "/" + name, kind, out, &report) }
         } catch {
             report.failures.append((from, failureReason(error)))
         }
     }
 
-    private func copyEvents(_ root: String, _ report: inout Report) {
+    private func copyEvents(_ root: String, _ out: PrivateDirectory, _ report: inout Report) {
         guard let systems = try? FileBytes.list(root) else {
             report.failures.append((root, "cannot list"))
             return
@@ -105,36 +129,30 @@ public struct SnapshotCapture {
         for system in systems where FileBytes.isDirectory(root + "/" + system) {
             guard let events = try? FileBytes.list(root + "/" + system) else { continue }
             for event in events where FileBytes.exists(root + "/\(system)/\(event)/format") {
-                do {
-                    try FileBytes.makeDirectories(directory + "/events/\(system)/\(event)")
-                } catch {
-                    report.failures.append((directory + "/events/\(system)/\(event)", failureReason(error)))
-                    continue
-                }
-                copy(root + "/\(system)/\(event)/format", "events/\(system)/\(event)/format", &report)
+                copy(root + "/\(system)/\(event)/format", "events/\(system)/\(event)/format", .events, out, &report)
             }
         }
     }
 
-    private func copyModules(_ report: inout Report) {
+    private func copyModules(_ out: PrivateDirectory, _ report: inout Report) {
         guard let names = try? FileBytes.list("/sys/module") else { return }
         for m in names {
             for part in ["sections", "parameters"] {
                 let from = "/sys/module/\(m)/\(part)"
                 guard FileBytes.isDirectory(from), let entries = try? FileBytes.list(from), !entries.isEmpty else { continue }
-                do { try FileBytes.makeDirectories(directory + "/module/\(m)/\(part)") } catch {
+                do { try out.makeDirectory("module/\(m)/\(part)") } catch {
                     report.failures.append((from, failureReason(error)))
                     continue
                 }
                 for e in entries where !FileBytes.isDirectory(from + "/" + e) {
-                    copy(from + "/" + e, "module/\(m)/\(part)/\(e)", &report)
+                    copy(from + "/" + e, "module/\(m)/\(part)/\(e)", .moduleDirectory, out, &report)
                 }
             }
         }
     }
 
     private func failureReason(_ error: Error) -> String {
-        (error as? SystemError)?.reason ?? "\(error)"
+        (error as? FileError)?.reason ?? (error as? PrivateDirectoryError)?.reason ?? "\(error)"
     }
 
     private func unameAll() -> String {

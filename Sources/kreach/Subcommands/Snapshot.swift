@@ -10,9 +10,11 @@ struct Snapshot: ParsableCommand {
             and every tracepoint format, the kprobe blacklist, module sections and parameters, uname, pid_max,
             kptr_restrict and the lockdown state. Mounts tracefs/debugfs when absent (as root). Files that can't
             be read are listed with the reason in DIR/capture-errors instead of failing the capture.
+            DIR must be new (its parent existing) or an empty directory you own; it is made mode 0700 and its
+            files 0600 (they hold kernel addresses). Refused when kallsyms hides addresses (not root).
             """)
 
-    @Argument(help: "Directory to write (created if needed).")
+    @Argument(help: "Directory to create (or an empty directory you own).")
     var directory: String
 
     func run() throws {
