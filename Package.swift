@@ -11,10 +11,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // The only C: thin wrappers over libc/syscalls Swift can't call directly (GNU memmem; later bpf()).
-        .target(name: "CKreach"),
+        // The only C: thin wrappers over libc/syscalls Swift can't call directly (GNU memmem, bpf()), and
+        // in-process decompression (liblzma, libzstd, zlib: Debian liblzma-dev, libzstd-dev, zlib1g-dev).
+        .target(name: "CKreach", linkerSettings: [.linkedLibrary("lzma"), .linkedLibrary("zstd"), .linkedLibrary("z")]),
         // Byte files, JSON output, globs, shared error type. No kernel knowledge.
-        .target(name: "KreachSupport"),
+        .target(name: "KreachSupport", dependencies: ["CKreach"]),
         // BTF bytes -> types, C and JSON rendering. Deterministic: same bytes, same result.
         .target(name: "BTF", dependencies: ["CKreach", "KreachSupport"]),
         // /proc/kallsyms, /proc/modules, module sections. Knows nothing of BTF.

@@ -66,3 +66,110 @@ int kreach_bpf_map_lookup(int map_fd, const void *key, void *value) {
     a.value = (uint64_t)(uintptr_t)value;
     return sys_bpf(BPF_MAP_LOOKUP_ELEM, &a);
 }
+
+/* In-process decompression of .ko.xz, .ko.zst and .ko.gz: no decompressor process, no shell. */
+#include <lzma.h>
+#include <stdio.h>
+#include <zlib.h>
+#include <zstd.h>
+
+static int fail(char *err, size_t err_len, const char *what) {
+    if (err && err_len) snprintf(err, err_len, "%s", what);
+    return KREACH_DECOMPRESS_CORRUPT;
+}
+
+static int decompress_xz(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len, char *err, size_t err_len) {
+    lzma_stream s = LZMA_STREAM_INIT;
+    /* Kernel modules are compressed with a 1 MiB dictionary; 128 MiB bounds what a hostile header can ask. */
+    if (lzma_stream_decoder(&s, 128u << 20, LZMA_CONCATENATED) != LZMA_OK) return fail(err, err_len, "can't start the xz decoder");
+    s.next_in = in;
+    s.avail_in = in_len;
+    s.next_out = out;
+    s.avail_out = out_cap;
+    int result;
+    for (;;) {
+        lzma_ret r = lzma_code(&s, LZMA_FINISH);
+        if (r == LZMA_STREAM_END) { result = KREACH_DECOMPRESS_OK; break; }
+        if (r == LZMA_OK) {
+            if (s.avail_out == 0) { result = KREACH_DECOMPRESS_TOO_LARGE; break; }
+            continue;
+        }
+        if (r == LZMA_BUF_ERROR && s.avail_out == 0) { result = KREACH_DECOMPRESS_TOO_LARGE; break; }
+        const char *why = r == LZMA_BUF_ERROR ? "xz data is truncated"
+            : r == LZMA_FORMAT_ERROR ? "not xz data"
+            : r == LZMA_DATA_ERROR ? "xz data is corrupt"
+            : r == LZMA_MEMLIMIT_ERROR ? "xz data needs more than 128 MiB of memory to decompress"
+            : r == LZMA_OPTIONS_ERROR ? "xz data uses unsupported options"
+            : r == LZMA_MEM_ERROR ? "out of memory decompressing xz data"
+            : "xz data could not be decompressed";
+        result = fail(err, err_len, why);
+        break;
+    }
+    *out_len = s.total_out;
+    lzma_end(&s);
+    return result;
+}
+
+static int decompress_zstd(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len, char *err, size_t err_len) {
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    if (!d) return fail(err, err_len, "can't start the zstd decoder");
+    /* A 128 MiB window at most (zstd's own default limit), whatever the frame header asks. */
+    ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, 27);
+    ZSTD_inBuffer ib = { in, in_len, 0 };
+    ZSTD_outBuffer ob = { out, out_cap, 0 };
+    int result;
+    for (;;) {
+        size_t before_in = ib.pos, before_out = ob.pos;
+        size_t r = ZSTD_decompressStream(d, &ob, &ib);
+        if (ZSTD_isError(r)) {
+            char why[160];
+            snprintf(why, sizeof why, "zstd data is corrupt (%s)", ZSTD_getErrorName(r));
+            result = fail(err, err_len, why);
+            break;
+        }
+        if (r == 0 && ib.pos == ib.size) { result = KREACH_DECOMPRESS_OK; break; }
+        if (ob.pos == ob.size) { result = KREACH_DECOMPRESS_TOO_LARGE; break; }
+        if (ib.pos == before_in && ob.pos == before_out) { result = fail(err, err_len, "zstd data is truncated"); break; }
+    }
+    if (in_len == 0) result = fail(err, err_len, "zstd data is empty");
+    *out_len = ob.pos;
+    ZSTD_freeDCtx(d);
+    return result;
+}
+
+static int decompress_gzip(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len, char *err, size_t err_len) {
+    if (in_len > UINT32_MAX || out_cap > UINT32_MAX) return fail(err, err_len, "gzip data over 4 GiB");
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 15 + 16) != Z_OK) return fail(err, err_len, "can't start the gzip decoder");
+    z.next_in = (Bytef *)in;
+    z.avail_in = (uInt)in_len;
+    z.next_out = out;
+    z.avail_out = (uInt)out_cap;
+    int result;
+    for (;;) {
+        int r = inflate(&z, Z_FINISH);
+        if (r == Z_STREAM_END) {
+            if (z.avail_in == 0) { result = KREACH_DECOMPRESS_OK; break; }
+            inflateReset(&z);  /* another gzip member follows */
+            continue;
+        }
+        if (r == Z_OK) continue;
+        if (r == Z_BUF_ERROR && z.avail_out == 0) { result = KREACH_DECOMPRESS_TOO_LARGE; break; }
+        result = fail(err, err_len, r == Z_BUF_ERROR ? "gzip data is truncated" : r == Z_MEM_ERROR ? "out of memory decompressing gzip data" : "gzip data is corrupt");
+        break;
+    }
+    *out_len = z.total_out;
+    inflateEnd(&z);
+    return result;
+}
+
+int kreach_decompress(int format, const void *in, size_t in_len, void *out, size_t out_cap, size_t *out_len, char *err, size_t err_len) {
+    *out_len = 0;
+    switch (format) {
+    case KREACH_XZ: return decompress_xz(in, in_len, out, out_cap, out_len, err, err_len);
+    case KREACH_ZSTD: return decompress_zstd(in, in_len, out, out_cap, out_len, err, err_len);
+    case KREACH_GZIP: return decompress_gzip(in, in_len, out, out_cap, out_len, err, err_len);
+    default: return fail(err, err_len, "unknown compression");
+    }
+}

@@ -216,7 +216,7 @@ public final class Kernel {
         return result
     }
 
-    /// The module's .ko from /lib/modules/RELEASE (found through modules.dep), decompressed.
+    /// The module's .ko from /lib/modules/RELEASE (found through modules.dep), decompressed in process.
     func moduleELF(_ module: String) throws -> ELFFile {
         guard let tree = moduleTree else { throw KernelError("no /lib/modules tree for this kernel") }
         let dep = String(decoding: try FileBytes.read(tree + "/modules.dep", limit: KernelFile.moduleDependenciesLimit), as: UTF8.self)
@@ -230,28 +230,9 @@ public final class Kernel {
             if name?.replacingDashes == wanted { path = tree + "/" + file; break }
         }
         guard let path else { throw KernelError("\(module) is not in \(tree)/modules.dep") }
-        var bytes: [UInt8]
-        if path.hasSuffix(".ko") {
-            bytes = try FileBytes.read(path, limit: KernelFile.moduleObjectLimit)
-        } else {
-            let tool = path.hasSuffix(".xz") ? "xz" : (path.hasSuffix(".zst") ? "zstd" : "gzip")
-            bytes = try Kernel.commandOutput("\(tool) -dc '\(path)'")
-        }
+        // .ko.xz, .ko.zst and .ko.gz are decompressed in process, under the same cap as a .ko.
+        let bytes = try ByteBuffer.readDecompressing(path, limit: KernelFile.moduleObjectLimit).toArray()
         return try ELFFile(bytes: bytes, source: path)
-    }
-
-    /// Runs a shell command and returns its standard output (for decompressors).
-    static func commandOutput(_ command: String) throws -> [UInt8] {
-        guard let pipe = popen(command, "r") else { throw KernelError("can't run \(command)") }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, 65536, pipe) }
-            if n == 0 { break }
-            out += chunk[0..<n]
-        }
-        guard pclose(pipe) == 0 else { throw KernelError("\(command) failed") }
-        return out
     }
 
     /// Section base addresses of a loaded module (/sys/module/<m>/sections), e.g. ".text" -> address.

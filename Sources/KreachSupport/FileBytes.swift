@@ -68,6 +68,8 @@ public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
     case notRegular(path: String, kind: String, type: FileType)
     /// More than the cap of its kind (`FileLimit`).
     case tooLarge(path: String, limit: FileLimit)
+    /// Compressed data that is corrupt, truncated or not of its format.
+    case badCompression(path: String, format: Compression, reason: String)
 
     public var description: String {
         switch self {
@@ -76,6 +78,7 @@ public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
             return "\(path): \(kind) is \(type == .other ? "of an unknown type" : type.rawValue), not a regular file"
         case let .tooLarge(path, limit):
             return "\(path): \(limit.kind) is larger than its \(limit.sizeLabel) cap"
+        case let .badCompression(path, _, reason): return "\(path): \(reason)"
         }
     }
 
@@ -85,6 +88,7 @@ public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
         case .system(let e): return e.reason
         case let .notRegular(_, _, type): return type == .other ? "not a regular file" : "\(type.rawValue), not a regular file"
         case let .tooLarge(_, limit): return "larger than the \(limit.sizeLabel) cap for \(limit.kind)"
+        case let .badCompression(_, _, reason): return reason
         }
     }
 }
