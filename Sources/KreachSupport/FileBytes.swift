@@ -112,26 +112,29 @@ public enum FileBytes {
         return String(decoding: bytes[0..<end], as: UTF8.self)
     }
 
-    /// Writes `bytes` to `path`, creating or truncating it.
+    /// Writes `bytes` to `path`, creating or truncating it; a symbolic link there is refused (O_NOFOLLOW).
+    /// (Snapshots are written through `PrivateDirectory`, which never replaces anything.)
     public static func write(_ bytes: [UInt8], to path: String) throws(SystemError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
         if fd < 0 { throw SystemError("create", path, errno: errno) }
         defer { close(fd) }
-        var done = 0
-        var failure: Int32 = 0
-        bytes.withUnsafeBytes { raw in
-            guard let base = raw.baseAddress else { return }
-            while done < raw.count {
-                let n = Glibc.write(fd, base + done, raw.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = errno
-                    return
-                }
-                done += n
-            }
-        }
+        let failure = bytes.withUnsafeBytes { writeAll(fd, $0) }
         if failure != 0 { throw SystemError("write", path, errno: failure) }
+    }
+
+    /// Writes all of `bytes` to `fd`, retrying short writes and EINTR; 0 or the errno of the failure.
+    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
+        guard let base = bytes.baseAddress else { return 0 }
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, base + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return errno
+            }
+            done += n
+        }
+        return 0
     }
 
     public static func write(_ text: String, to path: String) throws(SystemError) {
@@ -163,17 +166,6 @@ public enum FileBytes {
             if name != "." && name != ".." { names.append(name) }
         }
         return names.sorted()
-    }
-
-    /// Creates a directory and its parents (like `mkdir -p`).
-    public static func makeDirectories(_ path: String) throws(SystemError) {
-        var current = path.hasPrefix("/") ? "" : "."
-        for part in path.split(separator: "/") {
-            current += "/" + part
-            if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw SystemError("create directory", current, errno: errno)
-            }
-        }
     }
 }
 

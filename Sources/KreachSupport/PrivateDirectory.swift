@@ -135,15 +135,8 @@ public final class PrivateDirectory {
         guard out >= 0 else { throw .system(SystemError("create", file, errno: errno)) }
         defer { close(out) }
         guard fchmod(out, 0o600) == 0 else { throw .system(SystemError("chmod", file, errno: errno)) }
-        var done = 0
-        while done < bytes.count, let base = bytes.baseAddress {
-            let n = write(out, base + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .system(SystemError("write", file, errno: errno))
-            }
-            done += n
-        }
+        let failure = FileBytes.writeAll(out, bytes)
+        if failure != 0 { throw .system(SystemError("write", file, errno: failure)) }
     }
 
     public func create(_ name: String, _ bytes: [UInt8]) throws(PrivateDirectoryError) {
