@@ -1,0 +1,42 @@
+import Foundation
+import Glibc
+
+/// Facts about the running kernel, decided from the kernel's own files (feature detection, never versions).
+public enum KernelFacts {
+    /// The vmlinux lines of /proc/kallsyms ("ADDR T name", no [module]); needs root for real addresses.
+    public static func vmlinuxSymbols() throws -> [(address: UInt64, letter: Character, name: Substring)] {
+        let text = try String(contentsOfFile: "/proc/kallsyms", encoding: .utf8)
+        var result: [(UInt64, Character, Substring)] = []
+        for line in text.split(separator: "\n") where !line.contains("\t") {
+            let f = line.split(separator: " ")
+            guard f.count == 3, let a = UInt64(f[0], radix: 16), let c = f[1].first else { continue }
+            result.append((a, c, f[2]))
+        }
+        return result
+    }
+
+    /// Whether vmlinux has a data symbol (d, b, r: initialised, zeroed or read-only data) with this name.
+    /// Distribution kernels list data symbols (CONFIG_KALLSYMS_ALL); this dev host's kernel does not.
+    public static func hasDataSymbol(_ name: String) throws -> Bool {
+        try vmlinuxSymbols().contains { $0.name == name && "dDbBrR".contains($0.letter) }
+    }
+
+    /// The address of a vmlinux data symbol, nil when kallsyms doesn't list it.
+    public static func dataSymbol(_ name: String) throws -> UInt64? {
+        try vmlinuxSymbols().first { $0.name == name && "dDbBrR".contains($0.letter) }?.address
+    }
+
+    /// Whether the kernel runs 5-level page tables (x86-64 LA57): only then does an mmap hint above the
+    /// 47-bit user space get an address there (arch/x86/mm/mmap.c); with 4-level paging it is ignored.
+    public static var fiveLevelPaging: Bool {
+        let hint = UnsafeMutableRawPointer(bitPattern: UInt(1) << 52)
+        guard let p = mmap(hint, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else { return false }
+        defer { munmap(p, 4096) }
+        return UInt(bitPattern: p) >= UInt(1) << 47
+    }
+
+    /// The lowest canonical kernel address: sign extension of bit 47 (4-level) or bit 56 (5-level).
+    public static var kernelHalfStart: UInt64 {
+        fiveLevelPaging ? 0xff00_0000_0000_0000 : 0xffff_8000_0000_0000
+    }
+}
