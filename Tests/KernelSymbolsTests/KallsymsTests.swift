@@ -25,16 +25,15 @@ final class KallsymsTests: XCTestCase {
         let lines = text.split(separator: "\n")
         XCTAssertEqual(k.count, lines.count)
         XCTAssertEqual(k.count, 104_676)
-        // Field by field against a plain split of every 37th line.
-        for i in stride(from: 0, to: lines.count, by: 37) {
-            let parts = lines[i].split(separator: "\t")
-            let f = parts[0].split(separator: " ")
+        // Every line, field by field: the parsed fields put back together give the line's exact text.
+        var mismatches: [String] = []
+        for (i, line) in lines.enumerated() {
             let s = k.symbol(i)
-            XCTAssertEqual(Hex.address(s.address), String(f[0]))
-            XCTAssertEqual(s.typeLetter, String(f[1]))
-            XCTAssertEqual(s.name, String(f[2]))
-            XCTAssertEqual(s.module.map { "[\($0)]" }, parts.count > 1 ? String(parts[1]) : nil)
+            var rebuilt = Hex.address(s.address) + " " + s.typeLetter + " " + s.name
+            if let m = s.module { rebuilt += "\t[" + m + "]" }
+            if rebuilt != line { mismatches.append("line \(i + 1): \(line) parsed as \(rebuilt)") }
         }
+        XCTAssertEqual(mismatches.count, 0, mismatches.prefix(5).joined(separator: "\n"))
         // Modules, in order of first appearance, are exactly those named in the file.
         let named = Set(lines.compactMap { l -> String? in
             guard let open = l.firstIndex(of: "[") else { return nil }
