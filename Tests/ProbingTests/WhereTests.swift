@@ -23,32 +23,8 @@ final class WhereTests: XCTestCase {
         let dir = try DebianCapture.directory()
         var expected = Set<String>()
         for module in try FileManager.default.contentsOfDirectory(atPath: dir + "/btf") where module != "vmlinux" {
-            let dump = try Run.command(["bpftool", "-B", dir + "/btf/vmlinux", "btf", "dump", "file", dir + "/btf/" + module, "format", "raw"])
-            XCTAssertEqual(dump.status, 0, dump.stderr)
-            // [ID] KIND 'NAME' type_id=N ... ; FUNC_PROTO parameters follow as "\t'name' type_id=N".
-            var kind: [Int: Substring] = [:], name: [Int: Substring] = [:], target: [Int: Int] = [:], params: [Int: [Int]] = [:]
-            var last = 0
-            for line in dump.stdout.split(separator: "\n") {
-                let words = line.split(separator: " ")
-                let typeID = words.first { $0.hasPrefix("type_id=") || $0.hasPrefix("ret_type_id=") }.flatMap { Int($0.split(separator: "=")[1]) }
-                if line.hasPrefix("[") {
-                    last = Int(words[0].dropFirst().dropLast()) ?? 0
-                    kind[last] = words[1]
-                    name[last] = words[2].dropFirst().dropLast()
-                    target[last] = typeID
-                } else if kind[last] == "FUNC_PROTO", let typeID {
-                    params[last, default: []].append(typeID)
-                }
-            }
-            func isNlmFile(_ id: Int) -> Bool {
-                var id = id
-                while let k = kind[id], ["PTR", "CONST", "VOLATILE", "RESTRICT", "TYPE_TAG"].contains(k), let t = target[id] { id = t }
-                return kind[id] == "STRUCT" && name[id] == "nlm_file"
-            }
-            for (id, k) in kind where k == "FUNC" {
-                guard let proto = target[id], let ret = target[proto] else { continue }
-                if ([ret] + (params[proto] ?? [])).contains(where: isNlmFile) { expected.insert("\(module):\(name[id] ?? "")") }
-            }
+            let dump = try BpftoolRawDump(file: dir + "/btf/" + module, base: dir + "/btf/vmlinux")
+            for f in dump.functions(using: "nlm_file") { expected.insert("\(module):\(f.function)") }
         }
         XCTAssertFalse(expected.isEmpty)
         XCTAssertEqual(found, expected)

@@ -1,11 +1,13 @@
 import Foundation
 import Glibc
+import KreachSupport
 
 /// Facts about the running kernel, decided from the kernel's own files (feature detection, never versions).
 public enum KernelFacts {
     /// The vmlinux lines of /proc/kallsyms ("ADDR T name", no [module]); needs root for real addresses.
     public static func vmlinuxSymbols() throws -> [(address: UInt64, letter: Character, name: Substring)] {
-        let text = try String(contentsOfFile: "/proc/kallsyms", encoding: .utf8)
+        // FileBytes reads /proc files to their end (their st_size is 0).
+        let text = String(decoding: try FileBytes.read("/proc/kallsyms"), as: UTF8.self)
         var result: [(UInt64, Character, Substring)] = []
         for line in text.split(separator: "\n") where !line.contains("\t") {
             let f = line.split(separator: " ")
