@@ -206,21 +206,14 @@ final class KallsymsTests: XCTestCase {
         guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root")) }
         guard Run.available("bpftrace") else { throw XCTSkip(Host.skipReason("bpftrace is not installed")) }
         guard Host.tracefs() != nil else { throw XCTSkip(Host.skipReason("tracefs can't be mounted")) }
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("kreach-bt-\(getpid()).out").path
-        let bt = Process()
-        bt.executableURL = URL(fileURLWithPath: "/bin/sh")
-        bt.arguments = ["-c", "ulimit -l unlimited 2>/dev/null; exec bpftrace -e 'tracepoint:syscalls:sys_enter_getppid { @c = count(); }' > \(out) 2>&1"]
-        try bt.run()
-        defer { bt.terminate(); bt.waitUntilExit(); try? FileManager.default.removeItem(atPath: out) }
-        var pseudo: [KernelSymbol] = []
-        for _ in 0..<100 {
-            usleep(200_000)
-            let k = try Kallsyms(path: "/proc/kallsyms")
-            pseudo = (0..<k.count).map(k.symbol).filter(\.isPseudoModule)
-            if pseudo.contains(where: { $0.module == "bpf" }) { break }
-        }
+        // BEGIN runs once every probe is attached, so its line is the event: the programs are loaded by then.
+        let bt = try Child(["sh", "-c", "ulimit -l unlimited 2>/dev/null; exec bpftrace -e 'BEGIN { printf(\"ready\\n\"); } tracepoint:syscalls:sys_enter_getppid { @c = count(); }'"])
+        defer { bt.signal(SIGKILL); _ = try? bt.wait(timeout: Run.defaultTimeout) }
+        try bt.waitForOutput(containing: "ready\n", timeout: Run.defaultTimeout)
+        let k = try Kallsyms(path: "/proc/kallsyms")
+        let pseudo = (0..<k.count).map(k.symbol).filter(\.isPseudoModule)
         let bpf = pseudo.filter { $0.module == "bpf" }
-        XCTAssertFalse(bpf.isEmpty, "no [bpf] symbol while bpftrace runs: \((try? String(contentsOfFile: out, encoding: .utf8)) ?? "")")
+        XCTAssertFalse(bpf.isEmpty, "no [bpf] symbol while bpftrace runs: \(bt.stdoutText) \(bt.stderrText)")
         XCTAssertTrue(bpf.allSatisfy { $0.name.hasPrefix("bpf_") && $0.isText }, "\(bpf.map(\.name))")
     }
 }
