@@ -1,31 +1,26 @@
 import Foundation
 import Glibc
-import KreachSupport
 
 /// Facts about the running kernel, decided from the kernel's own files (feature detection, never versions).
 public enum KernelFacts {
-    /// The vmlinux lines of /proc/kallsyms ("ADDR T name", no [module]); needs root for real addresses.
-    public static func vmlinuxSymbols() throws -> [(address: UInt64, letter: Character, name: Substring)] {
-        // FileBytes reads /proc files to their end (their st_size is 0).
-        let text = String(decoding: try FileBytes.read("/proc/kallsyms"), as: UTF8.self)
-        var result: [(UInt64, Character, Substring)] = []
-        for line in text.split(separator: "\n") where !line.contains("\t") {
-            let f = line.split(separator: " ")
-            guard f.count == 3, let a = UInt64(f[0], radix: 16), let c = f[1].first else { continue }
-            result.append((a, c, f[2]))
-        }
-        return result
+    /// The vmlinux line of /proc/kallsyms ("ADDR T name", no [module]) naming `name` with one of `letters`,
+    /// found by grep (fast even under TCG, and independent of kreach's parser); needs root for real addresses.
+    public static func vmlinuxSymbol(_ name: String, letters: String) throws -> (address: UInt64, letter: Character)? {
+        let r = try Run.command(["grep", "-m1", "-E", "^[0-9a-f]+ [\(letters)] \(name)$", "/proc/kallsyms"])
+        let f = r.stdout.split(separator: " ")
+        guard r.status == 0, f.count == 3, let a = UInt64(f[0], radix: 16), let c = f[1].first else { return nil }
+        return (a, c)
     }
 
     /// Whether vmlinux has a data symbol (d, b, r: initialised, zeroed or read-only data) with this name.
     /// Distribution kernels list data symbols (CONFIG_KALLSYMS_ALL); this dev host's kernel does not.
     public static func hasDataSymbol(_ name: String) throws -> Bool {
-        try vmlinuxSymbols().contains { $0.name == name && "dDbBrR".contains($0.letter) }
+        try vmlinuxSymbol(name, letters: "dDbBrR") != nil
     }
 
     /// The address of a vmlinux data symbol, nil when kallsyms doesn't list it.
     public static func dataSymbol(_ name: String) throws -> UInt64? {
-        try vmlinuxSymbols().first { $0.name == name && "dDbBrR".contains($0.letter) }?.address
+        try vmlinuxSymbol(name, letters: "dDbBrR")?.address
     }
 
     /// Whether the kernel runs 5-level page tables (x86-64 LA57): only then does an mmap hint above the
