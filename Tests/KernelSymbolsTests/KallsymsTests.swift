@@ -28,9 +28,8 @@ final class KallsymsTests: XCTestCase {
         // Every line, field by field: the parsed fields put back together give the line's exact text.
         var mismatches: [String] = []
         for (i, line) in lines.enumerated() {
-            let s = k.symbol(i)
-            var rebuilt = Hex.address(s.address) + " " + s.typeLetter + " " + s.name
-            if let m = s.module { rebuilt += "\t[" + m + "]" }
+            var rebuilt = Hex.address(k.address(i)) + " " + String(UnicodeScalar(k.typeLetter(i))) + " " + k.name(i)
+            if let m = k.module(i) { rebuilt += "\t[" + m + "]" }
             if rebuilt != line { mismatches.append("line \(i + 1): \(line) parsed as \(rebuilt)") }
         }
         XCTAssertEqual(mismatches.count, 0, mismatches.prefix(5).joined(separator: "\n"))
