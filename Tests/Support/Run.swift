@@ -108,7 +108,10 @@ public final class Child {
         if outFD >= 0 { fds.append(pollfd(fd: outFD, events: Int16(POLLIN), revents: 0)) }
         if errFD >= 0 { fds.append(pollfd(fd: errFD, events: Int16(POLLIN), revents: 0)) }
         if inFD >= 0 { fds.append(pollfd(fd: inFD, events: Int16(POLLOUT), revents: 0)) }
-        guard !fds.isEmpty else { return }
+        guard !fds.isEmpty else {
+            _ = poll(nil, 0, milliseconds)  // output closed, child still running: check its exit again shortly
+            return
+        }
         guard poll(&fds, nfds_t(fds.count), milliseconds) > 0 else { return }
         for f in fds where f.revents != 0 {
             if f.fd == inFD {
