@@ -13,9 +13,15 @@ public struct ScriptError: Error, CustomStringConvertible {
     public let message: String
     public let sourceLine: String
 
+    /// The first line of `message`, the source line and a caret, then the rest of `message` (an ambiguity's candidates).
     public var description: String {
-        "\(file):\(line):\(column): \(message)\n  \(sourceLine)\n  " + String(repeating: " ", count: max(0, column - 1))
-            + "^" + String(repeating: "~", count: max(0, width - 1))
+        let (shown, caret) = Terminal.caretLines(Array(sourceLine), (column - 1)..<(column - 1 + max(1, width)))
+        var first = Substring(message), rest = ""
+        if let nl = message.firstIndex(of: "\n") {
+            first = message[..<nl]
+            rest = String(message[nl...])
+        }
+        return "\(file):\(line):\(column): \(first)\n  \(shown)\n  \(caret)" + rest
     }
 }
 

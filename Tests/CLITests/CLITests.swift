@@ -6,13 +6,18 @@ import KreachTestSupport
 
 /// Runs the kreach executable next to the test bundle (built by `swift build`/`swift test`), or $KREACH.
 func runKreach(_ args: [String]) throws -> Run.Result {
+    try Run.command([try kreachBinary()] + args)
+}
+
+/// The kreach executable next to the test bundle, or $KREACH.
+func kreachBinary() throws -> String {
     let dir = Bundle.main.bundleURL.path
     var candidates = [dir + "/kreach"]
     if let env = ProcessInfo.processInfo.environment["KREACH"] { candidates.insert(env, at: 0) }
     guard let path = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
         throw FixtureError("kreach binary not found in \(dir); run `swift build` first")
     }
-    return try Run.command([path] + args)
+    return path
 }
 
 /// The kreach binary end to end: output, exit status (0 found, 1 not found/ambiguous/failed, 2 usage),
