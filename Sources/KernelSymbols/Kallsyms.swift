@@ -21,15 +21,41 @@ public enum SymbolError: Error, CustomStringConvertible, Equatable, Sendable {
                 + "Run kreach as root (or with CAP_SYSLOG) and, if kernel.kptr_restrict is 2, lower it: sysctl -w kernel.kptr_restrict=1"
         case let .notFound(query, hint):
             return "no symbol matches \(query)" + (hint.map { ": \($0)" } ?? "")
-        case let .ambiguous(query, candidates):
-            var text = "\(query) is ambiguous: \(candidates.count) symbols match; choose one with MODULE:NAME#N (Nth in kallsyms order) or MODULE:NAME@ADDRESS"
-            for c in candidates {
-                text += "\n  \(Hex.address(c.address)) \(c.typeLetter) \(c.name)\t[\(c.moduleName)]   -> \(c.choosingForm) or \(c.addressForm)"
-            }
-            return text
+        case .ambiguous:
+            return description(.colon)
         case let .badQuery(query, reason):
             return "bad symbol query \(query): \(reason)"
         }
+    }
+}
+
+/// How a message spells a module-qualified name: `lockd:nlm_blocked` (kreach's arguments) or
+/// ``lockd`nlm_blocked`` (DTrace style: what bpftrace scripts need, and what every kreach argument also accepts).
+public enum SymbolNotation: Sendable {
+    case colon, backtick
+
+    var separator: String { self == .colon ? ":" : "`" }
+}
+
+extension SymbolError {
+    /// The message with names in `notation`: an ambiguity lists, per candidate, forms that pick it there.
+    public func description(_ notation: SymbolNotation) -> String {
+        guard case let .ambiguous(query, candidates) = self else { return description }
+        let s = notation.separator
+        let shown = notation == .colon ? query : query.replacingFirstColon(with: s)
+        var text = "\(shown) is ambiguous: \(candidates.count) symbols match; choose one with MODULE\(s)NAME#N (Nth in kallsyms order) or MODULE\(s)NAME@ADDRESS"
+        if notation == .colon { text += " (MODULE`NAME#N in bpftrace scripts)" }
+        for c in candidates {
+            text += "\n  \(Hex.address(c.address)) \(c.typeLetter) \(c.name)\t[\(c.moduleName)]   -> \(c.choosingForm(notation)) or \(c.addressForm(notation))"
+        }
+        return text
+    }
+}
+
+extension String {
+    fileprivate func replacingFirstColon(with separator: String) -> String {
+        guard let colon = firstIndex(of: ":") else { return self }
+        return self[..<colon] + separator + self[index(after: colon)...]
     }
 }
 
@@ -85,10 +111,10 @@ public struct KernelSymbol: Sendable, Equatable {
         }
     }
 
-    /// `mod:name#N`, the form that picks exactly this symbol by position.
-    public var choosingForm: String { "\(moduleName):\(name)#\(ordinal)" }
-    /// `mod:name@address`, the form that picks exactly this symbol by address.
-    public var addressForm: String { "\(moduleName):\(name)@\(Hex.address(address))" }
+    /// `mod:name#N` (or ``mod`name#N``), the form that picks exactly this symbol by position.
+    public func choosingForm(_ notation: SymbolNotation = .colon) -> String { "\(moduleName)\(notation.separator)\(name)#\(ordinal)" }
+    /// `mod:name@address` (or ``mod`name@address``), the form that picks exactly this symbol by address.
+    public func addressForm(_ notation: SymbolNotation = .colon) -> String { "\(moduleName)\(notation.separator)\(name)@\(Hex.address(address))" }
 
     /// The name without compiler clone suffixes: `brd_alloc.isra.0.cold` -> `brd_alloc`.
     public var baseName: String { Kallsyms.baseName(of: name) }

@@ -38,14 +38,15 @@ public enum Terminal {
             end = start + excerptWidth
         }
         var line = start > 0 ? "…" : ""
-        var column = start > 0 ? 1 : 0, width = 0
+        var pad = start > 0 ? " " : "", width = 0
         for i in start..<end {
-            let shown = escaped(String(source[i]), layout: false)
-            if i < lower { column += shown.count } else if i < upper { width += shown.count }
+            // A tab stays a tab, in the caret line too, so the caret lines up whatever the tab width.
+            let shown = source[i] == "\t" ? "\t" : escaped(String(source[i]), layout: false)
+            if i < lower { pad += shown == "\t" ? "\t" : String(repeating: " ", count: shown.count) } else if i < upper { width += shown.count }
             line += shown
         }
         if end < source.count { line += "…" }
-        let caret = String(repeating: " ", count: column) + "^" + String(repeating: "~", count: max(1, width) - 1)
+        let caret = pad + "^" + String(repeating: "~", count: max(1, width) - 1)
         return (line, caret)
     }
 }

@@ -29,7 +29,7 @@ public struct ScriptError: Error, CustomStringConvertible {
 struct GlobalReference {
     /// Character range in the script of the whole reference (symbol plus folded `.member`/`[N]` chain).
     let range: Range<Int>
-    /// The kreach expression for it, e.g. `brd:rd_size`, `lockd:nlm_files[3].first`.
+    /// The kreach expression for it, as written: ``brd`rd_size``, ``lockd`nlm_files[3].first``, ``lockd`nlm_blocked#2``.
     let expression: String
     /// A bpftrace cast right before it, e.g. `uint64` in `(uint64)brd`rd_size`.
     let castBefore: String?
@@ -269,8 +269,20 @@ struct ScriptScanner {
             guard j > i + 1 else {
                 throw ScriptScanner.error("expected a global's name after '`'", at: i..<(i + 1), chars: chars, file: file)
             }
-            let name = String(chars[(i + 1)..<j])
-            var expression = (module ?? "vmlinux") + ":" + name
+            // A chooser among same-named symbols sticks to the name: #N, @ADDRESS (hex, 0x optional).
+            if j < chars.count, chars[j] == "#" || chars[j] == "@" {
+                var e = j + 1
+                if chars[j] == "@", e + 1 < chars.count, chars[e] == "0", chars[e + 1] == "x" || chars[e + 1] == "X" { e += 2 }
+                let digitsStart = e
+                while e < chars.count && (chars[j] == "#" ? chars[e].isASCII && chars[e].isNumber : chars[e].isHexDigit) { e += 1 }
+                guard e > digitsStart, e == chars.count || !ScriptScanner.isIdent(chars[e]) else {
+                    throw ScriptScanner.error(chars[j] == "#" ? "expected a position after '#' (NAME#N, from 1)" : "expected a hex address after '@' (NAME@ADDRESS)",
+                                              at: j..<max(e, j + 1), chars: chars, file: file)
+                }
+                j = e
+            }
+            // The expression as written (kreach's parser reads mod`name and `name), so messages use the script's notation.
+            var expression = String(chars[start..<j])
             // The static chain: .member and [constant].
             var k = j
             while k < chars.count {

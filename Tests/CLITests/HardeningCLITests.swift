@@ -48,4 +48,101 @@ final class HardeningCLITests: XCTestCase {
         let r = try kreach(["gen", "--kernel", try debian(), script])
         assertCleanError(r, "kreach: \(script):1:20: expression nested deeper than 256 levels\n", lines: 3)
     }
+
+    // MARK: - 5. Every form a message suggests works
+
+    /// The capture's own kallsyms lines for NAME in MODULE, in file order: the oracle for #N and @ADDRESS.
+    func kallsymsAddresses(_ dir: String, name: String, module: String) throws -> [String] {
+        let text = try String(contentsOfFile: dir + "/kallsyms", encoding: .utf8)
+        return text.split(separator: "\n").filter { $0.hasSuffix(" \(name)\t[\(module)]") }.map { String($0.prefix(16)) }
+    }
+
+    /// The forms an ambiguity message offers: `-> FORM or FORM` on each candidate line, with the line's address.
+    func offeredForms(_ stderr: String) -> [(address: String, forms: [String])] {
+        stderr.split(separator: "\n").compactMap { line in
+            guard let arrow = line.range(of: "   -> ") else { return nil }
+            let address = String(line.drop { $0 == " " }.prefix(16))
+            return (address, line[arrow.upperBound...].components(separatedBy: " or "))
+        }
+    }
+
+    func testChoosersWorkInScriptsWithTheFormsTheMessageOffers() throws {
+        let dir = try debian()
+        let addresses = try kallsymsAddresses(dir, name: "nlm_blocked", module: "lockd")
+        XCTAssertEqual(addresses.count, 2, "the capture's lockd has two nlm_blocked")
+        func gen(_ reference: String) throws -> Run.Result {
+            try kreach(["gen", "--kernel", dir, "-e", "BEGIN { @x = (uint64)\(reference); }"])
+        }
+        // Written by hand: #N, @ADDRESS with and without 0x.
+        for (k, address) in addresses.enumerated() {
+            for form in ["lockd`nlm_blocked#\(k + 1)", "lockd`nlm_blocked@\(address)", "lockd`nlm_blocked@0x\(address)"] {
+                let r = try gen(form)
+                XCTAssertEqual(r.status, 0, "\(form): \(r.stderr)")
+                XCTAssertTrue(r.stdout.hasPrefix("BEGIN { @x = (uint64)(*(uint64 *)0x\(address)); }\n"), "\(form): \(r.stdout)")
+            }
+        }
+        // The ambiguity error in a script offers script forms, and each picks its own line's symbol.
+        let ambiguous = try gen("lockd`nlm_blocked")
+        assertCleanError(ambiguous, "kreach: -e:1:22: lockd`nlm_blocked is ambiguous: 2 symbols match; choose one with MODULE`NAME#N", lines: 5)
+        let offered = offeredForms(ambiguous.stderr)
+        XCTAssertEqual(offered.map(\.address), addresses)
+        for (address, forms) in offered {
+            XCTAssertEqual(forms.count, 2)
+            for form in forms {
+                XCTAssertTrue(form.hasPrefix("lockd`"), form)
+                let r = try gen(form)
+                XCTAssertEqual(r.status, 0, "\(form): \(r.stderr)")
+                XCTAssertTrue(r.stdout.hasPrefix("BEGIN { @x = (uint64)(*(uint64 *)0x\(address)); }\n"), "\(form): \(r.stdout)")
+            }
+        }
+        // A position or an address that picks nothing says what exists.
+        assertCleanError(try gen("lockd`nlm_blocked#3"), "kreach: -e:1:22: no symbol matches lockd:nlm_blocked#3: 2 symbols named nlm_blocked in lockd: #1, #2\n")
+        assertCleanError(try gen("lockd`nlm_blocked#x"), "kreach: -e:1:39: expected a position after '#' (NAME#N, from 1)\n")
+    }
+
+    func testSymTakesTheFormsItsMessageOffers() throws {
+        let dir = try debian()
+        let addresses = try kallsymsAddresses(dir, name: "nlm_blocked", module: "lockd")
+        let ambiguous = try kreach(["sym", "--kernel", dir, "lockd:nlm_blocked"])
+        assertCleanError(ambiguous, "kreach: lockd:nlm_blocked is ambiguous: 2 symbols match; choose one with MODULE:NAME#N (Nth in kallsyms order) or MODULE:NAME@ADDRESS (MODULE`NAME#N in bpftrace scripts)\n", lines: 3)
+        let offered = offeredForms(ambiguous.stderr)
+        XCTAssertEqual(offered.map(\.address), addresses)
+        for (address, forms) in offered {
+            // The colon forms offered, and the DTrace spelling of each (what scripts take) too.
+            for form in forms + forms.map({ $0.replacingOccurrences(of: ":", with: "`") }) {
+                let r = try kreach(["sym", "--kernel", dir, form])
+                XCTAssertEqual(r.status, 0, "\(form): \(r.stderr)")
+                XCTAssertEqual(r.stdout, "\(address) d nlm_blocked\t[lockd]\n", form)
+            }
+        }
+    }
+
+    /// On the live kernel: a vmlinux name kallsyms lists twice, read with every form the ambiguity offers
+    /// (colon and DTrace spellings), each landing on its own kallsyms line's address.
+    func testShowTakesTheFormsItsMessageOffers() throws {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("show reads kernel memory and kallsyms addresses: needs root")) }
+        // /proc files report size 0: read to the end.
+        let data = try XCTUnwrap(FileHandle(forReadingAtPath: "/proc/kallsyms")).readDataToEndOfFile()
+        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").map { $0.split(separator: " ") }
+        var seen: [Substring: Int] = [:]
+        var duplicate: Substring?
+        for f in lines where f.count == 3 && !f[2].contains(".") && !f[2].hasPrefix("__pfx_") {
+            seen[f[2], default: 0] += 1
+            if seen[f[2]] == 2 { duplicate = f[2]; break }
+        }
+        guard let name = duplicate else { throw XCTSkip(Host.skipReason("no vmlinux symbol name appears twice in /proc/kallsyms")) }
+        let addresses = lines.filter { $0.count == 3 && $0[2] == name }.map { String($0[0]) }
+        let ambiguous = try kreach(["show", String(name)])
+        XCTAssertEqual(ambiguous.status, 1, ambiguous.stderr)
+        let offered = offeredForms(ambiguous.stderr)
+        XCTAssertEqual(offered.map(\.address), addresses)
+        for (address, forms) in offered {
+            let trimmed = String(address.drop { $0 == "0" })
+            for form in forms + forms.map({ $0.replacingOccurrences(of: ":", with: "`") }) {
+                let r = try kreach(["show", form])
+                XCTAssertEqual(r.status, 0, "\(form): \(r.stderr)")
+                XCTAssertTrue(r.stdout.contains("0x" + trimmed), "\(form): \(r.stdout)")
+            }
+        }
+    }
 }
