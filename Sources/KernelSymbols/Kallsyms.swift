@@ -5,6 +5,10 @@ import KreachSupport
 public enum SymbolError: Error, CustomStringConvertible, Equatable, Sendable {
     /// A line that isn't `ADDRESS TYPE NAME[\t[MODULE]]`.
     case malformed(source: String, line: Int, reason: String)
+    /// A /proc/modules line that isn't `NAME SIZE REFCOUNT DEPS STATE ADDRESS [(TAINTS)]`.
+    case malformedModuleLine(source: String, line: Int, reason: String)
+    /// No symbol at all: a kernel always has thousands, so the file is truncated or not kallsyms.
+    case empty(source: String)
     /// Every address is zero: kptr_restrict or a missing CAP_SYSLOG hides them.
     case addressesHidden(source: String)
     case notFound(query: String, hint: String?)
@@ -16,6 +20,10 @@ public enum SymbolError: Error, CustomStringConvertible, Equatable, Sendable {
         switch self {
         case let .malformed(source, line, reason):
             return "\(source):\(line): malformed kallsyms line: \(reason)"
+        case let .malformedModuleLine(source, line, reason):
+            return "\(source):\(line): malformed /proc/modules line: \(reason)"
+        case let .empty(source):
+            return "\(source): no symbols: kallsyms is empty (a truncated capture?); a kernel always lists thousands"
         case let .addressesHidden(source):
             return "\(source): every symbol address reads as 0: the kernel hides them (kernel.kptr_restrict, or no CAP_SYSLOG). "
                 + "Run kreach as root (or with CAP_SYSLOG) and, if kernel.kptr_restrict is 2, lower it: sysctl -w kernel.kptr_restrict=1"
@@ -160,7 +168,8 @@ public final class Kallsyms {
     }
 
     private init(_ b: Builder, buffer: ByteBuffer) throws(SymbolError) {
-        if !b.addresses.isEmpty && !b.anyNonZero { throw .addressesHidden(source: b.source) }
+        if b.addresses.isEmpty { throw .empty(source: b.source) }
+        if !b.anyNonZero { throw .addressesHidden(source: b.source) }
         guard b.position == buffer.count else {
             throw .malformed(source: b.source, line: b.line, reason: "internal: parsed \(b.position) of \(buffer.count) bytes")
         }
@@ -208,9 +217,11 @@ public final class Kallsyms {
             let hexValue = Kallsyms.hexValue
             while i < n {
                 line += 1
-                // The line: up to the next newline (or the end of the file).
-                let lineEnd: Int
-                if let nl = memchr(p + i, 10, n - i) { lineEnd = UnsafePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - p } else { lineEnd = n }
+                // The line: up to the next newline (or the end of the file), without the CR of a CRLF line end
+                // (a capture converted by a Windows tool): names never end in CR.
+                let newline: Int
+                if let nl = memchr(p + i, 10, n - i) { newline = UnsafePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - p } else { newline = n }
+                let lineEnd = newline > i && p[newline - 1] == 13 ? newline - 1 : newline
                 // Address: hex digits up to a space.
                 var addr: UInt64 = 0
                 var digits = 0
@@ -262,7 +273,7 @@ public final class Kallsyms {
                     while i < lineEnd && p[i] == 32 { i += 1 }  // tolerate trailing blanks
                     guard i == lineEnd else { throw .malformed(source: source, line: line, reason: "unexpected text after the module") }
                 }
-                i = lineEnd + 1
+                i = newline + 1
                 if addr != 0 { anyNonZero = true }
                 addresses.append(addr)
                 starts.append(UInt32(nameStart))

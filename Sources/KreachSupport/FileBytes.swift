@@ -30,7 +30,7 @@ public enum FileBytes {
     public static func readText(_ path: String) throws(SystemError) -> String {
         let bytes = try read(path, limit: 1 << 26)
         var end = bytes.count
-        while end > 0, bytes[end - 1] == 0x0A || bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 || bytes[end - 1] == 0 { end -= 1 }
+        while end > 0, bytes[end - 1] == 0x0A || bytes[end - 1] == 0x0D || bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 || bytes[end - 1] == 0 { end -= 1 }
         return String(decoding: bytes[0..<end], as: UTF8.self)
     }
 

@@ -148,7 +148,8 @@ public final class WhereAnalyzer {
             for event in events {
                 guard let bytes = try? FileBytes.read(root + "/\(system)/\(event)/format") else { continue }
                 guard contains(bytes, needle) else { continue }
-                for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+                // isNewline: a CRLF line end is one Character, which splitting on "\n" would not find.
+                for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
                     guard let f = find("field:", in: line), let semi = line[f.upperBound...].firstIndex(of: ";") else { continue }
                     let decl: String = line[f.upperBound..<semi].trimmingCharacters()
                     guard declares(decl, keyword + target.name) else { continue }

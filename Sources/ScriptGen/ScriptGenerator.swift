@@ -107,7 +107,9 @@ public final class ScriptGenerator {
     ]
 
     public func expand(_ original: String, file: String) throws -> String {
-        let script = try expandCaptures(original, file: file)
+        // CRLF line ends (one Character in Swift) become LF, so comments end and line numbers count as bpftrace's do.
+        let unix = original.contains("\r\n") ? String(original.map { $0 == "\r\n" ? "\n" : $0 }) : original
+        let script = try expandCaptures(unix, file: file)
         let chars = Array(script)
         let refs = try ScriptScanner(chars: chars, file: file).references()
         var out = ""

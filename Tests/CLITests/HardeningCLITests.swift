@@ -146,3 +146,115 @@ final class HardeningCLITests: XCTestCase {
         }
     }
 }
+
+/// CRLF and empty inputs: a capture converted to CRLF line ends answers exactly as the original; an empty
+/// kallsyms is refused.
+final class LineEndCLITests: XCTestCase {
+    func kreach(_ args: [String]) throws -> Run.Result {
+        try Run.command(["timeout", "-k", "5", "120", try kreachBinary()] + args)
+    }
+
+    /// A copy of the Debian capture with every text file (all but btf/) converted to CRLF, made once.
+    nonisolated(unsafe) static var crlfCopy: String?
+
+    func crlfCapture() throws -> String {
+        if let dir = LineEndCLITests.crlfCopy { return dir }
+        let original = try DebianCapture.directory()
+        let dir = NSTemporaryDirectory() + "kreach-crlf-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.copyItem(atPath: original, toPath: dir)
+        let files = try XCTUnwrap(FileManager.default.enumerator(atPath: dir)).compactMap { $0 as? String }
+        var converted = 0
+        for file in files where !file.hasPrefix("btf") && !file.hasPrefix(".") {
+            let path = dir + "/" + file
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+            var out = Data(capacity: bytes.count + bytes.count / 16)
+            for b in bytes {
+                if b == 10 { out.append(13) }
+                out.append(b)
+            }
+            try out.write(to: URL(fileURLWithPath: path))
+            converted += 1
+        }
+        XCTAssertGreaterThan(converted, 1000, "kallsyms, modules, tracing lists, tracepoint formats, module sections")
+        LineEndCLITests.crlfCopy = dir
+        return dir
+    }
+
+    override class func tearDown() {
+        if let dir = crlfCopy { try? FileManager.default.removeItem(atPath: dir) }
+        super.tearDown()
+    }
+
+    /// Each command's output on the CRLF copy is the original's, and the original's answers are the capture's
+    /// own facts (its kallsyms line, available_filter_functions, tracepoint formats).
+    func testCRLFCaptureAnswersLikeTheOriginal() throws {
+        let original = try DebianCapture.directory(), crlf = try crlfCapture()
+        let kallsyms = try String(contentsOfFile: original + "/kallsyms", encoding: .utf8)
+        let vfsRead = try XCTUnwrap(kallsyms.split(separator: "\n").first { $0.hasSuffix(" vfs_read") })
+        let filterFunctions = try String(contentsOfFile: original + "/available_filter_functions", encoding: .utf8)
+        XCTAssertTrue(filterFunctions.split(separator: "\n").contains("vfs_read"), "the capture's list has vfs_read")
+        let format = try String(contentsOfFile: original + "/events/filelock/break_lease_block/format", encoding: .utf8)
+        XCTAssertTrue(format.contains("field:struct file_lock * fl_blocker;"), "the oracle: break_lease_block's format")
+        let cases: [([String], (String) -> Void)] = [
+            (["sym", "vfs_read"], { XCTAssertEqual($0, vfsRead + "\n") }),
+            (["sym", "lockd:nlm_blocked#2", "0xffffffffc0571005"], { XCTAssertEqual($0.split(separator: "\n").count, 2, $0) }),
+            (["why", "vfs_read"], { XCTAssertTrue($0.hasPrefix("vfs_read: traceable\n"), $0) }),
+            (["why", "nlmsvc_lock"], { XCTAssertTrue($0.hasPrefix("nlmsvc_lock: traceable\n"), $0) }),
+            (["where", "struct file_lock"], { XCTAssertTrue($0.contains("\n  filelock:break_lease_block  field struct file_lock * fl_blocker  "), $0) }),
+            (["type", "lockd:struct nlm_file"], { XCTAssertTrue($0.contains("struct nlm_file {"), $0) }),
+        ]
+        for (args, check) in cases {
+            let want = try kreach(args + ["--kernel", original]), got = try kreach(args + ["--kernel", crlf])
+            XCTAssertEqual(want.status, 0, "\(args) on the original: \(want.stderr)")
+            check(want.stdout)
+            XCTAssertEqual(got.status, want.status, "\(args) on CRLF: \(got.stderr)")
+            XCTAssertEqual(got.stdout, want.stdout, "\(args) on CRLF")
+            XCTAssertEqual(got.stderr, want.stderr.replacingOccurrences(of: original, with: crlf), "\(args) on CRLF")
+        }
+    }
+
+    /// A CRLF script: comments end at CRLF line ends, and errors name bpftrace's line numbers.
+    func testCRLFScript() throws {
+        let crlf = try crlfCapture()
+        let script = "// brd`nor_this\r\nBEGIN {\r\n\t@x = brd`rd_size + 1;\r\n}\r\n"
+        let r = try kreach(["gen", "--kernel", crlf, "-e", script])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.stderr.split(separator: "\n").first, "kreach: -e:3:7: brd`rd_size has no known type: cast it, e.g. (uint64)brd`rd_size")
+        let ok = try kreach(["gen", "--kernel", crlf, "-e", script.replacingOccurrences(of: "@x = brd", with: "@x = (uint64)brd")])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        XCTAssertTrue(ok.stdout.hasPrefix("// brd`nor_this\nBEGIN {\n\t@x = (uint64)(*(uint64 *)0xffffffffc05740d8) + 1;\n}\n"), ok.stdout)
+    }
+
+    func testEmptyKallsymsIsRefused() throws {
+        let original = try DebianCapture.directory()
+        let dir = NSTemporaryDirectory() + "kreach-empty-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.copyItem(atPath: original, toPath: dir)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Data().write(to: URL(fileURLWithPath: dir + "/kallsyms"))
+        let message = "kreach: \(dir)/kallsyms: no symbols: kallsyms is empty (a truncated capture?); a kernel always lists thousands\n"
+        for args in [["why", "vfs_read"], ["sym", "vfs_read"], ["sym", "0xffffffffc0571005"]] {
+            let r = try kreach(args + ["--kernel", dir])
+            XCTAssertEqual(r.status, 1, "\(args): \(r.stdout)")
+            XCTAssertEqual(r.stderr, message, "\(args)")
+            XCTAssertEqual(r.stdout, "", "\(args)")
+        }
+    }
+
+    /// An empty available_filter_functions is "unknown", never "every function is notrace".
+    func testEmptyFilterFunctionsIsUnknownNotKprobeOnly() throws {
+        let original = try DebianCapture.directory()
+        let dir = NSTemporaryDirectory() + "kreach-empty-aff-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.copyItem(atPath: original, toPath: dir)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Data().write(to: URL(fileURLWithPath: dir + "/available_filter_functions"))
+        let r = try kreach(["why", "vfs_read", "--kernel", dir])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("note: available_filter_functions unreadable (\(dir)/available_filter_functions lists no function (empty or truncated))"), r.stdout)
+        XCTAssertFalse(r.stdout.contains("not in available_filter_functions"), r.stdout)
+    }
+}
