@@ -102,7 +102,8 @@ public enum FileBytes {
 /// Standard error output and exit, for command-line front ends.
 public enum StandardError {
     public static func write(_ text: String) {
-        var line = text
+        // Messages echo input (names from kernel files, arguments, scripts): no control character reaches the terminal.
+        var line = Terminal.escaped(text)
         if !line.hasSuffix("\n") { line += "\n" }
         let bytes = Array(line.utf8)
         var done = 0

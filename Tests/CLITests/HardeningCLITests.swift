@@ -258,3 +258,98 @@ final class LineEndCLITests: XCTestCase {
         XCTAssertFalse(r.stdout.contains("not in available_filter_functions"), r.stdout)
     }
 }
+
+/// Bytes echoed from input never reach the terminal raw: control characters (ESC, BEL, CR, NUL, DEL, C1) are
+/// escaped as \xNN, in errors and in names printed from a capture; /proc/modules errors say which file.
+final class EchoCLITests: XCTestCase {
+    func kreach(_ args: [String]) throws -> Run.Result {
+        try Run.command(["timeout", "-k", "5", "120", try kreachBinary()] + args)
+    }
+
+    /// A copy of the capture whose kallsyms ends with `extra` (raw bytes), and optionally another modules file.
+    func capture(kallsymsExtra extra: [UInt8], modules: String? = nil) throws -> String {
+        let dir = NSTemporaryDirectory() + "kreach-echo-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.copyItem(atPath: try DebianCapture.directory(), toPath: dir)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: dir + "/kallsyms"))
+        handle.seekToEndOfFile()
+        handle.write(Data(extra))
+        handle.closeFile()
+        if let modules { try Data(modules.utf8).write(to: URL(fileURLWithPath: dir + "/modules")) }
+        return dir
+    }
+
+    /// No C0 control but newline and tab, no DEL, no C1 control.
+    func assertTerminalSafe(_ text: String, _ what: String, line: UInt = #line) {
+        let bad = text.unicodeScalars.filter { s in
+            s != "\n" && s != "\t" && (s.value < 0x20 || (s.value >= 0x7f && s.value < 0xa0))
+        }
+        XCTAssertTrue(bad.isEmpty, "\(what) has raw controls \(bad.map { String($0.value, radix: 16) }): \(text.debugDescription)", line: line)
+    }
+
+    func testControlBytesInCaptureNamesAreEscaped() throws {
+        // One line per hostile byte sequence: ESC sequence, BEL, NUL, a lone CR, invalid UTF-8, C1 CSI (U+009B), DEL.
+        let names: [[UInt8]] = [Array("evil\u{1b}[2J".utf8), Array("evil\u{07}bell".utf8), [101, 118, 105, 108, 0, 110],
+                                [101, 118, 105, 108, 13, 99, 114], [101, 118, 105, 108, 0xff, 0xfe], [101, 118, 105, 108, 0xc2, 0x9b, 109],
+                                [101, 118, 105, 108, 0x7f]]
+        var extra: [UInt8] = []
+        for (k, name) in names.enumerated() { extra += Array("ffffffffb80001\(k)0 t ".utf8) + name + [10] }
+        // The same hostile name twice: the ambiguity lists it.
+        extra += Array("ffffffffb8000200 t dup\u{1b}]0;x\u{07}\nffffffffb8000210 t dup\u{1b}]0;x\u{07}\n".utf8)
+        let dir = try capture(kallsymsExtra: extra)
+        let listed = try kreach(["sym", "--kernel", dir, "evil*"])
+        XCTAssertEqual(listed.status, 0, listed.stderr)
+        assertTerminalSafe(listed.stdout, "sym output")
+        XCTAssertEqual(listed.stdout, """
+            ffffffffb8000100 t evil\\x1b[2J
+            ffffffffb8000110 t evil\\x07bell
+            ffffffffb8000120 t evil\\x00n
+            ffffffffb8000130 t evil\\x0dcr
+            ffffffffb8000140 t evil\u{fffd}\u{fffd}
+            ffffffffb8000150 t evil\\x9bm
+            ffffffffb8000160 t evil\\x7f
+
+            """)
+        let ambiguous = try kreach(["sym", "--kernel", dir, "dup*"])
+        XCTAssertEqual(ambiguous.status, 0)
+        assertTerminalSafe(ambiguous.stdout, "sym output")
+        let dup = try kreach(["sym", "--kernel", dir, "vmlinux:dup\u{1b}]0;x\u{07}"])
+        XCTAssertEqual(dup.status, 1)
+        assertTerminalSafe(dup.stderr, "ambiguity")
+        XCTAssertTrue(dup.stderr.hasPrefix("kreach: vmlinux:dup\\x1b]0;x\\x07 is ambiguous: 2 symbols match"), dup.stderr)
+        XCTAssertTrue(dup.stderr.contains("\n  ffffffffb8000210 t dup\\x1b]0;x\\x07\t[vmlinux]   -> vmlinux:dup\\x1b]0;x\\x07#2"), dup.stderr)
+        // Arguments echoed in errors.
+        let missing = try kreach(["sym", "--kernel", dir, "nosuch\u{1b}[2J\r\u{07}"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertEqual(missing.stderr, "kreach: no symbol matches nosuch\\x1b[2J\\x0d\\x07\n")
+        let why = try kreach(["why", "--kernel", dir, "nosuch\u{1b}[2J"])
+        assertTerminalSafe(why.stdout, "why output")
+        XCTAssertTrue(why.stdout.hasPrefix("nosuch\\x1b[2J: absent\n"), why.stdout)
+    }
+
+    func testControlBytesInScriptsAndExpressionsAreEscaped() throws {
+        let dir = try DebianCapture.directory()
+        let r = try kreach(["gen", "--kernel", dir, "-e", "BEGIN { @x = brd`rd_size; printf(\"\u{1b}[2J\u{07}\"); }"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.stderr, """
+            kreach: -e:1:14: brd`rd_size has no known type: cast it, e.g. (uint64)brd`rd_size
+              BEGIN { @x = brd`rd_size; printf("\\x1b[2J\\x07"); }
+                           ^~~~~~~~~~~
+
+            """)
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("show reads kernel memory: needs root")) }
+        let show = try kreach(["show", "current->comm\u{1b}[2J"])
+        XCTAssertEqual(show.status, 1)
+        XCTAssertEqual(show.stderr, "kreach: unexpected character '\\x1b'\n  current->comm\\x1b[2J\n               ^~~~\n")
+    }
+
+    func testModulesErrorsNameTheModulesFile() throws {
+        let dir = try capture(kallsymsExtra: [], modules: "brd 16384 0 - Live 0xffffffffc0571000\nloop 32768\u{1b}[2J\n")
+        let r = try kreach(["sym", "--kernel", dir, "brd:rd_size"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.stderr, "kreach: \(dir)/modules:2: malformed /proc/modules line: expected at least 6 fields, found 2\n")
+        let bad = try capture(kallsymsExtra: [], modules: "brd 16384 0 - Live 0xfffffffzc0571000\u{1b}\n")
+        let b = try kreach(["sym", "--kernel", bad, "brd:rd_size"])
+        XCTAssertEqual(b.stderr, "kreach: \(bad)/modules:1: malformed /proc/modules line: bad address 0xfffffffzc0571000\\x1b\n")
+    }
+}
