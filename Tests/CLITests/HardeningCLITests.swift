@@ -353,3 +353,50 @@ final class EchoCLITests: XCTestCase {
         XCTAssertEqual(b.stderr, "kreach: \(bad)/modules:1: malformed /proc/modules line: bad address 0xfffffffzc0571000\\x1b\n")
     }
 }
+
+/// A name listed 100,000 times (kallsyms and available_filter_functions): lookups stay linear. Not a timing test:
+/// the timeout is far above the linear time (about a second) and far below the quadratic one (over an hour).
+final class DuplicateCLITests: XCTestCase {
+    func kreach(_ args: [String]) throws -> Run.Result {
+        try Run.command(["timeout", "-k", "5", "120", try kreachBinary()] + args)
+    }
+
+    func testHundredThousandDuplicates() throws {
+        let dir = NSTemporaryDirectory() + "kreach-dups-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let n = 100_000
+        let address = { (k: Int) in String(format: "%016lx", 0xffff_ffff_b900_0000 + UInt64(k) * 16) }
+        var kallsyms = "ffffffff81000000 T _stext\n"
+        for k in 0..<n { kallsyms += address(k) + " t many_dups\n" }
+        kallsyms += "ffffffffc0000000 d many_dups\t[mod_a]\nffffffffc0000010 d many_dups\t[mod_a]\n"
+        try Data(kallsyms.utf8).write(to: URL(fileURLWithPath: dir + "/kallsyms"))
+        try Data(String(repeating: "many_dups\n", count: n).utf8).write(to: URL(fileURLWithPath: dir + "/available_filter_functions"))
+        try Data(String(repeating: "0xffffffff81000000-0xffffffff81000010\tblacklisted_dup\n", count: n).utf8)
+            .write(to: URL(fileURLWithPath: dir + "/kprobes_blacklist"))
+        // why also reads vmlinux BTF: the capture's.
+        try FileManager.default.createDirectory(atPath: dir + "/btf", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: try DebianCapture.directory() + "/btf/vmlinux", toPath: dir + "/btf/vmlinux")
+
+        let all = try kreach(["sym", "--all", "--kernel", dir, "many_dups"])
+        XCTAssertEqual(all.status, 0, all.stderr)
+        XCTAssertEqual(all.stdout.split(separator: "\n").count, n + 2)
+        let picked = try kreach(["sym", "--kernel", dir, "many_dups#\(n)", "vmlinux`many_dups@\(address(77_777))", "mod_a:many_dups#2", "_stext"])
+        XCTAssertEqual(picked.status, 0, picked.stderr)
+        XCTAssertEqual(picked.stdout, """
+            \(address(n - 1)) t many_dups
+            \(address(77_777)) t many_dups
+            ffffffffc0000010 d many_dups\t[mod_a]
+            ffffffff81000000 T _stext
+
+            """)
+        let ambiguous = try kreach(["sym", "--kernel", dir, "vmlinux:many_dups"])
+        XCTAssertEqual(ambiguous.status, 1)
+        XCTAssertTrue(ambiguous.stderr.hasPrefix("kreach: vmlinux:many_dups is ambiguous: \(n) symbols match"), ambiguous.stderr)
+        XCTAssertEqual(ambiguous.stderr.split(separator: "\n").count, 1 + 50 + 1)
+        let why = try kreach(["why", "--kernel", dir, "many_dups"])
+        XCTAssertEqual(why.status, 0, why.stderr)
+        XCTAssertTrue(why.stdout.hasPrefix("many_dups: traceable\n"), String(why.stdout.prefix(200)))
+    }
+}
