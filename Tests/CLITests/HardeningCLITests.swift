@@ -98,6 +98,9 @@ final class HardeningCLITests: XCTestCase {
         // A position or an address that picks nothing says what exists.
         assertCleanError(try gen("lockd`nlm_blocked#3"), "kreach: -e:1:22: no symbol matches lockd:nlm_blocked#3: 2 symbols named nlm_blocked in lockd: #1, #2\n")
         assertCleanError(try gen("lockd`nlm_blocked#x"), "kreach: -e:1:39: expected a position after '#' (NAME#N, from 1)\n")
+        // capture probes a function by name: a chooser is refused, not answered with "no such function".
+        assertCleanError(try kreach(["capture", "--kernel", dir, "lockd`nlmsvc_lock#2"]),
+                         "kreach: lockd`nlmsvc_lock#2: capture takes a function's bare name ('`' picks one symbol, which a probe by name can't)\n")
     }
 
     func testSymTakesTheFormsItsMessageOffers() throws {
@@ -145,6 +148,14 @@ final class HardeningCLITests: XCTestCase {
             }
         }
     }
+}
+
+/// A copy of the Debian capture to damage, removed when `test` ends.
+func scratchCapture(_ test: XCTestCase) throws -> String {
+    let dir = NSTemporaryDirectory() + "kreach-scratch-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    try FileManager.default.copyItem(atPath: try DebianCapture.directory(), toPath: dir)
+    test.addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+    return dir
 }
 
 /// CRLF and empty inputs: a capture converted to CRLF line ends answers exactly as the original; an empty
@@ -229,11 +240,7 @@ final class LineEndCLITests: XCTestCase {
     }
 
     func testEmptyKallsymsIsRefused() throws {
-        let original = try DebianCapture.directory()
-        let dir = NSTemporaryDirectory() + "kreach-empty-\(getpid())"
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.copyItem(atPath: original, toPath: dir)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let dir = try scratchCapture(self)
         try Data().write(to: URL(fileURLWithPath: dir + "/kallsyms"))
         let message = "kreach: \(dir)/kallsyms: no symbols: kallsyms is empty (a truncated capture?); a kernel always lists thousands\n"
         for args in [["why", "vfs_read"], ["sym", "vfs_read"], ["sym", "0xffffffffc0571005"]] {
@@ -246,11 +253,7 @@ final class LineEndCLITests: XCTestCase {
 
     /// An empty available_filter_functions is "unknown", never "every function is notrace".
     func testEmptyFilterFunctionsIsUnknownNotKprobeOnly() throws {
-        let original = try DebianCapture.directory()
-        let dir = NSTemporaryDirectory() + "kreach-empty-aff-\(getpid())"
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.copyItem(atPath: original, toPath: dir)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let dir = try scratchCapture(self)
         try Data().write(to: URL(fileURLWithPath: dir + "/available_filter_functions"))
         let r = try kreach(["why", "vfs_read", "--kernel", dir])
         XCTAssertEqual(r.status, 0, r.stderr)
@@ -268,9 +271,7 @@ final class EchoCLITests: XCTestCase {
 
     /// A copy of the capture whose kallsyms ends with `extra` (raw bytes), and optionally another modules file.
     func capture(kallsymsExtra extra: [UInt8], modules: String? = nil) throws -> String {
-        let dir = NSTemporaryDirectory() + "kreach-echo-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.copyItem(atPath: try DebianCapture.directory(), toPath: dir)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        let dir = try scratchCapture(self)
         let handle = try XCTUnwrap(FileHandle(forWritingAtPath: dir + "/kallsyms"))
         handle.seekToEndOfFile()
         handle.write(Data(extra))
