@@ -207,6 +207,8 @@ final class LineEndCLITests: XCTestCase {
         let vfsRead = try XCTUnwrap(kallsyms.split(separator: "\n").first { $0.hasSuffix(" vfs_read") })
         let filterFunctions = try String(contentsOfFile: original + "/available_filter_functions", encoding: .utf8)
         XCTAssertTrue(filterFunctions.split(separator: "\n").contains("vfs_read"), "the capture's list has vfs_read")
+        let blacklist = try String(contentsOfFile: original + "/kprobes_blacklist", encoding: .utf8)
+        XCTAssertTrue(blacklist.split(separator: "\n").contains { $0.hasSuffix("\tdo_int3") }, "the capture's blacklist has do_int3")
         let format = try String(contentsOfFile: original + "/events/filelock/break_lease_block/format", encoding: .utf8)
         XCTAssertTrue(format.contains("field:struct file_lock * fl_blocker;"), "the oracle: break_lease_block's format")
         let cases: [([String], (String) -> Void)] = [
@@ -214,6 +216,7 @@ final class LineEndCLITests: XCTestCase {
             (["sym", "lockd:nlm_blocked#2", "0xffffffffc0571005"], { XCTAssertEqual($0.split(separator: "\n").count, 2, $0) }),
             (["why", "vfs_read"], { XCTAssertTrue($0.hasPrefix("vfs_read: traceable\n"), $0) }),
             (["why", "nlmsvc_lock"], { XCTAssertTrue($0.hasPrefix("nlmsvc_lock: traceable\n"), $0) }),
+            (["why", "do_int3"], { XCTAssertTrue($0.hasPrefix("do_int3: blacklisted\n"), $0) }),
             (["where", "struct file_lock"], { XCTAssertTrue($0.contains("\n  filelock:break_lease_block  field struct file_lock * fl_blocker  "), $0) }),
             (["type", "lockd:struct nlm_file"], { XCTAssertTrue($0.contains("struct nlm_file {"), $0) }),
         ]
