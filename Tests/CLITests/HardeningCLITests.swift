@@ -211,18 +211,18 @@ final class LineEndCLITests: XCTestCase {
         XCTAssertTrue(blacklist.split(separator: "\n").contains { $0.hasSuffix("\tdo_int3") }, "the capture's blacklist has do_int3")
         let format = try String(contentsOfFile: original + "/events/filelock/break_lease_block/format", encoding: .utf8)
         XCTAssertTrue(format.contains("field:struct file_lock * fl_blocker;"), "the oracle: break_lease_block's format")
-        let cases: [([String], (String) -> Void)] = [
-            (["sym", "vfs_read"], { XCTAssertEqual($0, vfsRead + "\n") }),
-            (["sym", "lockd:nlm_blocked#2", "0xffffffffc0571005"], { XCTAssertEqual($0.split(separator: "\n").count, 2, $0) }),
-            (["why", "vfs_read"], { XCTAssertTrue($0.hasPrefix("vfs_read: traceable\n"), $0) }),
-            (["why", "nlmsvc_lock"], { XCTAssertTrue($0.hasPrefix("nlmsvc_lock: traceable\n"), $0) }),
-            (["why", "do_int3"], { XCTAssertTrue($0.hasPrefix("do_int3: blacklisted\n"), $0) }),
-            (["where", "struct file_lock"], { XCTAssertTrue($0.contains("\n  filelock:break_lease_block  field struct file_lock * fl_blocker  "), $0) }),
-            (["type", "lockd:struct nlm_file"], { XCTAssertTrue($0.contains("struct nlm_file {"), $0) }),
+        let cases: [([String], Int32, (String) -> Void)] = [
+            (["sym", "vfs_read"], 0, { XCTAssertEqual($0, vfsRead + "\n") }),
+            (["sym", "lockd:nlm_blocked#2", "0xffffffffc0571005"], 0, { XCTAssertEqual($0.split(separator: "\n").count, 2, $0) }),
+            (["why", "vfs_read"], 0, { XCTAssertTrue($0.hasPrefix("vfs_read: traceable\n"), $0) }),
+            (["why", "nlmsvc_lock"], 0, { XCTAssertTrue($0.hasPrefix("nlmsvc_lock: traceable\n"), $0) }),
+            (["why", "do_int3"], 1, {  // no probe can attach: exit 1 XCTAssertTrue($0.hasPrefix("do_int3: blacklisted\n"), $0) }),
+            (["where", "struct file_lock"], 0, { XCTAssertTrue($0.contains("\n  filelock:break_lease_block  field struct file_lock * fl_blocker  "), $0) }),
+            (["type", "lockd:struct nlm_file"], 0, { XCTAssertTrue($0.contains("struct nlm_file {"), $0) }),
         ]
-        for (args, check) in cases {
+        for (args, status, check) in cases {
             let want = try kreach(args + ["--kernel", original]), got = try kreach(args + ["--kernel", crlf])
-            XCTAssertEqual(want.status, 0, "\(args) on the original: \(want.stderr)")
+            XCTAssertEqual(want.status, status, "\(args) on the original: \(want.stderr)")
             check(want.stdout)
             XCTAssertEqual(got.status, want.status, "\(args) on CRLF: \(got.stderr)")
             XCTAssertEqual(got.stdout, want.stdout, "\(args) on CRLF")
