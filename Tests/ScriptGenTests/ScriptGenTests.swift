@@ -31,10 +31,10 @@ final class ScriptGenTests: XCTestCase {
     func testUntypedWithoutCastAndUnknownNamesAreFileLineColumnErrors() throws {
         let g = try generator()
         XCTAssertThrowsError(try g.expand("BEGIN {\n\t@x = brd`rd_size + 1;\n}\n", file: "s.bt")) { e in
-            XCTAssertEqual("\(e)", "s.bt:2:7: brd:rd_size has no known type: cast it, e.g. (uint64)brd`rd_size\n  \t@x = brd`rd_size + 1;\n        ^~~~~~~~~~~")
+            XCTAssertEqual("\(e)", "s.bt:2:7: brd`rd_size has no known type: cast it, e.g. (uint64)brd`rd_size\n  \t@x = brd`rd_size + 1;\n  \t     ^~~~~~~~~~~")
         }
         XCTAssertThrowsError(try g.expand("BEGIN { @x = lockd`nlm_blocked; }", file: "s.bt")) { e in
-            XCTAssertTrue("\(e)".hasPrefix("s.bt:1:14: lockd:nlm_blocked is ambiguous"), "\(e)")
+            XCTAssertTrue("\(e)".hasPrefix("s.bt:1:14: lockd`nlm_blocked is ambiguous"), "\(e)")
         }
         XCTAssertThrowsError(try g.expand("BEGIN { @x = `; }", file: "s.bt")) { e in
             XCTAssertTrue("\(e)".hasPrefix("s.bt:1:14: expected a global's name after '`'"), "\(e)")

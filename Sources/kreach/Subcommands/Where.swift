@@ -74,7 +74,7 @@ struct Where: ParsableCommand {
             line += "  \(h.detail)"
             if let v = h.verdict { line += "  (\(v))" }
             if let s = h.suggestion { line += "  -> \(s)" }
-            print(line)
+            print(Terminal.escaped(line))
         }
         if hits.count < total { print("(\(total - hits.count) more; --limit 0 for all)") }
     }
