@@ -349,6 +349,9 @@ public final class Kallsyms {
 
     public func address(_ i: Int) -> UInt64 { addresses[i] }
 
+    /// The type letter of symbol `i` (ASCII), without building the whole symbol (its ordinal costs a lookup).
+    public func typeLetter(_ i: Int) -> UInt8 { letters[i] }
+
     /// Position among symbols with the same module and exact name.
     private func ordinal(_ i: Int) -> Int {
         let same = indexes(baseOf: name(i)).filter { moduleIndexes[$0] == moduleIndexes[i] && sameName($0, i) }
