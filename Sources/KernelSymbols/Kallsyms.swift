@@ -144,7 +144,7 @@ public final class Kallsyms {
     let addresses: [UInt64]
     let nameStarts: [UInt32]
     let nameLengths: [UInt16]
-    let letters: [UInt8]
+    private(set) var letters: [UInt8]
     let moduleIndexes: [UInt16]
     /// Module names by index; index 0 is vmlinux (empty).
     public let moduleNames: [String]
@@ -195,6 +195,7 @@ public final class Kallsyms {
         self.moduleNames = b.modules
         self.baseLengths = b.baseLens
         (self.slots, self.nextSameBase) = Kallsyms.buildIndex(b.hashes, b.baseLens, b.starts, buffer)
+        self.letters = lettersCheckedAgainstSections()
     }
 
     /// The parse state: consumes whole lines, resumable as more bytes arrive.
@@ -519,10 +520,12 @@ public final class Kallsyms {
         // Among symbols at the same address, prefer the first in kallsyms order (aliases like _stext/_text).
         while pick > 0 && addresses[order[pick - 1]] == addresses[order[pick]] { pick -= 1 }
         let k = order[pick]
-        let containing = moduleRanges.first { $0.value.contains(address) }?.key
+        // Since 6.4 /proc/modules gives the text base and the size of all the module's memory regions, which
+        // lie apart: ranges built from it can overlap. An address inside several is its owner's if one is.
+        let containing = Set(moduleRanges.filter { $0.value.contains(address) }.keys)
         let owner = module(k)
-        if let containing, containing != owner { return nil }
-        if containing == nil, let owner, let range = moduleRanges[owner], !range.contains(address) { return nil }
+        if !containing.isEmpty && !containing.contains(owner ?? "") { return nil }
+        if containing.isEmpty, let owner, let range = moduleRanges[owner], !range.contains(address) { return nil }
         if owner == nil, let end = vmlinuxEnd, address >= end { return nil }
         return (k, address - addresses[k])
     }

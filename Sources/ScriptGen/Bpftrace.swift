@@ -44,23 +44,37 @@ public struct Bpftrace {
         return (exitStatus, String(decoding: out, as: UTF8.self))
     }
 
-    /// Starts `argv` with its file descriptor `fd` (1 or 2) going into a pipe; returns the pid and the
-    /// pipe's read end.
-    static func spawnPiped(_ argv: [String], capturing fd: Int32) throws -> (pid_t, Int32) {
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw ScriptRunError("pipe failed") }
+    /// Starts `argv` with each of its file descriptors `fds` (1, 2) going into a pipe of its own; returns
+    /// the pid and the pipes' read ends, in the same order.
+    static func spawnPiped(_ argv: [String], capturing fds: [Int32]) throws -> (pid_t, [Int32]) {
+        var ends: [(read: Int32, write: Int32)] = []
+        defer { for e in ends { close(e.write) } }
+        for _ in fds {
+            var p: [Int32] = [0, 0]
+            guard pipe(&p) == 0 else {
+                for e in ends { close(e.read) }
+                throw ScriptRunError("pipe failed")
+            }
+            ends.append((p[0], p[1]))
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], fd)
-        posix_spawn_file_actions_addclose(&actions, fds[0])
+        for (e, fd) in zip(ends, fds) { posix_spawn_file_actions_adddup2(&actions, e.write, fd) }
+        for e in ends { posix_spawn_file_actions_addclose(&actions, e.read) }
         defer { posix_spawn_file_actions_destroy(&actions) }
         var pid: pid_t = 0
         let status = spawn(&pid, argv, &actions)
-        close(fds[1])
         guard status == 0 else {
-            close(fds[0])
+            for e in ends { close(e.read) }
             throw ScriptRunError("can't run \(argv[0]): \(String(cString: strerror(status)))")
         }
+        return (pid, ends.map(\.read))
+    }
+
+    /// Starts `argv` with its file descriptor `fd` (1 or 2) going into a pipe; returns the pid and the
+    /// pipe's read end.
+    static func spawnPiped(_ argv: [String], capturing fd: Int32) throws -> (pid_t, Int32) {
+        let (pid, fds) = try spawnPiped(argv, capturing: [fd])
         return (pid, fds[0])
     }
 
@@ -71,10 +85,14 @@ public struct Bpftrace {
         return posix_spawn(&pid, argv[0], &actions, nil, cargs, environ)
     }
 
-    /// Runs bpftrace on `script` (written to a temporary file) with `arguments` before it. Its stdout is
-    /// the terminal's; its stderr is relayed with the temporary file's name replaced by `displayName`, so
-    /// bpftrace's FILE:LINE:COL errors point into the user's script. Returns bpftrace's exit status.
-    public func run(script: String, displayName: String, arguments: [String]) throws -> Int32 {
+    /// Runs bpftrace on `script` (written to a temporary file) with `arguments` before it. Its stderr is
+    /// relayed with the temporary file's name replaced by `displayName`, so bpftrace's FILE:LINE:COL errors
+    /// point into the user's script. Its stdout is the terminal's, unless `attachMarker` is given: then
+    /// stdout is relayed too, without the lines holding the marker (the script prints it from `BEGIN`, once
+    /// every probe is attached), and on the first one `onAttached` runs: a message it returns is printed
+    /// and stops bpftrace. Returns bpftrace's exit status (1 when stopped that way).
+    public func run(script: String, displayName: String, arguments: [String],
+                    attachMarker: String? = nil, onAttached: () throws -> String? = { nil }) throws -> Int32 {
         var template = Array("/tmp/kreach-XXXXXX.bt".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { b in b.baseAddress.map { mkstemps($0, 3) } ?? -1 }
         guard fd >= 0 else { throw ScriptRunError("can't create a temporary script: \(String(cString: strerror(errno)))") }
@@ -87,29 +105,76 @@ public struct Bpftrace {
 
         // Ctrl-C reaches bpftrace (same process group), which prints its maps and exits; we wait for it.
         signal(SIGINT, SIG_IGN)
-        let (pid, readFD) = try Bpftrace.spawnPiped([path] + arguments + [tmp], capturing: 2)
-        var pending: [UInt8] = []
+        let (pid, fds) = try Bpftrace.spawnPiped([path] + arguments + [tmp], capturing: attachMarker == nil ? [2] : [2, 1])
+        var relays = [LineRelay(fd: fds[0], to: 2, replacing: (tmp, displayName))]
+        if fds.count > 1 { relays.append(LineRelay(fd: fds[1], to: 1, replacing: nil)) }
+        var stopped: String?
+        var pollFDs = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        var open = fds.count
         var buf = [UInt8](repeating: 0, count: 4096)
-        func flushLines(final: Bool) {
-            while let nl = pending.firstIndex(of: 10) ?? (final && !pending.isEmpty ? pending.count - 1 : nil) {
-                let line = String(decoding: pending[...nl], as: UTF8.self).replacingOccurrences(of: tmp, with: displayName)
-                StandardError.write(String(line.hasSuffix("\n") ? line.dropLast() : Substring(line)))
-                pending.removeSubrange(...nl)
+        while open > 0 {
+            if poll(&pollFDs, nfds_t(pollFDs.count), -1) < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for k in pollFDs.indices where pollFDs[k].fd >= 0 && pollFDs[k].revents != 0 {
+                let n = buf.withUnsafeMutableBytes { read(pollFDs[k].fd, $0.baseAddress, 4096) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 {
+                    relays[k].flush(final: true, dropping: attachMarker) { _ in }
+                    close(pollFDs[k].fd)
+                    pollFDs[k].fd = -1
+                    open -= 1
+                    continue
+                }
+                relays[k].pending += buf[0..<n]
+                var sawMarker = false
+                relays[k].flush(final: false, dropping: attachMarker) { _ in sawMarker = true }
+                if sawMarker, stopped == nil, attachMarker != nil {
+                    if let message = try onAttached() {
+                        stopped = message
+                        StandardError.write("kreach: \(message)")
+                        kill(pid, SIGTERM)
+                    }
+                }
             }
         }
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(readFD, $0.baseAddress, 4096) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            pending += buf[0..<n]
-            flushLines(final: false)
-        }
-        flushLines(final: true)
-        close(readFD)
         var ws: Int32 = 0
         while waitpid(pid, &ws, 0) < 0 && errno == EINTR {}
+        if stopped != nil { return 1 }
         if ws & 0x7f == 0 { return (ws >> 8) & 0xff }  // exited
         return 128 + (ws & 0x7f)                       // killed by a signal
+    }
+}
+
+/// Whole lines from a child's pipe to one of our file descriptors.
+struct LineRelay {
+    let fd: Int32
+    let to: Int32
+    /// (text, replacement) applied to every line.
+    let replacing: (String, String)?
+    var pending: [UInt8] = []
+
+    /// Writes the complete lines (all of them when `final`); a line containing `dropping` is not written
+    /// but reported to `dropped`.
+    mutating func flush(final: Bool, dropping: String?, dropped: (String) -> Void) {
+        while let nl = pending.firstIndex(of: 10) ?? (final && !pending.isEmpty ? pending.count - 1 : nil) {
+            var line = String(decoding: pending[...nl], as: UTF8.self)
+            pending.removeSubrange(...nl)
+            if let dropping, Substring(line).range(of: dropping) != nil {
+                dropped(line)
+                continue
+            }
+            if let (target, replacement) = replacing { line = line.replacingOccurrences(of: target, with: replacement) }
+            if !line.hasSuffix("\n") { line += "\n" }
+            var bytes = Array(line.utf8)[...]
+            while !bytes.isEmpty {
+                let n = bytes.withUnsafeBytes { write(to, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }
+                bytes = bytes.dropFirst(n)
+            }
+        }
     }
 }
 

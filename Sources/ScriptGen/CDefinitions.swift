@@ -64,6 +64,9 @@ struct CDefinitionWriter {
             let values = t.enumerators.map { "\($0.name) = \(t.isSigned ? String(Int64(bitPattern: $0.bits)) : String($0.bits))" }
             definitions.append("enum \(t.name) { \(values.joined(separator: ", ")) };")
         case .typedef:
+            // A module's split BTF may repeat vmlinux typedefs (u64, __u64 on 7.x): those are bpftrace's to
+            // resolve from vmlinux BTF (bpftrace 0.17 rejects `typedef long long unsigned int __u64;`).
+            if try types.vmlinux.lookup(t.name).contains(where: { try types.vmlinux.kind(of: $0) == .typedef }) { return }
             try define(btf, t.target)
             definitions.append("typedef \(try btf.cDeclaration(t.target, t.name));")
         case .const, .volatile, .restrict, .typeTag, .array:

@@ -122,7 +122,7 @@ public final class ScriptGenerator {
             if let m = ref.module, !modules.contains(m) { modules.append(m) }
         }
         out += String(chars[last...])
-        if !modules.isEmpty { out += guardProbe(modules) }
+        if !modules.isEmpty { out = try addGuard(out, modules) }
         return try addDefinitions(out, modules: modules)
     }
 
@@ -201,6 +201,89 @@ public final class ScriptGenerator {
         case .untyped:
             throw error("internal: untyped", ref, chars, file)
         }
+    }
+
+    /// When set (by `kreach run`), a script with an unload guard prints this line from `BEGIN`, which bpftrace
+    /// runs once every probe is attached, so the runner can check that no guarded module went away before
+    /// the guard was in place (`modulesChangedSinceResolution`). The runner hides the line.
+    public var attachMarker: String?
+    /// The modules whose globals the script reads, as /proc/modules listed them when addresses were resolved.
+    public private(set) var guardedModules: [LoadedModule] = []
+
+    /// The unload guard, and the attach marker when asked for.
+    func addGuard(_ script: String, _ modules: [String]) throws -> String {
+        let loaded = try kernel.symbols().modules
+        guardedModules = modules.compactMap { name in loaded.first { $0.name == name } }
+        var out = script + guardProbe(modules)
+        if let attachMarker {
+            let marker = "printf(\"\(attachMarker)\\n\"); "
+            if let body = ScriptGenerator.beginBody(out) {
+                out.insert(contentsOf: marker, at: body)  // bpftrace allows one BEGIN: the marker goes first in it
+            } else {
+                out += "BEGIN { \(marker)}\n"
+            }
+        }
+        return out
+    }
+
+    /// A guarded module that is gone or was loaded again elsewhere since the addresses were resolved: the
+    /// message naming it, nil when all are where they were. Reads /proc/modules afresh.
+    public func modulesChangedSinceResolution() throws -> String? {
+        let now = try kernel.modules()
+        for m in guardedModules {
+            guard let same = now.first(where: { $0.name == m.name }) else {
+                return "module \(m.name) was unloaded before the script's probes were attached; its globals are gone, exiting"
+            }
+            if same.address != m.address {
+                return "module \(m.name) was loaded again at another address before the script's probes were attached; its globals moved, exiting"
+            }
+        }
+        return nil
+    }
+
+    /// Where the body of the script's top-level `BEGIN` probe (`begin` in newer bpftrace) starts, just after
+    /// its `{`, skipping comments and strings; nil when there is none.
+    static func beginBody(_ script: String) -> String.Index? {
+        var depth = 0
+        var sawBegin = false  // BEGIN named in the probe header being read
+        var i = script.startIndex
+        while i < script.endIndex {
+            let c = script[i]
+            let rest = script[i...]
+            if rest.hasPrefix("//") {
+                i = rest.firstIndex(of: "\n") ?? script.endIndex
+                continue
+            }
+            if rest.hasPrefix("/*") {
+                i = rest.dropFirst(2).range(of: "*/")?.upperBound ?? script.endIndex
+                continue
+            }
+            if c == "\"" {
+                var j = script.index(after: i)
+                while j < script.endIndex && script[j] != "\"" {
+                    if script[j] == "\\" { j = script.index(after: j) }
+                    if j < script.endIndex { j = script.index(after: j) }
+                }
+                i = j < script.endIndex ? script.index(after: j) : j
+                continue
+            }
+            if ScriptScanner.isIdent(c) {
+                var j = i
+                while j < script.endIndex && ScriptScanner.isIdent(script[j]) { j = script.index(after: j) }
+                if depth == 0 && (script[i..<j] == "BEGIN" || script[i..<j] == "begin") { sawBegin = true }
+                i = j
+                continue
+            }
+            if c == "{" {
+                if depth == 0 && sawBegin { return script.index(after: i) }
+                depth += 1
+            } else if c == "}" {
+                depth = max(0, depth - 1)
+                if depth == 0 { sawBegin = false }
+            }
+            i = script.index(after: i)
+        }
+        return nil
     }
 
     /// The unload guard: exit as soon as a module whose globals the script reads goes away.

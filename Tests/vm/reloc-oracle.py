@@ -3,10 +3,17 @@
 
 The independent oracle for `kreach where MODULE:GLOBAL`: a PC-relative relocation's target is computed
 from the instruction's real end (address + byte count in objdump's listing), not assumed."""
-import re, subprocess, sys
+import re, subprocess, sys, tempfile
 
 ko, name = sys.argv[1], sys.argv[2]
 nth = int(sys.argv[3]) if len(sys.argv) > 3 else None  # the Nth object of that name, in symbol-table order
+# Compressed modules (.ko.xz, .ko.zst: Debian from 6.12) are read through their decompressor.
+for suffix, tool in ((".xz", "xz"), (".zst", "zstd")):
+    if ko.endswith(suffix):
+        plain = tempfile.NamedTemporaryFile(suffix=".ko")
+        subprocess.run([tool, "-dc", ko], stdout=plain, check=True)
+        plain.flush()
+        ko = plain.name
 syms = subprocess.run(["readelf", "-sW", ko], capture_output=True, text=True, check=True).stdout
 secs = subprocess.run(["readelf", "-SW", ko], capture_output=True, text=True, check=True).stdout
 target, seen = None, 0

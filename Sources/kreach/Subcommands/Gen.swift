@@ -27,6 +27,13 @@ struct ScriptOptions: ParsableArguments {
 
     /// Expands the script against the kernel: addresses are resolved now, never cached.
     func expand(_ kernelOptions: KernelOptions) throws -> (String, String, [String]) {
+        let (expanded, name, generator) = try expand(kernelOptions, attachMarker: nil)
+        return (expanded, name, generator.notes)
+    }
+
+    /// The same, with `attachMarker` printed from the script's BEGIN when it has an unload guard; also
+    /// returns the generator (it knows the guarded modules).
+    func expand(_ kernelOptions: KernelOptions, attachMarker: String?) throws -> (String, String, ScriptGenerator) {
         let (text, name) = try load()
         let kernel = try kernelOptions.openKernel()
         let memory: KernelMemory
@@ -37,8 +44,9 @@ struct ScriptOptions: ParsableArguments {
         }
         let generator = ScriptGenerator(evaluator: try Evaluator(kernel: kernel, memory: memory),
                                         capture: CaptureBuilder(kernel: kernel, bpftrace: try? Bpftrace.find()))
+        generator.attachMarker = attachMarker
         let expanded = try generator.expand(text, file: name)
-        return (expanded, name, generator.notes)
+        return (expanded, name, generator)
     }
 }
 
@@ -82,9 +90,36 @@ struct RunScript: ParsableCommand {
         guard case .none = kernel.snapshot else {
             throw Failure(message: "run needs the live kernel (use gen with --kernel)", code: 1)
         }
-        let (expanded, name, notes) = try script.expand(kernel)
-        for n in notes { StandardError.write("kreach: note: \(n)") }
-        let status = try bpftrace.run(script: expanded, displayName: name == "-e" ? "stdin" : name, arguments: bpftraceArguments)
+        // A line no script prints by chance: BEGIN prints it once the probes (and the unload guard) are attached.
+        let marker = "kreach-attached-\(getpid())-\(UInt64.random(in: 1...UInt64.max))"
+        let (expanded, name, generator) = try script.expand(kernel, attachMarker: marker)
+        for n in generator.notes { StandardError.write("kreach: note: \(n)") }
+        let guarded = !generator.guardedModules.isEmpty
+        try RunScript.testHandshake()
+        let status = try bpftrace.run(script: expanded, displayName: name == "-e" ? "stdin" : name, arguments: bpftraceArguments,
+                                      attachMarker: guarded ? marker : nil,
+                                      onAttached: { try generator.modulesChangedSinceResolution() })
         if status != 0 { throw Failure(message: "", code: status) }
+    }
+
+    /// For tests only: with KREACH_TEST_RESOLVED_FIFO set to a FIFO, writes "resolved" to it once the script's
+    /// addresses are resolved, then waits until the test writes to it and closes it, so a test can change the
+    /// kernel (remove a module) exactly between resolution and bpftrace's attachment.
+    static func testHandshake() throws {
+        guard let p = getenv("KREACH_TEST_RESOLVED_FIFO") else { return }
+        let path = String(cString: p)
+        var st = stat()
+        guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFIFO else {
+            throw Failure(message: "KREACH_TEST_RESOLVED_FIFO=\(path) is not a FIFO", code: 1)
+        }
+        let w = open(path, O_WRONLY)
+        guard w >= 0 else { throw Failure(message: "can't open \(path): \(String(cString: strerror(errno)))", code: 1) }
+        _ = write(w, "resolved\n", 9)
+        close(w)
+        let r = open(path, O_RDONLY)
+        guard r >= 0 else { throw Failure(message: "can't open \(path): \(String(cString: strerror(errno)))", code: 1) }
+        var b = [UInt8](repeating: 0, count: 64)
+        while read(r, &b, b.count) > 0 {}
+        close(r)
     }
 }
