@@ -13,7 +13,10 @@ struct Where: ParsableCommand {
             global (`brd:rd_size`). For a type: functions in vmlinux and every module taking it (by pointer or value,
             through typedefs, modifiers and arrays) or returning it, raw tracepoints (btf_trace_* prototypes) and
             tracepoints (format fields) carrying it. For a module global: the functions whose code references it
-            (relocations of the module's .ko), getters among them. Each function has its `kreach why` verdict.
+            (relocations of the module's .ko), one line per function with its first site and the number of
+            sites (--sites lists each), getters among them. Without the module's BTF the references are still
+            listed; getters and seq_file show functions are then marked only where vmlinux BTF has the prototype.
+            Compiler clones (FUNC.isra.0) of a matching function are listed too: their signature may differ. Each function has its `kreach why` verdict.
             For a vmlinux global (`pid_max`): functions whose code references it, from a byte scan of kernel text
             read through kernel memory (RIP-relative and absolute 32-bit forms). Most direct first.
             seq_file show functions among the references are marked (naming their /proc file is not done yet).
@@ -21,8 +24,11 @@ struct Where: ParsableCommand {
 
     @OptionGroup var options: KernelOptions
 
-    @Option(help: "Show at most this many places (0: all).")
+    @Option(help: "Show at most this many places (functions, tracepoints; 0: all).")
     var limit: Int = 0
+
+    @Flag(help: "List every reference site (func+0xoff) of each function, not just the first and a count.")
+    var sites = false
 
     @Option(help: ArgumentHelp("Confirm live: count calls of the most direct probe-able candidates while CMD runs (bpftrace -c).", valueName: "CMD"))
     var trigger: String?
@@ -40,7 +46,9 @@ struct Where: ParsableCommand {
         var hits: [WhereHit]
         let name = target.replacingBacktick()
         let bare = name.split(separator: ":").last.map(String.init) ?? name
-        if target.contains(" ") || (try? kernel.types().resolve(name)) != nil && (try? kernel.symbols().resolve(name)) == nil {
+        // A type when BTF names one (a typedef defined in several modules too) and no symbol has that name.
+        let namesType = ((try? kernel.types().find(TypeQuery.parse(name))) ?? []).isEmpty == false
+        if target.contains(" ") || namesType && (try? kernel.symbols().resolve(name)) == nil {
             hits = try analyzer.whereType(target)
         } else if name.contains(":") && !name.hasPrefix("vmlinux:") {
             hits = try analyzer.whereGlobal(name)
@@ -59,7 +67,8 @@ struct Where: ParsableCommand {
             print(JSON.array(hits.map { h in
                 .object([("kind", .string(h.kind)), ("object", .string(h.object)), ("place", .string(h.place)),
                          ("detail", .string(h.detail)), ("depth", .uint(UInt64(h.depth))),
-                         ("verdict", h.verdict.map(JSON.string) ?? .null), ("suggestion", h.suggestion.map(JSON.string) ?? .null)])
+                         ("verdict", h.verdict.map(JSON.string) ?? .null), ("suggestion", h.suggestion.map(JSON.string) ?? .null),
+                         ("sites", .array(h.sites.map(JSON.string)))])
             }).pretty)
             return
         }
@@ -74,7 +83,9 @@ struct Where: ParsableCommand {
             line += "  \(h.detail)"
             if let v = h.verdict { line += "  (\(v))" }
             if let s = h.suggestion { line += "  -> \(s)" }
+            if h.sites.count > 1 && !sites { line += "  [\(h.sites.count) sites]" }
             print(line)
+            if sites && h.sites.count > 1 { for site in h.sites { print("      \(site)") } }
         }
         if hits.count < total { print("(\(total - hits.count) more; --limit 0 for all)") }
     }
