@@ -22,7 +22,7 @@ public enum TypeLookupError: Error, CustomStringConvertible, Sendable {
     }
 
     /// How a module gets BTF: named in every message about a feature that needs it.
-    public static let moduleBTFHowTo = "module BTF comes from building the module against a kernel tree that has vmlinux (kbuild skips BTF without it), or from `pahole -J --btf_base /sys/kernel/btf/vmlinux MODULE.ko` before the module is stripped, with the BTF of the kernel the module is for as the base (not the build host's)"
+    public static let moduleBTFHowTo = "module BTF comes from building the module against a kernel tree that has vmlinux (kbuild skips BTF without it), or from `pahole -J --btf_base VMLINUX_BTF MODULE.ko` before the module is stripped, VMLINUX_BTF being the BTF of the kernel the module is for (its /sys/kernel/btf/vmlinux, or a snapshot's btf/vmlinux), not the build host's"
 }
 
 /// A type query: `[MODULE:][KIND ]NAME` or `[MODULE:]#ID`.
