@@ -69,12 +69,12 @@ public struct CaptureBuilder {
                 // Untyped: kprobe's argN (the Nth register argument, 64 bits); only by index, only with kprobes.
                 let why = noBTFReason(function, text)
                 guard let index = Int(arg), (0..<6).contains(index) else {
-                    throw ScriptRunError("\(function) has no BTF prototype (\(why)), so its parameters have no names: give --arg as an index 0-5; typed arguments need BTF: \(TypeLookupError.moduleBTFHowTo)")
+                    throw ScriptRunError("\(function) has no BTF prototype (\(why)), so its parameters have no names: give --arg as an index 0-5")
                 }
                 guard kprobesAvailable else {
                     throw ScriptRunError("\(function) has no BTF prototype (\(why)) and this kernel has no kprobes: its argument can't be read")
                 }
-                notes.append("\(function) has no BTF prototype (\(why)): arg\(index) is stored untyped (64 bits, as the register holds it); cast it in your script. Typed arguments need BTF: \(TypeLookupError.moduleBTFHowTo)")
+                notes.append("\(function) has no BTF prototype (\(why)): arg\(index) is stored untyped (64 bits, as the register holds it); cast it in your script")
                 return Result(snippet: "kprobe:\(probeName) { \(mapName) = arg\(index); }", notes: notes)
             }
             let index = Int(arg) ?? p.params.firstIndex { $0.name == arg }
@@ -101,12 +101,13 @@ public struct CaptureBuilder {
         return Result(snippet: "\(probe):\(function) { \(mapName) = \(cast)retval; }", notes: notes)
     }
 
-    /// Why `function` has no BTF FUNC: its module has no BTF, or BTF doesn't describe it.
+    /// Why `function` has no BTF FUNC: its module has no BTF (and how to get it), or BTF leaves it out.
     func noBTFReason(_ function: String, _ text: [KernelSymbol]) -> String {
-        guard let module = text.first?.module else { return "vmlinux BTF has no FUNC \(function)" }
+        let leftOut = "pahole leaves out functions the compiler changed, such as clones"
+        guard let module = text.first?.module else { return "vmlinux BTF has no FUNC \(function): \(leftOut)" }
         let types = try? kernel.types()
-        if types?.moduleNames.contains(module) == false { return "module \(module) has no BTF" }
-        return "\(module)'s BTF has no FUNC \(function)"
+        if types?.moduleNames.contains(module) == false { return "module \(module) has no BTF; \(TypeLookupError.moduleBTFHowTo)" }
+        return "\(module)'s BTF has no FUNC \(function): \(leftOut)"
     }
 
     /// A bpftrace cast for a BTF type: integers by size and sign, pointers as they are.
