@@ -105,14 +105,25 @@ extension Where {
             if specs.count >= probes { break }
         }
         guard !specs.isEmpty else { throw Failure(message: "no probe-able candidate to confirm", code: 1) }
-        let counts = try TriggerCounter(bpftrace: bpftrace).count(probes: specs, command: command)
+        let counter = TriggerCounter(bpftrace: bpftrace)
+        let counts = try counter.count(probes: specs, command: command)
+        // The baseline: what running any command costs (the shell, exec, exit), counted the same way.
+        let baseline = Dictionary(try counter.count(probes: specs, command: "true").map { ($0.probe, $0.tree) }, uniquingKeysWith: { a, _ in a })
+        let rows = counts.sorted { ($0.tree, $0.all) > ($1.tree, $1.all) }
         if options.json {
-            print(JSON.array(counts.map { .object([("probe", .string($0.0)), ("calls", .uint(UInt64($0.1)))]) }).pretty)
+            print(JSON.array(rows.map {
+                .object([("probe", .string($0.probe)), ("calls", .uint(UInt64($0.tree))), ("baseline", .uint(UInt64(baseline[$0.probe] ?? 0))),
+                         ("system_wide", .uint(UInt64($0.all)))])
+            }).pretty)
             return
         }
-        print("calls while `\(command)` ran (\(specs.count) candidates probed):")
-        for (probe, n) in counts.sorted(by: { $0.1 > $1.1 }) where n > 0 { print("  \(n)\t\(probe)") }
-        let silent = counts.filter { $0.1 == 0 }.count
+        print("calls made by `\(command)` and the processes it started (\(specs.count) candidates probed);")
+        print("baseline: the same count for `true`; system-wide: every process during the run")
+        print("  calls\tbaseline\tsystem-wide\tprobe")
+        for c in rows where c.tree > 0 || c.all > 0 {
+            print("  \(c.tree)\t\(baseline[c.probe] ?? 0)\t\(c.all)\t\(c.probe)")
+        }
+        let silent = counts.filter { $0.tree == 0 && $0.all == 0 }.count
         if silent > 0 { print("  (\(silent) not called)") }
     }
 }
