@@ -41,6 +41,19 @@ final class NoBTFTests: XCTestCase {
         XCTAssertTrue(try full.whereType("struct file_lock").contains { $0.object == "lockd" })
     }
 
+    /// A global filled through a pointer isn't referenced by the filling code: the note says what to try.
+    /// lockd has BTF but (6.1) no VAR for its statics, brd has none at all: both get the generic hint.
+    func testPointerHintWithoutAVariableType() throws {
+        let dir = try DebianCapture.copy(withoutBTFOf: ["brd"])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (a, _) = try analyzer(dir)
+        for (module, global) in [("brd", "rd_size"), ("lockd", "nlm_blocked")] {
+            let hint = a.pointerHint(module: module, global: global)
+            XCTAssertEqual(hint.count, 1)
+            XCTAssertTrue(hint[0].contains("code that fills \(global) through a pointer"), hint[0])
+        }
+    }
+
     /// A typedef defined in several modules (rpc_action: auth_rpcgss, nfsd, sunrpc, each its own copy) is
     /// one target, every definition named in a note; before, it was "ambiguous". Oracle: the module BTF
     /// files that define a TYPEDEF rpc_action, found by a byte search of each file's string section.
