@@ -107,8 +107,10 @@ extension Where {
         guard !specs.isEmpty else { throw Failure(message: "no probe-able candidate to confirm", code: 1) }
         let counter = TriggerCounter(bpftrace: bpftrace)
         let counts = try counter.count(probes: specs, command: command)
-        // The baseline: what running any command costs (the shell, exec, exit), counted the same way.
-        let baseline = Dictionary(try counter.count(probes: specs, command: "true").map { ($0.probe, $0.tree) }, uniquingKeysWith: { a, _ in a })
+        // The baseline: what running any command costs (the shell, exec, exit), counted the same way; only
+        // for the probes the trigger's tree called (attaching the others again would double the time).
+        let called = counts.filter { $0.tree > 0 }.map(\.probe)
+        let baseline = Dictionary(try counter.count(probes: called, command: "true").map { ($0.probe, $0.tree) }, uniquingKeysWith: { a, _ in a })
         let rows = counts.sorted { ($0.tree, $0.all) > ($1.tree, $1.all) }
         if options.json {
             print(JSON.array(rows.map {
