@@ -367,7 +367,11 @@ public final class Evaluator {
     }
 
     func resolveWithKallsyms(_ name: String, _ e: Expr, _ source: String) throws -> KernelSymbol {
-        do { return try symbols.resolve(name) } catch {
+        do { return try symbols.resolve(name) } catch let error as SymbolError {
+            // Candidates are listed in the notation the user wrote (scripts need mod`name#N).
+            let written: SymbolNotation = describe(e, source).contains("`") ? .backtick : .colon
+            throw ExpressionError.at(error.description(written), source: source, range: e.range)
+        } catch {
             throw ExpressionError.at("\(error)", source: source, range: e.range)
         }
     }

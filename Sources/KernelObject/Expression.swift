@@ -1,6 +1,9 @@
+import KreachSupport
+
 /// An error in an expression, pointing at the part that caused it.
 public enum ExpressionError: Error, CustomStringConvertible {
-    /// `message`, then the expression with a caret under `range` (character offsets).
+    /// `message`, then the expression with a caret under `range` (character offsets). Lines of `message`
+    /// after its first (an ambiguity's candidates) follow the caret.
     case at(String, source: String, range: Range<Int>)
     case plain(String)
 
@@ -8,8 +11,14 @@ public enum ExpressionError: Error, CustomStringConvertible {
         switch self {
         case .plain(let m): return m
         case let .at(m, source, range):
-            let width = max(1, range.count)
-            return m + "\n  " + source + "\n  " + String(repeating: " ", count: range.lowerBound) + "^" + String(repeating: "~", count: width - 1)
+            let (line, caret) = Terminal.caretLines(Array(source), range)
+            var rest = ""
+            var first = Substring(m)
+            if let nl = m.firstIndex(of: "\n") {
+                first = m[..<nl]
+                rest = String(m[nl...])
+            }
+            return first + "\n  " + line + "\n  " + caret + rest
         }
     }
 
@@ -75,8 +84,16 @@ public struct ExpressionParser {
     let chars: [Character]
     var tokens: [(Token, Range<Int>)] = []
     var pos = 0
+    /// Depth of the tree under the node the last grammar function returned (`node(_:above:at:)` sets it).
+    var lastDepth = 0
+    /// Grammar functions active (parentheses and prefix operators recurse without building nodes).
+    var frames = 0
     /// Answers whether an identifier names a type (a typedef or base type), to tell `(pid_t)x` from `(x)`.
     let isTypeName: (String) -> Bool
+
+    /// Deepest expression tree (and parser recursion) accepted: the parser, the evaluator and the release of
+    /// the tree all recurse once per level, so a 3 KB argument must not be able to overflow the stack.
+    public static let maxDepth = 256
 
     static let containerHelpers = ["list_for_each_entry", "hlist_for_each_entry", "rbtree_inorder_for_each_entry"]
     static let typeWords: Set<String> = ["struct", "union", "enum", "unsigned", "signed", "long", "short", "int", "char",
@@ -168,29 +185,42 @@ public struct ExpressionParser {
 
     // MARK: grammar
 
+    var tooDeep: String { "expression nested deeper than \(ExpressionParser.maxDepth) levels" }
+
+    /// `e`, one level above children `depth` levels deep; `at` is where the caret goes when that is too deep.
+    mutating func node(_ e: Expr, above depth: Int, at: Range<Int>) throws(ExpressionError) -> Expr {
+        lastDepth = depth + 1
+        guard lastDepth <= ExpressionParser.maxDepth else { throw error(tooDeep, at) }
+        return e
+    }
+
     mutating func expression() throws(ExpressionError) -> Expr { try unary() }
 
     mutating func unary() throws(ExpressionError) -> Expr {
+        frames += 1
+        defer { frames -= 1 }
+        guard frames <= ExpressionParser.maxDepth else { throw error(tooDeep, here) }
         let start = here.lowerBound
+        let op = here
         switch peek {
         case .punct("*"):
             pos += 1
             let e = try unary()
-            return .deref(e, range: start..<e.range.upperBound)
+            return try node(.deref(e, range: start..<e.range.upperBound), above: lastDepth, at: op)
         case .punct("&"):
             pos += 1
             let e = try unary()
-            return .addressOf(e, range: start..<e.range.upperBound)
+            return try node(.addressOf(e, range: start..<e.range.upperBound), above: lastDepth, at: op)
         case .punct("-"):
             pos += 1
             let e = try unary()
-            return .negate(e, range: start..<e.range.upperBound)
+            return try node(.negate(e, range: start..<e.range.upperBound), above: lastDepth, at: op)
         case .punct("(") where castAhead():
             pos += 1
             let t = try typeName()
             _ = try expect(")")
             let e = try unary()
-            return .cast(t, e, range: start..<e.range.upperBound)
+            return try node(.cast(t, e, range: start..<e.range.upperBound), above: lastDepth, at: op)
         default:
             return try postfix()
         }
@@ -226,7 +256,12 @@ public struct ExpressionParser {
         }
         guard !words.isEmpty else { throw error("expected a type, found \(describe(peek))", here) }
         var pointers = 0
-        while peek == .punct("*") { pointers += 1; pos += 1 }
+        while peek == .punct("*") {
+            // Each '*' nests the type once more (and its printing recurses once more).
+            guard pointers < ExpressionParser.maxDepth else { throw error("type \(tooDeep)", here) }
+            pointers += 1
+            pos += 1
+        }
         var count: Int?
         if peek == .punct("[") {
             pos += 1
@@ -247,12 +282,14 @@ public struct ExpressionParser {
                 let arrow = peek == .punct("->")
                 pos += 1
                 let (name, r) = try identifier("a member name")
-                e = .member(e, name, arrow: arrow, range: e.range.lowerBound..<r.upperBound)
+                e = try node(.member(e, name, arrow: arrow, range: e.range.lowerBound..<r.upperBound), above: lastDepth, at: r)
             case .punct("["):
+                let open = here
                 pos += 1
+                let base = lastDepth
                 let i = try expression()
                 let close = try expect("]")
-                e = .index(e, i, range: e.range.lowerBound..<close.upperBound)
+                e = try node(.index(e, i, range: e.range.lowerBound..<close.upperBound), above: max(base, lastDepth), at: open)
             default:
                 return e
             }
@@ -264,7 +301,7 @@ public struct ExpressionParser {
         switch peek {
         case .number(let n):
             pos += 1
-            return .number(n, range: start)
+            return try node(.number(n, range: start), above: 0, at: start)
         case .punct("("):
             pos += 1
             let e = try expression()
@@ -274,17 +311,18 @@ public struct ExpressionParser {
             // `name: vmlinux
             pos += 1
             let (name, r) = try identifier("a symbol name after '`'")
-            return .symbol("vmlinux:" + name, range: start.lowerBound..<r.upperBound)
+            return try node(.symbol("vmlinux:" + name, range: start.lowerBound..<r.upperBound), above: 0, at: start)
         case .ident(let name):
             pos += 1
-            if name == "current" { return .current(range: start) }
+            if name == "current" { return try node(.current(range: start), above: 0, at: start) }
             if name == "per_cpu" && peek == .punct("(") {
                 pos += 1
                 let v = try expression()
+                let vDepth = lastDepth
                 _ = try expect(",")
                 let cpu = try expression()
                 let close = try expect(")")
-                return .perCPU(v, cpu, range: start.lowerBound..<close.upperBound)
+                return try node(.perCPU(v, cpu, range: start.lowerBound..<close.upperBound), above: max(vDepth, lastDepth), at: start)
             }
             if ExpressionParser.containerHelpers.contains(name) && peek == .punct("(") {
                 pos += 1
@@ -302,7 +340,7 @@ public struct ExpressionParser {
                     member += "[\(n)]"
                 }
                 let close = try expect(")")
-                return .container(helper: name, t, head, member: member, range: start.lowerBound..<close.upperBound)
+                return try node(.container(helper: name, t, head, member: member, range: start.lowerBound..<close.upperBound), above: lastDepth, at: start)
             }
             // mod:name and mod`name
             if peek == .punct(":") || peek == .punct("`") {
@@ -313,9 +351,9 @@ public struct ExpressionParser {
                 }
                 let r = here
                 pos += 1
-                return .symbol(name + ":" + inner, range: start.lowerBound..<r.upperBound)
+                return try node(.symbol(name + ":" + inner, range: start.lowerBound..<r.upperBound), above: 0, at: start)
             }
-            return .symbol(name, range: start)
+            return try node(.symbol(name, range: start), above: 0, at: start)
         default:
             throw error("expected a name, number or '(', found \(describe(peek))", start)
         }

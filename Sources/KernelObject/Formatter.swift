@@ -4,7 +4,9 @@ import KreachSupport
 /// How objects are printed.
 public struct FormatOptions {
     /// Nesting levels of structs/arrays expanded before `{...}`.
-    public var depth = 6
+    public var depth = 6 {
+        didSet { depth = min(max(0, depth), ExpressionParser.maxDepth) }  // each level recurses once
+    }
     /// Integers in hex.
     public var hex = false
     /// Array elements printed at most.
@@ -188,14 +190,20 @@ public final class ObjectFormatter {
         }
     }
 
-    private func members(_ o: Object, _ r: BTFType, _ btf: BTF, baseBits: Int, indent: Int, depth: Int, into lines: inout [String]) throws {
+    /// Anonymous members nest at most this deep (malformed BTF could make a cycle of them).
+    static let maxAnonymousNesting = 32
+
+    private func members(_ o: Object, _ r: BTFType, _ btf: BTF, baseBits: Int, indent: Int, depth: Int, into lines: inout [String], anonymous: Int = 0) throws {
+        guard anonymous < ObjectFormatter.maxAnonymousNesting else {
+            throw ExpressionError.plain("\(r.name.isEmpty ? "an anonymous member" : r.name): anonymous members nest deeper than \(ObjectFormatter.maxAnonymousNesting) (malformed BTF?)")
+        }
         for m in r.members {
             let bits = baseBits + Int(m.bitOffset)
             let mt = CType.btf(btf, m.type)
             let child = try sub(o, mt, bitOffset: bits, bitfieldSize: Int(m.bitfieldSize))
             if m.name.isEmpty, let (b2, inner) = try mt.record(), inner.kind == .structure || inner.kind == .union {
                 // Anonymous struct/union: its members are the parent's, as in C.
-                try members(o, inner, b2, baseBits: bits, indent: indent, depth: depth, into: &lines)
+                try members(o, inner, b2, baseBits: bits, indent: indent, depth: depth, into: &lines, anonymous: anonymous + 1)
                 continue
             }
             let text = try value(child, indent: indent < 0 ? -1 : indent + 1, depth: depth + 1)
@@ -251,12 +259,15 @@ public final class ObjectFormatter {
         }
     }
 
-    private func jsonMembers(_ o: Object, _ r: BTFType, _ btf: BTF, baseBits: Int, depth: Int, into fields: inout [(String, JSON)]) throws {
+    private func jsonMembers(_ o: Object, _ r: BTFType, _ btf: BTF, baseBits: Int, depth: Int, into fields: inout [(String, JSON)], anonymous: Int = 0) throws {
+        guard anonymous < ObjectFormatter.maxAnonymousNesting else {
+            throw ExpressionError.plain("\(r.name.isEmpty ? "an anonymous member" : r.name): anonymous members nest deeper than \(ObjectFormatter.maxAnonymousNesting) (malformed BTF?)")
+        }
         for m in r.members {
             let bits = baseBits + Int(m.bitOffset)
             let mt = CType.btf(btf, m.type)
             if m.name.isEmpty, let (b2, inner) = try mt.record(), inner.kind == .structure || inner.kind == .union {
-                try jsonMembers(o, inner, b2, baseBits: bits, depth: depth, into: &fields)
+                try jsonMembers(o, inner, b2, baseBits: bits, depth: depth, into: &fields, anonymous: anonymous + 1)
                 continue
             }
             fields.append((m.name, try jsonValue(try sub(o, mt, bitOffset: bits, bitfieldSize: Int(m.bitfieldSize)), depth: depth + 1)))

@@ -5,6 +5,10 @@ import KreachSupport
 public enum SymbolError: Error, CustomStringConvertible, Equatable, Sendable {
     /// A line that isn't `ADDRESS TYPE NAME[\t[MODULE]]`.
     case malformed(source: String, line: Int, reason: String)
+    /// A /proc/modules line that isn't `NAME SIZE REFCOUNT DEPS STATE ADDRESS [(TAINTS)]`.
+    case malformedModuleLine(source: String, line: Int, reason: String)
+    /// No symbol at all: a kernel always has thousands, so the file is truncated or not kallsyms.
+    case empty(source: String)
     /// Every address is zero: kptr_restrict or a missing CAP_SYSLOG hides them.
     case addressesHidden(source: String)
     case notFound(query: String, hint: String?)
@@ -16,20 +20,56 @@ public enum SymbolError: Error, CustomStringConvertible, Equatable, Sendable {
         switch self {
         case let .malformed(source, line, reason):
             return "\(source):\(line): malformed kallsyms line: \(reason)"
+        case let .malformedModuleLine(source, line, reason):
+            return "\(source):\(line): malformed /proc/modules line: \(reason)"
+        case let .empty(source):
+            return "\(source): no symbols: kallsyms is empty (a truncated capture?); a kernel always lists thousands"
         case let .addressesHidden(source):
             return "\(source): every symbol address reads as 0: the kernel hides them (kernel.kptr_restrict, or no CAP_SYSLOG). "
                 + "Run kreach as root (or with CAP_SYSLOG) and, if kernel.kptr_restrict is 2, lower it: sysctl -w kernel.kptr_restrict=1"
         case let .notFound(query, hint):
             return "no symbol matches \(query)" + (hint.map { ": \($0)" } ?? "")
-        case let .ambiguous(query, candidates):
-            var text = "\(query) is ambiguous: \(candidates.count) symbols match; choose one with MODULE:NAME#N (Nth in kallsyms order) or MODULE:NAME@ADDRESS"
-            for c in candidates {
-                text += "\n  \(Hex.address(c.address)) \(c.typeLetter) \(c.name)\t[\(c.moduleName)]   -> \(c.choosingForm) or \(c.addressForm)"
-            }
-            return text
+        case .ambiguous:
+            return description(.colon)
         case let .badQuery(query, reason):
             return "bad symbol query \(query): \(reason)"
         }
+    }
+}
+
+/// How a message spells a module-qualified name: `lockd:nlm_blocked` (kreach's arguments) or
+/// ``lockd`nlm_blocked`` (DTrace style: what bpftrace scripts need, and what every kreach argument also accepts).
+public enum SymbolNotation: Sendable {
+    case colon, backtick
+
+    var separator: String { self == .colon ? ":" : "`" }
+}
+
+extension SymbolError {
+    /// An ambiguity lists at most this many candidates (a name can be in kallsyms thousands of times).
+    public static let listedCandidates = 50
+
+    /// The message with names in `notation`: an ambiguity lists, per candidate, forms that pick it there.
+    public func description(_ notation: SymbolNotation) -> String {
+        guard case let .ambiguous(query, candidates) = self else { return description }
+        let s = notation.separator
+        let shown = notation == .colon ? query : query.replacingFirstColon(with: s)
+        var text = "\(shown) is ambiguous: \(candidates.count) symbols match; choose one with MODULE\(s)NAME#N (Nth in kallsyms order) or MODULE\(s)NAME@ADDRESS"
+        if notation == .colon { text += " (MODULE`NAME#N in bpftrace scripts)" }
+        for c in candidates.prefix(SymbolError.listedCandidates) {
+            text += "\n  \(Hex.address(c.address)) \(c.typeLetter) \(c.name)\t[\(c.moduleName)]   -> \(c.choosingForm(notation)) or \(c.addressForm(notation))"
+        }
+        if candidates.count > SymbolError.listedCandidates {
+            text += "\n  … and \(candidates.count - SymbolError.listedCandidates) more (kreach sym --all lists every one)"
+        }
+        return text
+    }
+}
+
+extension String {
+    fileprivate func replacingFirstColon(with separator: String) -> String {
+        guard let colon = firstIndex(of: ":") else { return self }
+        return self[..<colon] + separator + self[index(after: colon)...]
     }
 }
 
@@ -85,10 +125,10 @@ public struct KernelSymbol: Sendable, Equatable {
         }
     }
 
-    /// `mod:name#N`, the form that picks exactly this symbol by position.
-    public var choosingForm: String { "\(moduleName):\(name)#\(ordinal)" }
-    /// `mod:name@address`, the form that picks exactly this symbol by address.
-    public var addressForm: String { "\(moduleName):\(name)@\(Hex.address(address))" }
+    /// `mod:name#N` (or ``mod`name#N``), the form that picks exactly this symbol by position.
+    public func choosingForm(_ notation: SymbolNotation = .colon) -> String { "\(moduleName)\(notation.separator)\(name)#\(ordinal)" }
+    /// `mod:name@address` (or ``mod`name@address``), the form that picks exactly this symbol by address.
+    public func addressForm(_ notation: SymbolNotation = .colon) -> String { "\(moduleName)\(notation.separator)\(name)@\(Hex.address(address))" }
 
     /// The name without compiler clone suffixes: `brd_alloc.isra.0.cold` -> `brd_alloc`.
     public var baseName: String { Kallsyms.baseName(of: name) }
@@ -108,8 +148,14 @@ public final class Kallsyms {
     let moduleIndexes: [UInt16]
     /// Module names by index; index 0 is vmlinux (empty).
     public let moduleNames: [String]
-    /// Open addressing on base-name hash: symbol index + 1; 0 is empty.
+    /// Open addressing on base-name hash, one slot per distinct base name: the index + 1 of its first symbol
+    /// (in kallsyms order); 0 is empty.
     let slots: [UInt32]
+    /// The next symbol (index + 1; 0 ends the chain) with the same base name, in kallsyms order: a name listed
+    /// 100,000 times is one slot and one chain, so building and looking up stay linear.
+    let nextSameBase: [UInt32]
+    /// Each symbol's ordinal (`#N`), filled a whole base-name chain at a time on first use; 0 is not yet known.
+    private var ordinals: [UInt32] = []
     let baseLengths: [UInt16]
 
     /// Longest name the kernel prints (KSYM_NAME_LEN is 512 since 6.1).
@@ -134,7 +180,8 @@ public final class Kallsyms {
     }
 
     private init(_ b: Builder, buffer: ByteBuffer) throws(SymbolError) {
-        if !b.addresses.isEmpty && !b.anyNonZero { throw .addressesHidden(source: b.source) }
+        if b.addresses.isEmpty { throw .empty(source: b.source) }
+        if !b.anyNonZero { throw .addressesHidden(source: b.source) }
         guard b.position == buffer.count else {
             throw .malformed(source: b.source, line: b.line, reason: "internal: parsed \(b.position) of \(buffer.count) bytes")
         }
@@ -147,7 +194,7 @@ public final class Kallsyms {
         self.moduleIndexes = b.modIdx
         self.moduleNames = b.modules
         self.baseLengths = b.baseLens
-        self.slots = Kallsyms.buildIndex(b.hashes)
+        (self.slots, self.nextSameBase) = Kallsyms.buildIndex(b.hashes, b.baseLens, b.starts, buffer)
     }
 
     /// The parse state: consumes whole lines, resumable as more bytes arrive.
@@ -182,9 +229,11 @@ public final class Kallsyms {
             let hexValue = Kallsyms.hexValue
             while i < n {
                 line += 1
-                // The line: up to the next newline (or the end of the file).
-                let lineEnd: Int
-                if let nl = memchr(p + i, 10, n - i) { lineEnd = UnsafePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - p } else { lineEnd = n }
+                // The line: up to the next newline (or the end of the file), without the CR of a CRLF line end
+                // (a capture converted by a Windows tool): names never end in CR.
+                let newline: Int
+                if let nl = memchr(p + i, 10, n - i) { newline = UnsafePointer<UInt8>(nl.assumingMemoryBound(to: UInt8.self)) - p } else { newline = n }
+                let lineEnd = newline > i && p[newline - 1] == 13 ? newline - 1 : newline
                 // Address: hex digits up to a space.
                 var addr: UInt64 = 0
                 var digits = 0
@@ -236,7 +285,7 @@ public final class Kallsyms {
                     while i < lineEnd && p[i] == 32 { i += 1 }  // tolerate trailing blanks
                     guard i == lineEnd else { throw .malformed(source: source, line: line, reason: "unexpected text after the module") }
                 }
-                i = lineEnd + 1
+                i = newline + 1
                 if addr != 0 { anyNonZero = true }
                 addresses.append(addr)
                 starts.append(UInt32(nameStart))
@@ -313,21 +362,35 @@ public final class Kallsyms {
         return h ^ (h >> 32)
     }
 
-    private static func buildIndex(_ hashes: [UInt32]) -> [UInt32] {
+    /// The base-name index: a slot per distinct base name and the chains of symbols sharing one.
+    private static func buildIndex(_ hashes: [UInt32], _ lengths: [UInt16], _ starts: [UInt32], _ buffer: ByteBuffer) -> ([UInt32], [UInt32]) {
         var capacity = 16
         while capacity < hashes.count * 2 { capacity <<= 1 }
         let mask = capacity - 1
         var slots = [UInt32](repeating: 0, count: capacity)
+        var tails = [UInt32](repeating: 0, count: capacity)
+        var next = [UInt32](repeating: 0, count: hashes.count)
+        let p = buffer.pointer
         slots.withUnsafeMutableBufferPointer { table in
             hashes.withUnsafeBufferPointer { hs in
-                for k in 0..<hs.count {
+                insert: for k in 0..<hs.count {
                     var slot = Int(hs[k]) & mask
-                    while table[slot] != 0 { slot = (slot + 1) & mask }
+                    while table[slot] != 0 {
+                        let head = Int(table[slot] - 1)
+                        if hs[head] == hs[k] && lengths[head] == lengths[k]
+                            && memcmp(p + Int(starts[head]), p + Int(starts[k]), Int(lengths[k])) == 0 {
+                            next[Int(tails[slot])] = UInt32(k + 1)
+                            tails[slot] = UInt32(k)
+                            continue insert
+                        }
+                        slot = (slot + 1) & mask
+                    }
                     table[slot] = UInt32(k + 1)
+                    tails[slot] = UInt32(k)
                 }
             }
         }
-        return slots
+        return (slots, next)
     }
 
     /// The symbol at table index `i`.
@@ -348,15 +411,25 @@ public final class Kallsyms {
 
     public func address(_ i: Int) -> UInt64 { addresses[i] }
 
-    /// Position among symbols with the same module and exact name.
-    private func ordinal(_ i: Int) -> Int {
-        let same = indexes(baseOf: name(i)).filter { moduleIndexes[$0] == moduleIndexes[i] && sameName($0, i) }
-        return (same.firstIndex(of: i) ?? 0) + 1
-    }
+    /// The type letter of symbol `i` (ASCII), without building the whole symbol (its ordinal costs a lookup).
+    public func typeLetter(_ i: Int) -> UInt8 { letters[i] }
 
-    private func sameName(_ a: Int, _ b: Int) -> Bool {
-        nameLengths[a] == nameLengths[b]
-            && memcmp(buffer.pointer + Int(nameStarts[a]), buffer.pointer + Int(nameStarts[b]), Int(nameLengths[a])) == 0
+    /// Position among symbols with the same module and exact name. The first call for a base name numbers its
+    /// whole chain in one pass, so numbering every symbol (a glob, an ambiguity) stays linear.
+    private func ordinal(_ i: Int) -> Int {
+        if ordinals.isEmpty { ordinals = [UInt32](repeating: 0, count: count) }
+        if ordinals[i] == 0 {
+            struct Key: Hashable { let module: UInt16; let name: String }
+            var counts: [Key: UInt32] = [:]
+            for k in indexes(baseOf: name(i)) {
+                let key = Key(module: moduleIndexes[k], name: name(k))
+                let n = (counts[key] ?? 0) + 1
+                counts[key] = n
+                ordinals[k] = n
+            }
+            if ordinals[i] == 0 { ordinals[i] = 1 }  // a name with an empty base (".L1") is in no chain
+        }
+        return Int(ordinals[i])
     }
 
     /// Table indexes of every symbol whose base name is `base`'s base name, in kallsyms order.
@@ -366,16 +439,21 @@ public final class Kallsyms {
         let mask = slots.count - 1
         let h = base.withUnsafeBufferPointer { b in b.baseAddress.map { Kallsyms.hash($0, b.count) } ?? 0 }
         var slot = Int(UInt32(truncatingIfNeeded: h)) & mask
-        var found: [Int] = []
         while slots[slot] != 0 {
-            let k = Int(slots[slot] - 1)
-            if Int(baseLengths[k]) == base.count,
-               equalBytes(k, base) {
-                found.append(k)
+            let head = Int(slots[slot] - 1)
+            if Int(baseLengths[head]) == base.count, equalBytes(head, base) {
+                // The chain, already in kallsyms order.
+                var found = [head]
+                var k = nextSameBase[head]
+                while k != 0 {
+                    found.append(Int(k - 1))
+                    k = nextSameBase[Int(k - 1)]
+                }
+                return found
             }
             slot = (slot + 1) & mask
         }
-        return found.sorted()
+        return []
     }
 
     /// Table indexes of symbols named exactly `name` (optionally only in `module`; "vmlinux" for the kernel).

@@ -25,19 +25,22 @@ public struct LoadedModule: Sendable, Equatable {
 
 /// /proc/modules: `name size refcount deps, state address [(taints)]`.
 public enum ModuleList {
+    /// Parses the file's lines; a CRLF line end (a converted capture) counts as LF.
     public static func parse(_ text: String, source: String) throws(SymbolError) -> [LoadedModule] {
         var modules: [LoadedModule] = []
-        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // By bytes: in a Swift String "\r\n" is one Character, which splitting on "\n" would never find.
+        for (number, bytes) in text.utf8.split(separator: 10, omittingEmptySubsequences: false).enumerated() {
+            let raw = String(decoding: bytes.last == 13 ? bytes.dropLast() : bytes, as: UTF8.self)
             if raw.isEmpty { continue }
             let f = raw.split(separator: " ", omittingEmptySubsequences: true)
             guard f.count >= 6 else {
-                throw .malformed(source: source, line: number + 1, reason: "expected at least 6 fields, found \(f.count)")
+                throw .malformedModuleLine(source: source, line: number + 1, reason: "expected at least 6 fields, found \(f.count)")
             }
             guard let size = UInt64(f[1]), let users = Int(f[2]) else {
-                throw .malformed(source: source, line: number + 1, reason: "size and refcount must be numbers")
+                throw .malformedModuleLine(source: source, line: number + 1, reason: "size and refcount must be numbers")
             }
             guard let address = Hex.parse(f[5]) else {
-                throw .malformed(source: source, line: number + 1, reason: "bad address \(f[5])")
+                throw .malformedModuleLine(source: source, line: number + 1, reason: "bad address \(f[5])")
             }
             let deps = f[3] == "-" ? [] : f[3].split(separator: ",").map(String.init)
             var taints = ""

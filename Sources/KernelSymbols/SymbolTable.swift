@@ -4,7 +4,7 @@ import KreachSupport
 ///
 /// Forms:
 /// - `NAME` — exact name; when none matches, clones (`NAME.isra.0`, `NAME.constprop.1`, …) of it;
-/// - `MODULE:NAME` — only in MODULE (`vmlinux:NAME` for the kernel image);
+/// - `MODULE:NAME` — only in MODULE (`vmlinux:NAME` for the kernel image); ``MODULE`NAME`` and `` `NAME `` too;
 /// - `…NAME#N` — the Nth symbol with that module and name, in kallsyms order (1-based);
 /// - `…NAME@ADDRESS` — the symbol with that name at ADDRESS (hex);
 /// - globs (`nlm_*`, `lockd:*`, `*:nlm_blocked`) — every match;
@@ -16,6 +16,12 @@ public enum SymbolQuery: Equatable, Sendable {
 
     public static func parse(_ text: String) throws(SymbolError) -> SymbolQuery {
         guard !text.isEmpty else { throw .badQuery(query: text, reason: "empty") }
+        // DTrace style, as in scripts: mod`name, `name (vmlinux).
+        if let tick = text.firstIndex(of: "`") {
+            let module = tick == text.startIndex ? "vmlinux" : String(text[..<tick])
+            guard !module.contains(":") else { throw .badQuery(query: text, reason: "both ':' and '`'") }
+            return try parse(module + ":" + text[text.index(after: tick)...])
+        }
         if text.hasPrefix("0x") || text.hasPrefix("0X") || (text.count == 16 && text.allSatisfy(\.isHexDigit)) {
             guard let a = Hex.parse(Substring(text)) else { throw .badQuery(query: text, reason: "not a hex address") }
             return .address(a)
@@ -113,9 +119,16 @@ public final class SymbolTable {
 
     private func hint(for query: SymbolQuery) -> String? {
         switch query {
-        case let .name(module, name, _, _):
+        case let .name(module, name, ordinal, address):
             if let module, module != "vmlinux", !kallsyms.moduleNames.contains(module) {
                 return "module \(module) is not loaded (or has no symbols)"
+            }
+            if ordinal != nil || address != nil {
+                let same = kallsyms.indexes(named: name, module: module)
+                if !same.isEmpty {
+                    let forms = same.map { kallsyms.symbol($0) }.map { ordinal != nil ? "#\($0.ordinal)" : "@" + Hex.address($0.address) }
+                    return "\(same.count) symbol\(same.count == 1 ? "" : "s") named \(name)\(module.map { " in \($0)" } ?? ""): \(forms.prefix(8).joined(separator: ", "))\(same.count > 8 ? ", …" : "")"
+                }
             }
             if module != nil, !kallsyms.indexes(named: name).isEmpty {
                 let where_ = Set(kallsyms.indexes(named: name).map { kallsyms.module($0) ?? "vmlinux" }).sorted()

@@ -108,7 +108,7 @@ public enum FileBytes {
     public static func readText(_ path: String, limit: FileLimit = .text) throws(FileError) -> String {
         let bytes = try read(path, limit: limit)
         var end = bytes.count
-        while end > 0, bytes[end - 1] == 0x0A || bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 || bytes[end - 1] == 0 { end -= 1 }
+        while end > 0, bytes[end - 1] == 0x0A || bytes[end - 1] == 0x0D || bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 || bytes[end - 1] == 0 { end -= 1 }
         return String(decoding: bytes[0..<end], as: UTF8.self)
     }
 
@@ -172,7 +172,8 @@ public enum FileBytes {
 /// Standard error output and exit, for command-line front ends.
 public enum StandardError {
     public static func write(_ text: String) {
-        var line = text
+        // Messages echo input (names from kernel files, arguments, scripts): no control character reaches the terminal.
+        var line = Terminal.escaped(text)
         if !line.hasSuffix("\n") { line += "\n" }
         let bytes = Array(line.utf8)
         var done = 0

@@ -8,7 +8,9 @@ public struct NameSet {
     let lengths: [UInt16]
     let slots: [UInt32]
 
-    /// `field` picks the name's byte range in each line (start, length), or nil to skip the line.
+    /// `field` picks the name's byte range in each line (start, length), or nil to skip the line. A line's
+    /// CR before its LF (a CRLF capture) is not part of the line. A name listed several times (static functions
+    /// of the same name in available_filter_functions) is indexed once, so building stays linear.
     public init(buffer: ByteBuffer, field: (UnsafePointer<UInt8>, Int) -> (Int, Int)?) {
         self.buffer = buffer
         var starts: [UInt32] = [], lengths: [UInt16] = []
@@ -17,7 +19,8 @@ public struct NameSet {
         let n = buffer.count
         while i < n {
             let end = memchr(p + i, 10, n - i).map { UnsafePointer<UInt8>($0.assumingMemoryBound(to: UInt8.self)) - p } ?? n
-            if let (s, l) = field(p + i, end - i), l > 0, l < Int(UInt16.max) {
+            let contentEnd = end > i && p[end - 1] == 13 ? end - 1 : end
+            if let (s, l) = field(p + i, contentEnd - i), l > 0, l < Int(UInt16.max) {
                 starts.append(UInt32(i + s))
                 lengths.append(UInt16(l))
             }
@@ -26,9 +29,14 @@ public struct NameSet {
         var capacity = 16
         while capacity < starts.count * 2 { capacity <<= 1 }
         var slots = [UInt32](repeating: 0, count: capacity)
-        for k in 0..<starts.count {
-            var slot = Int(truncatingIfNeeded: NameSet.hash(p + Int(starts[k]), Int(lengths[k]))) & (capacity - 1)
-            while slots[slot] != 0 { slot = (slot + 1) & (capacity - 1) }
+        insert: for k in 0..<starts.count {
+            let name = p + Int(starts[k]), length = Int(lengths[k])
+            var slot = Int(truncatingIfNeeded: NameSet.hash(name, length)) & (capacity - 1)
+            while slots[slot] != 0 {
+                let other = Int(slots[slot] - 1)
+                if Int(lengths[other]) == length && memcmp(p + Int(starts[other]), name, length) == 0 { continue insert }
+                slot = (slot + 1) & (capacity - 1)
+            }
             slots[slot] = UInt32(k + 1)
         }
         self.starts = starts

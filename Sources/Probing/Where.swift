@@ -206,7 +206,8 @@ public final class WhereAnalyzer {
             for event in events {
                 guard let bytes = try? kernel.bytes(.events, at: root + "/\(system)/\(event)/format") else { continue }
                 guard contains(bytes, needle) else { continue }
-                for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+                // isNewline: a CRLF line end is one Character, which splitting on "\n" would not find.
+                for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
                     guard let f = find("field:", in: line), let semi = line[f.upperBound...].firstIndex(of: ";") else { continue }
                     let decl: String = line[f.upperBound..<semi].trimmingCharacters()
                     guard declares(decl, keyword + target.name) else { continue }
@@ -261,15 +262,27 @@ public final class WhereAnalyzer {
         guard let colon = query.firstIndex(of: ":"), query[..<colon] != "vmlinux" else {
             throw KernelError("\(query) is a vmlinux global: its references need a scan of kernel text (whereVmlinuxGlobal, with kernel memory)")
         }
-        let module = String(query[..<colon]), name = String(query[query.index(after: colon)...])
+        guard case let .name(module?, name, ordinal, address) = try SymbolQuery.parse(query) else {
+            throw KernelError("\(query): expected MODULE:NAME (or MODULE:NAME#N, MODULE:NAME@ADDRESS)")
+        }
         guard let mo = kernel.moduleObject(module) else {
             throw KernelError("\(module)'s .ko (with the loaded module's build-id) is needed to find references; not found for this kernel")
         }
         let elf = mo.elf
         let symbols = mo.symbols
-        let targets = symbols.enumerated().filter { $0.element.name == name && $0.element.type == 1 }
+        var targets = symbols.enumerated().filter { $0.element.name == name && $0.element.type == 1 }
         guard !targets.isEmpty else { throw KernelError("\(module).ko has no data object named \(name)") }
-        guard targets.count == 1 else { throw KernelError("\(module).ko has \(targets.count) objects named \(name): ambiguous") }
+        if targets.count > 1 || ordinal != nil || address != nil {
+            // kallsyms picks (#N, @ADDRESS) or lists the candidates with the forms that pick them; the .ko object
+            // is then the one loaded at that address.
+            let chosen = try kernel.symbols().resolve(query).address
+            targets = targets.filter { t in
+                let s = t.element
+                guard Int(s.section) < elf.sections.count, let base = mo.sectionBases[elf.sections[Int(s.section)].name] else { return false }
+                return base &+ s.value == chosen
+            }
+            guard targets.count == 1 else { throw KernelError("\(query): no data object of \(module).ko is loaded at \(Hex.address(chosen))") }
+        }
         let (targetIndex, target) = targets[0]
         let range = target.value..<(target.value + max(target.size, 1))
         // One hit per function, its sites folded in (module_init()/module_exit() aliases give way to the real name).

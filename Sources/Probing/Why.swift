@@ -15,7 +15,11 @@ public struct TracingLists {
     public init(kernel: Kernel) {
         func names(_ file: KernelFile, field: (UnsafePointer<UInt8>, Int) -> (Int, Int)?) -> (NameSet?, String?) {
             do {
-                return (NameSet(buffer: try kernel.buffer(file), field: field), nil)
+                let set = NameSet(buffer: try kernel.buffer(file), field: field)
+                // Never empty on a kernel that has the file: an empty one is truncated, and trusting it would
+                // call every function notrace (or nothing blacklisted).
+                guard set.count > 0 else { return (nil, "\(kernel.path(file)) lists no function (empty or truncated)") }
+                return (set, nil)
             } catch {
                 return (nil, "\(error)")
             }

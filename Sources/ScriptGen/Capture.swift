@@ -32,6 +32,10 @@ public struct CaptureBuilder {
     /// `arg` is nil for the return value, else a 0-based index or a parameter name.
     public func build(function: String, name: String?, arg: String?) throws -> Result {
         var notes: [String] = []
+        // Probes name a function, not one symbol: a module or a #N/@ADDRESS chooser can't be honoured.
+        if let c = function.first(where: { ":`#@".contains($0) }) {
+            throw ScriptRunError("\(function): capture takes a function's bare name ('\(c)' picks one symbol, which a probe by name can't)")
+        }
         let symbols = try kernel.symbols()
         let types = try kernel.types()
         // The function's BTF prototype (vmlinux or a module).

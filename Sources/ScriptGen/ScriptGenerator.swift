@@ -13,9 +13,15 @@ public struct ScriptError: Error, CustomStringConvertible {
     public let message: String
     public let sourceLine: String
 
+    /// The first line of `message`, the source line and a caret, then the rest of `message` (an ambiguity's candidates).
     public var description: String {
-        "\(file):\(line):\(column): \(message)\n  \(sourceLine)\n  " + String(repeating: " ", count: max(0, column - 1))
-            + "^" + String(repeating: "~", count: max(0, width - 1))
+        let (shown, caret) = Terminal.caretLines(Array(sourceLine), (column - 1)..<(column - 1 + max(1, width)))
+        var first = Substring(message), rest = ""
+        if let nl = message.firstIndex(of: "\n") {
+            first = message[..<nl]
+            rest = String(message[nl...])
+        }
+        return "\(file):\(line):\(column): \(first)\n  \(shown)\n  \(caret)" + rest
     }
 }
 
@@ -23,7 +29,7 @@ public struct ScriptError: Error, CustomStringConvertible {
 struct GlobalReference {
     /// Character range in the script of the whole reference (symbol plus folded `.member`/`[N]` chain).
     let range: Range<Int>
-    /// The kreach expression for it, e.g. `brd:rd_size`, `lockd:nlm_files[3].first`.
+    /// The kreach expression for it, as written: ``brd`rd_size``, ``lockd`nlm_files[3].first``, ``lockd`nlm_blocked#2``.
     let expression: String
     /// A bpftrace cast right before it, e.g. `uint64` in `(uint64)brd`rd_size`.
     let castBefore: String?
@@ -101,7 +107,9 @@ public final class ScriptGenerator {
     ]
 
     public func expand(_ original: String, file: String) throws -> String {
-        let script = try expandCaptures(original, file: file)
+        // CRLF line ends (one Character in Swift) become LF, so comments end and line numbers count as bpftrace's do.
+        let unix = original.contains("\r\n") ? String(original.map { $0 == "\r\n" ? "\n" : $0 }) : original
+        let script = try expandCaptures(unix, file: file)
         let chars = Array(script)
         let refs = try ScriptScanner(chars: chars, file: file).references()
         var out = ""
@@ -263,8 +271,20 @@ struct ScriptScanner {
             guard j > i + 1 else {
                 throw ScriptScanner.error("expected a global's name after '`'", at: i..<(i + 1), chars: chars, file: file)
             }
-            let name = String(chars[(i + 1)..<j])
-            var expression = (module ?? "vmlinux") + ":" + name
+            // A chooser among same-named symbols sticks to the name: #N, @ADDRESS (hex, 0x optional).
+            if j < chars.count, chars[j] == "#" || chars[j] == "@" {
+                var e = j + 1
+                if chars[j] == "@", e + 1 < chars.count, chars[e] == "0", chars[e + 1] == "x" || chars[e + 1] == "X" { e += 2 }
+                let digitsStart = e
+                while e < chars.count && (chars[j] == "#" ? chars[e].isASCII && chars[e].isNumber : chars[e].isHexDigit) { e += 1 }
+                guard e > digitsStart, e == chars.count || !ScriptScanner.isIdent(chars[e]) else {
+                    throw ScriptScanner.error(chars[j] == "#" ? "expected a position after '#' (NAME#N, from 1)" : "expected a hex address after '@' (NAME@ADDRESS)",
+                                              at: j..<max(e, j + 1), chars: chars, file: file)
+                }
+                j = e
+            }
+            // The expression as written (kreach's parser reads mod`name and `name), so messages use the script's notation.
+            var expression = String(chars[start..<j])
             // The static chain: .member and [constant].
             var k = j
             while k < chars.count {

@@ -10,6 +10,7 @@ import KreachSupport
 //   kreach-bench btf FILE [N]        read + parse + name index of a BTF file (compare: libbpf btf__parse)
 //   kreach-bench kallsyms FILE [N]   read alone, then load (read + parse + index), alternating in one loop
 //   kreach-bench kallsyms-once FILE  one load + index + lookup (for process-level timing with hyperfine)
+//   kreach-bench duplicates COUNT [N]  one name COUNT times: load+index, NAME#COUNT, every match, name set
 
 func now() -> Double {
     var ts = timespec()
@@ -84,6 +85,33 @@ do {
         }
         print("walk_entries \(count)")
         print("walk_entries_per_second_median \(Int(median(rates)))")
+    case "duplicates":
+        // One name listed FILE (a count) times in kallsyms and available_filter_functions: load and index,
+        // resolve the last `#N`, list every match with its ordinal, build the name set. Linear: see DuplicateCLITests.
+        let count = Int(path) ?? 100_000
+        var text = "ffffffff81000000 T _stext\n"
+        for k in 0..<count { text += Hex.address(0xffff_ffff_b900_0000 + UInt64(k) * 16) + " t many_dups\n" }
+        let bytes = Array(text.utf8)
+        let list = Array(String(repeating: "many_dups\n", count: count).utf8)
+        var load: [Double] = [], pick: [Double] = [], all: [Double] = [], names: [Double] = []
+        for _ in 0..<n {
+            let t0 = now()
+            let table = SymbolTable(kallsyms: try Kallsyms(buffer: ByteBuffer(bytes), source: "synthetic"), modules: [])
+            let t1 = now()
+            let last = try table.resolve("many_dups#\(count)")
+            let t2 = now()
+            let every = table.find(.name(module: nil, name: "many_dups", ordinal: nil, address: nil))
+            let t3 = now()
+            let set = NameSet(buffer: ByteBuffer(list)) { _, length in (0, length) }
+            let t4 = now()
+            guard last.ordinal == count, every.count == count, every.last?.ordinal == count, set.contains("many_dups") else { exit(1) }
+            load.append(t1 - t0); pick.append(t2 - t1); all.append(t3 - t2); names.append(t4 - t3)
+        }
+        print("duplicates \(count)")
+        print("load_index_median_us \(median(load))")
+        print("resolve_last_ordinal_median_us \(median(pick))")
+        print("find_all_with_ordinals_median_us \(median(all))")
+        print("name_set_median_us \(median(names))")
     case "kallsyms-once":
         let k = try Kallsyms(path: path)
         if k.indexes(named: "_stext").isEmpty { exit(1) }

@@ -24,7 +24,16 @@ final class BPFMemoryTests: XCTestCase {
         let btf = try TypeDatabase(directory: "/sys/kernel/btf").vmlinux
         let task = try XCTUnwrap(btf.lookup("task_struct").first { try btf.kind(of: $0) == .structure })
         let current = try mem.currentTask()
-        XCTAssertGreaterThan(current, 0xffff_0000_0000_0000, "a kernel address")
+        // In the kernel half (its start depends on 4- or 5-level paging), and in the direct map, which starts at
+        // page_offset_base (read from the kernel where kallsyms lists the variable; KASLR moves it).
+        XCTAssertGreaterThanOrEqual(current, KernelFacts.kernelHalfStart, "a kernel address")
+        if let pageOffsetBase = try KernelFacts.dataSymbol("page_offset_base") {
+            let base = try mem.read(pageOffsetBase, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+            XCTAssertGreaterThanOrEqual(base, KernelFacts.kernelHalfStart)
+            XCTAssertGreaterThanOrEqual(current, base, "task_structs come from the slab, in the direct map")
+        } else {
+            print("note: kallsyms has no page_offset_base (no data symbols): only the kernel-half bound is checked")
+        }
         let pid = try member(btf, task, "pid")
         let bytes = try mem.read(current + UInt64(pid.bitOffset / 8), count: 4)
         // The calling thread: its tid (pid in the kernel's sense) is gettid().
@@ -43,19 +52,34 @@ final class BPFMemoryTests: XCTestCase {
     func testLargeReadsAreChunkedAndFaultsAreErrors() throws {
         let mem = try memory()
         let current = try mem.currentTask()
-        // 3 chunks and a bit, across the task_struct and beyond: the same bytes as two separate reads.
-        let big = try mem.read(current, count: BPFMemory.chunk * 3 + 100)
+        // 3 chunks and a bit, placed so that current->pid straddles the first chunk boundary and comm lies in a
+        // later chunk; the oracle is /proc (the task's tid and comm), not another read.
+        let btf = try TypeDatabase(directory: "/sys/kernel/btf").vmlinux
+        let task = try XCTUnwrap(btf.lookup("task_struct").first { try btf.kind(of: $0) == .structure })
+        let pidOffset = UInt64(try member(btf, task, "pid").bitOffset / 8)
+        let commOffset = UInt64(try member(btf, task, "comm").bitOffset / 8)
+        let start = current + pidOffset + 2 - UInt64(BPFMemory.chunk)
+        let big = try mem.read(start, count: BPFMemory.chunk * 3 + 100)
         XCTAssertEqual(big.count, BPFMemory.chunk * 3 + 100)
-        XCTAssertEqual(Array(big[4096..<4196]), try mem.read(current + 4096, count: 100))
+        let threadSelf = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")
+        let pidAt = BPFMemory.chunk - 2
+        let pid = Array(big[pidAt..<pidAt + 4]).withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
+        XCTAssertEqual(pid, Int32(threadSelf.split(separator: "/").last ?? ""))
+        let commAt = Int(commOffset) - Int(pidOffset) + pidAt
+        let comm = String(decoding: big[commAt..<commAt + 16].prefix { $0 != 0 }, as: UTF8.self)
+        XCTAssertEqual(comm, try FileBytes.readText("/proc/thread-self/comm"))
         XCTAssertEqual(try mem.read(current, count: 0), [])
-        for bad: UInt64 in [0, 0x10, 0xdead_0000_0000] {
+        // User-space addresses are refused before any access (-ERANGE).
+        for bad: UInt64 in [0, 0x10, 0x7fff_0000_0000] {
             XCTAssertThrowsError(try mem.read(bad, count: 8)) { e in
                 XCTAssertEqual((e as? MemoryFault)?.address, bad)
                 XCTAssertTrue("\(e)".contains("not a kernel address"), "\(e)")
             }
         }
+        // A non-canonical address: refused (-ERANGE up to 6.x, a caught fault -EFAULT on newer kernels).
+        XCTAssertThrowsError(try mem.read(0xdead_0000_0000, count: 8)) { XCTAssertEqual(($0 as? MemoryFault)?.address, 0xdead_0000_0000) }
         // The guard hole at the start of the kernel half is never mapped.
-        XCTAssertThrowsError(try mem.read(0xffff_8000_0000_1000, count: 8)) { XCTAssertTrue("\($0)".contains("not mapped"), "\($0)") }
+        XCTAssertThrowsError(try mem.read(KernelFacts.kernelHalfStart + 0x1000, count: 8)) { XCTAssertTrue("\($0)".contains("not mapped"), "\($0)") }
         XCTAssertThrowsError(try mem.read(UInt64.max - 3, count: 8)) { XCTAssertTrue("\($0)".contains("wraps around") || "\($0)".contains("not mapped"), "\($0)") }
     }
 }

@@ -27,7 +27,7 @@ final class BTFOracleTests: XCTestCase {
         XCTAssertEqual(dump.status, 0, dump.stderr)
         var current: BTFType?
         var element = 0
-        var checkedTypes = 0, checkedElements = 0
+        var checkedTypes = 0, checkedElements = 0, checkedIntEncodings = 0, checkedParameterNames = 0
         for line in dump.stdout.split(separator: "\n") {
             if line.hasPrefix("[") {
                 if let t = current {
@@ -48,8 +48,16 @@ final class BTFOracleTests: XCTestCase {
                     XCTAssertEqual(String(t.kind == .array ? t.arrayElement : t.target), target, "type_id of \(id)")
                 }
                 if let index = fields["index_type_id"] { XCTAssertEqual(String(t.arrayIndex), index, "index of \(id)") }
-                if let encoding = fields["encoding"], t.kind != .int {
-                    XCTAssertEqual(t.isSigned ? "SIGNED" : "UNSIGNED", encoding, "signedness of \(id)")
+                if let encoding = fields["encoding"] {
+                    if t.kind == .int {
+                        // btf_int_enc_str(): one of the BTF_INT_* flags, or (none).
+                        let names: [UInt8: String] = [0: "(none)", 1: "SIGNED", 2: "CHAR", 4: "BOOL"]
+                        XCTAssertEqual(names[t.intEncoding] ?? "UNKN", encoding, "encoding of int \(id)")
+                        XCTAssertEqual(fields["bits_offset"], String(t.intOffset), "bit offset of int \(id)")
+                        checkedIntEncodings += 1
+                    } else {
+                        XCTAssertEqual(t.isSigned ? "SIGNED" : "UNSIGNED", encoding, "signedness of \(id)")
+                    }
                 }
                 if let ret = fields["ret_type_id"] { XCTAssertEqual(String(t.target), ret, "ret of \(id)") }
                 if let vlen = fields["vlen"] { XCTAssertEqual(String(t.vlen), vlen, "vlen of \(id)") }
@@ -70,10 +78,14 @@ final class BTFOracleTests: XCTestCase {
                     XCTAssertEqual(fields["bits_offset"], String(m.bitOffset), "member \(element) of \(t.id)")
                     XCTAssertEqual(fields["bitfield_size"] ?? "0", String(m.bitfieldSize), "member \(element) of \(t.id)")
                 case .functionProto:
-                    XCTAssertEqual(fields["type_id"], String(t.params[element].type))
+                    let p = t.params[element]
+                    XCTAssertEqual("'\(p.name.isEmpty ? "(anon)" : p.name)'", String(line.drop { $0 == "\t" }.prefix { $0 != " " }), "parameter \(element) of \(t.id)")
+                    XCTAssertEqual(fields["type_id"], String(p.type), "parameter \(element) of \(t.id)")
+                    if !p.name.isEmpty { checkedParameterNames += 1 }
                 case .enumeration, .enum64:
                     let e = t.enumerators[element]
                     let value = t.isSigned ? String(Int64(bitPattern: e.bits)) : String(e.bits)
+                    XCTAssertEqual("'\(e.name)'", String(line.drop { $0 == "\t" }.prefix { $0 != " " }), "enumerator \(element) of \(t.id)")
                     XCTAssertEqual(fields["val"], value, "enumerator \(e.name) of \(t.id)")
                 case .dataSection:
                     XCTAssertEqual(fields["type_id"], String(t.sectionVariables[element].type))
@@ -87,6 +99,10 @@ final class BTFOracleTests: XCTestCase {
         }
         XCTAssertEqual(checkedTypes, btf.localCount, "bpftool lists every type kreach parsed")
         XCTAssertGreaterThan(checkedElements, 0)
+        if btf.objectName == "vmlinux" {
+            XCTAssertGreaterThan(checkedIntEncodings, 10, "vmlinux's ints (SIGNED, BOOL, (none)...) were compared")
+            XCTAssertGreaterThan(checkedParameterNames, 1000, "named parameters were compared")
+        }
     }
 
     func elementCount(_ t: BTFType) -> Int {

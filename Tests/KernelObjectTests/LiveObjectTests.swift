@@ -48,15 +48,26 @@ final class LiveObjectTests: XCTestCase {
             return XCTFail("not a walk")
         }
         let after = try procPids()
-        var walked = Set(try entries.map { try fmt.compact(try ev.evaluate(field: "tgid", of: $0)) })
-        walked.insert(String(getpid()))  // the walk starts at current's own list node, so current is the head
-        walked.remove("0")               // init_task (swapper) is on the list but not in /proc
+        let tgids = try entries.map { try fmt.compact(try ev.evaluate(field: "tgid", of: $0)) }
+        XCTAssertEqual(tgids.filter { $0 == "0" }.count, 1, "init_task (swapper) is on the list once")
+        var walked = Set(tgids)
+        walked.remove("0")               // but not in /proc
+        // The head is current's own list node: as in the kernel's macro it is not an entry, every other task is.
+        let me = String(getpid())
+        XCTAssertFalse(walked.contains(me), "the head's own task is not an entry")
+        walked.insert(me)
         let stable = before.intersection(after)
         XCTAssertTrue(stable.isSubset(of: walked), "in /proc but not walked: \(stable.subtracting(walked).sorted())")
         XCTAssertTrue(walked.isSubset(of: before.union(after)), "walked but never in /proc: \(walked.subtracting(before.union(after)).sorted())")
         XCTAssertGreaterThan(entries.count, 10)
         // comm of each entry is a string, and pid 1 is there.
         XCTAssertTrue(walked.contains("1"))
+        // From another head (the parent's thread-group leader), current is an entry.
+        guard case .entries(let fromParent, _) = try ev.evaluate("list_for_each_entry(struct task_struct, &current->real_parent->group_leader->tasks, tasks)") else {
+            return XCTFail("not a walk")
+        }
+        let currentAddress = try object(ev, "current").scalar(ev.memory)
+        XCTAssertTrue(fromParent.contains { $0.address == currentAddress }, "current is walked from its parent's node")
         ev.maxEntries = 5
         guard case .entries(let few, _) = try ev.evaluate("list_for_each_entry(struct task_struct, &current->tasks, tasks)") else { return XCTFail() }
         XCTAssertEqual(few.count, 5)
@@ -97,7 +108,7 @@ final class LiveObjectTests: XCTestCase {
             ("(struct no_such_struct *)current", "no type matches struct no_such_struct"),
             ("*(int *)0", "NULL pointer dereference"),
             ("*(int *)0x10", "not a kernel address"),
-            ("*(int *)0xffff800000001000", "not mapped"),
+            ("*(int *)0x" + String(KernelFacts.kernelHalfStart + 0x1000, radix: 16), "not mapped"),  // the guard hole
             ("current->pid->x", "'->' needs a pointer"),
             ("current->commm", "has no member commm (did you mean comm?)"),
             ("current->comm.x", "has no member x"),

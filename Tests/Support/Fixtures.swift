@@ -45,61 +45,6 @@ public struct FixtureError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-/// Runs programs and captures their output.
-public enum Run {
-    public struct Result {
-        public let status: Int32
-        public let stdout: String
-        public let stderr: String
-    }
-
-    /// Runs argv[0] (looked up in PATH when not a path) with the rest as arguments.
-    public static func command(_ argv: [String], stdin: String? = nil) throws -> Result {
-        let p = Process()
-        if argv[0].contains("/") {
-            p.executableURL = URL(fileURLWithPath: argv[0])
-            p.arguments = Array(argv.dropFirst())
-        } else {
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = argv
-        }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        if let stdin {
-            let input = Pipe()
-            p.standardInput = input
-            try p.run()
-            input.fileHandleForWriting.write(Data(stdin.utf8))
-            try input.fileHandleForWriting.close()
-        } else {
-            p.standardInput = FileHandle.nullDevice
-            try p.run()
-        }
-        // Read both pipes to the end before waiting, so a large output can't block the child.
-        final class Box: @unchecked Sendable { var data = Data() }
-        let errBox = Box()
-        let group = DispatchGroup()
-        group.enter()
-        let errHandle = err.fileHandleForReading
-        DispatchQueue.global().async {
-            errBox.data = errHandle.readDataToEndOfFile()
-            group.leave()
-        }
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        let errData = errBox.data
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self))
-    }
-
-    /// Whether a program is on PATH.
-    public static func available(_ program: String) -> Bool {
-        (try? command(["sh", "-c", "command -v \(program)"]).status) == 0
-    }
-}
-
 /// Facts about the machine the tests run on.
 public enum Host {
     public static var isRoot: Bool { getuid() == 0 }

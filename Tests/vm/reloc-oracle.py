@@ -6,13 +6,16 @@ from the instruction's real end (address + byte count in objdump's listing), not
 import re, subprocess, sys
 
 ko, name = sys.argv[1], sys.argv[2]
+nth = int(sys.argv[3]) if len(sys.argv) > 3 else None  # the Nth object of that name, in symbol-table order
 syms = subprocess.run(["readelf", "-sW", ko], capture_output=True, text=True, check=True).stdout
 secs = subprocess.run(["readelf", "-SW", ko], capture_output=True, text=True, check=True).stdout
-target = None
+target, seen = None, 0
 for line in syms.splitlines():
     f = line.split()
     if len(f) >= 8 and f[7] == name and f[3] == "OBJECT":
-        target = (int(f[6]), int(f[1], 16), int(f[2]))  # section index, value, size
+        seen += 1
+        if nth is None or seen == nth:
+            target = (int(f[6]), int(f[1], 16), int(f[2]))  # section index, value, size
 section_names = {}
 for line in secs.splitlines():
     m = re.match(r"\s*\[\s*(\d+)\]\s+(\S+)", line)

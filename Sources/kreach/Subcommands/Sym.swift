@@ -64,7 +64,7 @@ struct Sym: ParsableCommand {
                     results.append(symbolJSON(s, query: pattern, offset: offset))
                 } else {
                     let name = s.name + (offset.map { $0 == 0 ? "" : "+" + Hex.short($0) } ?? "")
-                    print("\(Hex.address(s.address)) \(s.typeLetter) \(name)" + (s.module.map { "\t[\($0)]" } ?? ""))
+                    print(Terminal.escaped("\(Hex.address(s.address)) \(s.typeLetter) \(name)" + (s.module.map { "\t[\($0)]" } ?? "")))
                 }
             }
         }

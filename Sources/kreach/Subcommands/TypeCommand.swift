@@ -52,7 +52,7 @@ struct TypeCommand: ParsableCommand {
                 }
                 for f in found {
                     if options.json { results.append(try f.btf.json(f.id)) } else {
-                        print(try f.btf.prototype(ofFunction: f.id) + "; /* \(f.object) */")
+                        print(Terminal.escaped(try f.btf.prototype(ofFunction: f.id) + "; /* \(f.object) */"))
                     }
                 }
                 continue
@@ -63,8 +63,8 @@ struct TypeCommand: ParsableCommand {
                     results.append(try match.btf.json(match.id))
                 } else {
                     let t = try match.btf.type(match.id)
-                    print("/* \(match.object): \(t.kind.label) \(t.name.isEmpty ? "(anon)" : t.name), BTF id \(match.id) */")
-                    print(try match.btf.renderC(match.id))
+                    print(Terminal.escaped("/* \(match.object): \(t.kind.label) \(t.name.isEmpty ? "(anon)" : t.name), BTF id \(match.id) */"))
+                    print(Terminal.escaped(try match.btf.renderC(match.id)))
                 }
             } catch let e as TypeLookupError {
                 StandardError.write("kreach: \(e)")

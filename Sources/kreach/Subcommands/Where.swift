@@ -84,8 +84,8 @@ struct Where: ParsableCommand {
             if let v = h.verdict { line += "  (\(v))" }
             if let s = h.suggestion { line += "  -> \(s)" }
             if h.sites.count > 1 && !sites { line += "  [\(h.sites.count) sites]" }
-            print(line)
-            if sites && h.sites.count > 1 { for site in h.sites { print("      \(site)") } }
+            print(Terminal.escaped(line))
+            if sites && h.sites.count > 1 { for site in h.sites { print(Terminal.escaped("      \(site)")) } }
         }
         if hits.count < total { print("(\(total - hits.count) more; --limit 0 for all)") }
     }
@@ -119,7 +119,7 @@ extension Where {
             }).pretty)
             return
         }
-        print("calls made by `\(command)` and the processes it started (\(specs.count) candidates probed);")
+        print(Terminal.escaped("calls made by `\(command)` and the processes it started (\(specs.count) candidates probed);"))
         print("baseline: the same count for `true`; system-wide: every process during the run")
         print("  calls\tbaseline\tsystem-wide\tprobe")
         for c in rows where c.tree > 0 || c.all > 0 {

@@ -37,8 +37,8 @@ struct Why: ParsableCommand {
                 results.append(.object([("function", .string(f)), ("verdict", .string(v.word)),
                                         ("reasons", .array(v.lines.map(JSON.string))), ("probes", .array(v.probes.map(JSON.string)))]))
             } else {
-                print("\(f): \(v.word)")
-                for l in v.lines { print("  " + l) }
+                print(Terminal.escaped("\(f): \(v.word)"))
+                for l in v.lines { print(Terminal.escaped("  " + l)) }
                 if !v.probes.isEmpty { print("  probe with: " + v.probes.joined(separator: "  ")) }
             }
         }
