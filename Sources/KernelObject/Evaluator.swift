@@ -11,7 +11,7 @@ import KreachSupport
 /// name in the symbol's object (per-CPU variables, and every global on kernels whose BTF carries them);
 /// for module globals, the module's parameter table (`struct module`'s kp[]: the param_ops_* of each
 /// parameter gives its C type); otherwise the symbol is untyped raw memory whose size comes from the
-/// module's .ko symbol table, or is bounded by the next kallsyms symbol.
+/// module's .ko symbol table, or is at most the gap to the next kallsyms symbol (reads capped, and said).
 public final class Evaluator {
     public let kernel: Kernel
     public let types: TypeDatabase
@@ -268,10 +268,13 @@ public final class Evaluator {
     func cast(_ b: Object, to target: CType, _ e: Expr, _ source: String) throws -> Object {
         let r = try target.resolved()
         // An untyped symbol takes the cast's type in place (its memory is now read as that type).
-        if case .untyped(let size) = b.type, let address = b.address {
-            let want = try target.size()
-            if want != size && size > 0 && b.note?.contains("symbol table") == true {
-                warn("\(b.note ?? "symbol") is \(size) bytes but \(target.name) is \(want) bytes")
+        if case .untyped = b.type, let address = b.address {
+            let want = UInt64(try target.size())
+            let name = b.note.map { String($0.prefix { $0 != " " }) } ?? "the symbol"
+            if let extent = b.extent, extent > 0, b.note?.contains("symbol table") == true, want != extent {
+                warn("\(name) is \(extent) bytes (module symbol table) but \(target.name) is \(want) bytes")
+            } else if let extent = b.extent, extent > 0, want > extent {
+                warn("\(target.name) is \(want) bytes but the next kallsyms symbol is \(extent) bytes after \(name): it reads past \(name)")
             }
             var o = Object(type: target, address: address)
             o.note = b.note
@@ -340,17 +343,26 @@ public final class Evaluator {
             o.note = "\(symbol.name), a module parameter"
             return (o, symbol)
         }
-        // No type: raw bytes of the size the .ko says, or up to the next symbol (at most 8).
-        var size = 8
-        var origin = "bounded by the next symbol"
+        // No type: raw bytes. The size is the .ko symbol table's (exact), else at most the gap to the next
+        // kallsyms symbol (padding included); reads are capped (`Evaluator.untypedReadLimit`), and the note says so.
+        var extent: UInt64?
+        var origin: String
+        var readLimit = Evaluator.untypedReadLimit
         if let module = symbol.module, let s = moduleObject?.size(of: symbol.name) ?? kernel.moduleSymbolSize(module: module, symbol: symbol.name) {
-            size = Int(min(s, 4096))
-            origin = "from the module's symbol table"
+            extent = s
+            origin = "\(s) bytes from the module's symbol table"
         } else if let next = nextSymbolAddress(after: symbol) {
-            size = Int(min(8, next - symbol.address))
+            extent = next - symbol.address
+            origin = "at most \(next - symbol.address) bytes, up to the next kallsyms symbol"
+            readLimit = 8
+        } else {
+            origin = "size unknown (no symbol after it)"
         }
+        let size = Int(min(extent ?? 8, readLimit))
+        if let extent, extent > UInt64(size) { origin += "; showing the first \(size)" }
         var o = Object(type: .untyped(size: max(size, 1)), address: symbol.address)
-        o.note = "\(symbol.name) (no type known; \(size) bytes \(origin))"
+        o.note = "\(symbol.name) (no type known; \(origin))"
+        o.extent = extent
         return (o, symbol)
     }
 
@@ -394,6 +406,9 @@ public final class Evaluator {
         }
         return false
     }
+
+    /// How much of an untyped global with a known size is read and shown raw (a cast reads the whole type).
+    public static let untypedReadLimit: UInt64 = 4096
 
     func nextSymbolAddress(after symbol: KernelSymbol) -> UInt64? {
         (try? symbols)?.kallsyms.nextAddress(after: symbol.address)

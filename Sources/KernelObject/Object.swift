@@ -13,6 +13,9 @@ public struct Object {
     public var bitfieldSize = 0
     /// Where the object came from, for messages ("brd:rd_size", "module parameter of type int").
     public var note: String?
+    /// An untyped symbol's true size (its .ko symbol table size, or the gap to the next kallsyms symbol),
+    /// which may exceed what is read (`type`'s size); nil when unknown.
+    public var extent: UInt64?
 
     public init(type: CType, address: UInt64?, bytes: [UInt8]? = nil) {
         self.type = type

@@ -16,9 +16,13 @@ public enum TypeLookupError: Error, CustomStringConvertible, Sendable {
         case let .ambiguous(q, candidates):
             return "\(q) is ambiguous: \(candidates.count) types match; choose one with MODULE: or #ID\n"
                 + candidates.map { "  " + $0 }.joined(separator: "\n")
-        case let .noModuleBTF(m, dir): return "no BTF for module \(m) in \(dir) (not loaded, or built without CONFIG_DEBUG_INFO_BTF_MODULES)"
+        case let .noModuleBTF(m, dir):
+            return "no BTF for module \(m) in \(dir) (not loaded, or built without BTF, as out-of-tree/DKMS modules usually are): \(TypeLookupError.moduleBTFHowTo)"
         }
     }
+
+    /// How a module gets BTF: named in every message about a feature that needs it.
+    public static let moduleBTFHowTo = "module BTF comes from building the module against a kernel tree that has vmlinux (kbuild skips BTF without it), or from `pahole -J --btf_base VMLINUX_BTF MODULE.ko` before the module is stripped, VMLINUX_BTF being the BTF of the kernel the module is for (its /sys/kernel/btf/vmlinux, or a snapshot's btf/vmlinux), not the build host's"
 }
 
 /// A type query: `[MODULE:][KIND ]NAME` or `[MODULE:]#ID`.

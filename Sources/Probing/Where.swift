@@ -21,6 +21,22 @@ public struct WhereHit {
     public let verdict: String?
     /// A suggested next step (a probe, a capture line).
     public let suggestion: String?
+    /// Every reference site in the function (`func+0xoff`), `place` being the first; empty for other kinds.
+    public var sites: [String] = []
+
+    public init(kind: String, object: String, place: String, detail: String, depth: Int, verdict: String?, suggestion: String?, sites: [String] = []) {
+        self.kind = kind
+        self.object = object
+        self.place = place
+        self.detail = detail
+        self.depth = depth
+        self.verdict = verdict
+        self.suggestion = suggestion
+        self.sites = sites
+    }
+
+    /// The function (or tracepoint) without a `+0xoff` site suffix.
+    public var function: String { String(place.prefix { $0 != "+" }) }
 }
 
 /// Finds where data is exposed: functions taking or returning a type (from BTF prototypes, through
@@ -74,13 +90,9 @@ public final class WhereAnalyzer {
     /// `struct sk_buff`, `lockd:struct nlm_host`, `pid_t`: every function, raw tracepoint and tracepoint.
     public func whereType(_ query: String) throws -> [WhereHit] {
         let types = try kernel.types()
-        let match = try types.resolve(query)
-        let t = try match.btf.type(match.id)
-        guard [.structure, .union, .enumeration, .enum64, .typedef].contains(t.kind), !t.name.isEmpty else {
-            throw KernelError("\(query) is a \(t.kind.label); where takes a named struct, union, enum or typedef")
-        }
-        let target = Target(kind: t.kind == .enum64 ? .enumeration : t.kind, name: t.name)
+        let target = try targetType(query)
         var hits: [WhereHit] = []
+        var clones: [WhereHit] = []
         let objects = try types.allObjects()
         let baseMemo = Memo(count: Int(types.vmlinux.endID))
         for btf in objects {
@@ -96,6 +108,7 @@ public final class WhereAnalyzer {
                     }
                     guard !found.isEmpty else { continue }
                     let name = try btf.name(of: id)
+                    clones += cloneHits(of: name, object: btf.objectName, found: found.map(\.1))
                     let proto = try btf.type(try btf.rawTarget(id))
                     let verdict = why.verdictForBTFFunction(name)
                     for (i, d) in found {
@@ -129,8 +142,53 @@ public final class WhereAnalyzer {
                 }
             }
         }
+        // A clone with its own BTF FUNC (pahole's true_signature) was matched above by its real prototype.
+        let named = Set(hits.map(\.place))
+        hits += clones.filter { !named.contains($0.place) }
+        if clones.contains(where: { !named.contains($0.place) }) {
+            notes.append("clones (FUNC.isra.N, FUNC.constprop.N) are listed under their source function's prototype: the compiler may have removed or reordered arguments, so check with `kreach why CLONE` before reading an argument")
+        }
         hits += try tracepointFields(matching: target)
         return rank(hits)
+    }
+
+    /// The struct, union, enum or typedef a `where` query names. Several definitions of the same kind and
+    /// name (a typedef in four modules) are one target: each is listed in a note.
+    func targetType(_ query: String) throws -> Target {
+        let types = try kernel.types()
+        let matches = try types.find(try TypeQuery.parse(query))
+        let kinds = try Set(matches.map { m -> BTFKind in let k = try m.btf.kind(of: m.id); return k == .enum64 ? .enumeration : k })
+        guard let first = matches.first, kinds.count == 1 else {
+            _ = try types.resolve(query)  // throws: not found (with a hint), or ambiguous (listing each candidate)
+            throw TypeLookupError.notFound(query, hint: nil)
+        }
+        let t = try first.btf.type(first.id)
+        guard [.structure, .union, .enumeration, .enum64, .typedef].contains(t.kind), !t.name.isEmpty else {
+            throw KernelError("\(query) is a \(t.kind.label); where takes a named struct, union, enum or typedef")
+        }
+        if matches.count > 1 {
+            let places = matches.map { m in "\(m.object): \(m.btf.describe(m.id)) = \((try? m.btf.describe(m.btf.rawTarget(m.id))) ?? "?")" }
+            notes.append("\(t.kind.label) \(t.name) is defined in \(matches.count) objects, all searched:\n    " + places.joined(separator: "\n    "))
+        }
+        return Target(kind: t.kind == .enum64 ? .enumeration : t.kind, name: t.name)
+    }
+
+    /// Compiler clones of `function` (kallsyms `function.isra.0`, `.constprop.N`, …, not `.cold`): they have
+    /// no BTF FUNC of their own, so they are listed under the source function's prototype.
+    func cloneHits(of function: String, object: String, found depths: [Int]) -> [WhereHit] {
+        guard let table = try? kernel.symbols() else { return [] }
+        let k = table.kallsyms
+        var hits: [WhereHit] = []
+        var seen = Set<String>()
+        for i in k.indexes(baseOf: function) {
+            let s = k.symbol(i)
+            guard s.isText, s.name != function, !s.isColdFragment, s.moduleName == object, seen.insert(s.name).inserted else { continue }
+            let verdict = why.quickVerdict(s.name)
+            hits.append(WhereHit(kind: "clone", object: object, place: s.name,
+                                 detail: "compiler clone of \(function): its signature may differ from the source's",
+                                 depth: depths.min() ?? 0, verdict: verdict, suggestion: verdict.probeable ? "kprobe:\(s.name)" : nil))
+        }
+        return hits
     }
 
     /// Tracepoints whose format has a field of the target type (`field:struct sk_buff * skb;`).
@@ -190,7 +248,7 @@ public final class WhereAnalyzer {
     }
 
     func rank(_ hits: [WhereHit]) -> [WhereHit] {
-        let order = ["parameter": 0, "return": 1, "reference": 0, "raw_tracepoint": 2, "tracepoint": 3]
+        let order = ["parameter": 0, "return": 1, "reference": 0, "clone": 2, "raw_tracepoint": 3, "tracepoint": 4]
         return hits.sorted {
             ((order[$0.kind] ?? 9), $0.depth, $0.object == "vmlinux" ? 1 : 0, $0.place)
                 < ((order[$1.kind] ?? 9), $1.depth, $1.object == "vmlinux" ? 1 : 0, $1.place)
@@ -227,8 +285,9 @@ public final class WhereAnalyzer {
         }
         let (targetIndex, target) = targets[0]
         let range = target.value..<(target.value + max(target.size, 1))
-        var hits: [WhereHit] = []
-        var seen = Set<String>()
+        // One hit per function, its sites folded in (module_init()/module_exit() aliases give way to the real name).
+        var byFunction: [String: (section: String, sites: [String])] = [:]
+        var order: [String] = []
         for (sectionIndex, section) in elf.sections.enumerated() where section.name.hasPrefix(".text") || section.name.hasPrefix(".init.text") || section.name.hasPrefix(".exit.text") {
             for r in elf.relocations(for: sectionIndex) where r.symbol < symbols.count {
                 let s = symbols[r.symbol]
@@ -242,20 +301,30 @@ public final class WhereAnalyzer {
                     hit = range.contains(UInt64(bitPattern: Int64(bitPattern: s.value) &+ r.addend &+ bias))
                 }
                 guard hit else { continue }
-                // The containing function; module_init()/module_exit() aliases give way to the real name.
                 let containing = symbols.filter { $0.type == 2 && Int($0.section) == sectionIndex && r.offset >= $0.value && r.offset < $0.value + max($0.size, 1) }
                 guard let fn = containing.first(where: { $0.name != "init_module" && $0.name != "cleanup_module" }) ?? containing.first else { continue }
                 let site = "\(fn.name)+0x\(String(r.offset - fn.value, radix: 16))"
-                guard seen.insert(site).inserted else { continue }
-                let verdict = why.quickVerdict(fn.name)
-                let getter = try isGetter(Kallsyms.baseName(of: fn.name), module: module)
-                let seqShow = try isSeqShow(Kallsyms.baseName(of: fn.name), module: module)
-                hits.append(WhereHit(kind: "reference", object: module, place: site,
-                                     detail: getter ? "getter (no pointer arguments, returns a scalar)" : (seqShow ? "seq_file show function (prints it to a /proc or debugfs file)" : section.name),
-                                     depth: getter ? 0 : 1, verdict: verdict,
-                                     suggestion: getter ? "kreach capture \(fn.name)" : (verdict.probeable ? "kprobe:\(fn.name)" : nil)))
+                if byFunction[fn.name] == nil { order.append(fn.name); byFunction[fn.name] = (section.name, []) }
+                if byFunction[fn.name]?.sites.contains(site) == false { byFunction[fn.name]?.sites.append(site) }
             }
         }
+        let moduleBTF = (try? kernel.types())?.moduleNames.contains(module) ?? false
+        if !moduleBTF && !order.isEmpty {
+            notes.append("no BTF for module \(module): references come from its .ko; getters and seq_file show functions are marked only where vmlinux BTF has the prototype (\(TypeLookupError.moduleBTFHowTo))")
+        }
+        var hits: [WhereHit] = []
+        for name in order {
+            guard let (sectionName, sites) = byFunction[name], let first = sites.first else { continue }
+            let verdict = why.quickVerdict(name)
+            let base = Kallsyms.baseName(of: name)
+            let getter = isGetter(base, module: module)
+            let seqShow = isSeqShow(base, module: module)
+            hits.append(WhereHit(kind: "reference", object: module, place: first,
+                                 detail: getter ? "getter (no pointer arguments, returns a scalar)" : (seqShow ? "seq_file show function (prints it to a /proc or debugfs file)" : sectionName),
+                                 depth: getter ? 0 : 1, verdict: verdict,
+                                 suggestion: getter ? "kreach capture \(name)" : (verdict.probeable ? "kprobe:\(name)" : nil), sites: sites))
+        }
+        notes += pointerHint(module: module, global: name)
         return rank(hits)
     }
 
@@ -281,8 +350,8 @@ public final class WhereAnalyzer {
             let fn = table.kallsyms.symbol(k)
             guard fn.isText, seen.insert(fn.name).inserted else { continue }
             let verdict = why.quickVerdict(fn.name)
-            let getter = (try? isGetter(fn.baseName, module: "vmlinux")) ?? false
-            let seqShow = (try? isSeqShow(fn.baseName, module: "vmlinux")) ?? false
+            let getter = isGetter(fn.baseName, module: "vmlinux")
+            let seqShow = isSeqShow(fn.baseName, module: "vmlinux")
             hits.append(WhereHit(kind: "reference", object: "vmlinux", place: "\(fn.name)+0x\(String(off, radix: 16))",
                                  detail: getter ? "getter (no pointer arguments, returns a scalar); \(h.kind)" : (seqShow ? "seq_file show function; \(h.kind)" : h.kind),
                                  depth: getter ? 0 : 1, verdict: verdict,
@@ -292,32 +361,48 @@ public final class WhereAnalyzer {
         return rank(hits)
     }
 
-    /// A seq_file show function: BTF prototype (struct seq_file *, void *).
-    func isSeqShow(_ function: String, module: String) throws -> Bool {
-        let types = try kernel.types()
-        let objects = module == "vmlinux" ? [types.vmlinux] : [try types.module(module), types.vmlinux]
+    /// `function`'s BTF prototype: from the module's BTF when it has one, else from vmlinux BTF (a
+    /// module without BTF: only functions vmlinux also declares are found). nil when neither has it.
+    func prototype(_ function: String, module: String) -> (BTF, ret: TypeID, params: [TypeID])? {
+        guard let types = try? kernel.types() else { return nil }
+        var objects = [types.vmlinux]
+        if module != "vmlinux", types.moduleNames.contains(module), let btf = try? types.module(module) { objects.insert(btf, at: 0) }
         for btf in objects {
-            guard let id = try btf.lookup(function).first(where: { try btf.kind(of: $0) == .function }) else { continue }
-            let (_, params) = try btf.prototypeTypes(try btf.rawTarget(id))
-            guard params.count == 2 else { return false }
-            return btf.describe(params[0]) == "struct seq_file *" && btf.describe(params[1]) == "void *"
+            guard let id = btf.lookup(function).first(where: { (try? btf.kind(of: $0)) == .function }),
+                  let proto = try? btf.rawTarget(id), let (ret, params) = try? btf.prototypeTypes(proto) else { continue }
+            return (btf, ret, params)
         }
-        return false
+        return nil
+    }
+
+    /// A seq_file show function: BTF prototype (struct seq_file *, void *).
+    func isSeqShow(_ function: String, module: String) -> Bool {
+        guard let (btf, _, params) = prototype(function, module: module), params.count == 2 else { return false }
+        return btf.describe(params[0]) == "struct seq_file *" && btf.describe(params[1]) == "void *"
     }
 
     /// No pointer parameters and a scalar return (BTF prototype in the module or vmlinux).
-    func isGetter(_ function: String, module: String) throws -> Bool {
-        let types = try kernel.types()
-        for btf in [try types.module(module), types.vmlinux] {
-            guard let id = try btf.lookup(function).first(where: { try btf.kind(of: $0) == .function }) else { continue }
-            let (ret, params) = try btf.prototypeTypes(try btf.rawTarget(id))
-            guard ret != 0 else { return false }
-            let retKind = try btf.kind(of: try btf.resolve(ret))
-            guard retKind == .int || retKind == .enumeration || retKind == .enum64 else { return false }
-            for p in params where p != 0 { if try btf.kind(of: try btf.resolve(p)) == .pointer { return false } }
-            return true
+    func isGetter(_ function: String, module: String) -> Bool {
+        guard let (btf, ret, params) = prototype(function, module: module), ret != 0,
+              let retKind = try? btf.kind(of: try btf.resolve(ret)),
+              retKind == .int || retKind == .enumeration || retKind == .enum64 else { return false }
+        for p in params where p != 0 {
+            guard let kind = try? btf.kind(of: try btf.resolve(p)), kind != .pointer else { return false }
         }
-        return false
+        return true
+    }
+
+    /// What to try when the code that fills a global reaches it through a pointer (`ksp->ks_data = &g`):
+    /// those functions are not references. With the global's BTF type: `where` on that type.
+    func pointerHint(module: String, global: String) -> [String] {
+        guard let types = try? kernel.types(), types.moduleNames.contains(module), let btf = try? types.module(module),
+              let variable = btf.lookup(global).first(where: { (try? btf.kind(of: $0)) == .variable }),
+              let type = try? btf.type(variable).target, let resolved = try? btf.resolve(type),
+              let kind = try? btf.kind(of: resolved), [.structure, .union].contains(kind) else {
+            return ["code that fills \(global) through a pointer (p->data = &\(global)) doesn't reference it: the functions it is passed to take its type; with BTF, `kreach where TYPE` finds them"]
+        }
+        let typeName = btf.describe(resolved)
+        return ["code that fills \(global) through a pointer doesn't reference it: `kreach where '\(module):\(typeName)'` lists the functions that take a \(typeName)"]
     }
 }
 

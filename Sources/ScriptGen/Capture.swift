@@ -69,7 +69,18 @@ public struct CaptureBuilder {
         }
         let mapName = "@" + (name ?? function)
         if let arg {
-            guard let (btf, p) = proto else { throw ScriptRunError("no BTF prototype for \(function): can't type argument \(arg)") }
+            guard let (btf, p) = proto else {
+                // Untyped: kprobe's argN (the Nth register argument, 64 bits); only by index, only with kprobes.
+                let why = noBTFReason(function, text)
+                guard let index = Int(arg), (0..<6).contains(index) else {
+                    throw ScriptRunError("\(function) has no BTF prototype (\(why)), so its parameters have no names: give --arg as an index 0-5")
+                }
+                guard kprobesAvailable else {
+                    throw ScriptRunError("\(function) has no BTF prototype (\(why)) and this kernel has no kprobes: its argument can't be read")
+                }
+                notes.append("\(function) has no BTF prototype (\(why)): arg\(index) is stored untyped (64 bits, as the register holds it); cast it in your script")
+                return Result(snippet: "kprobe:\(probeName) { \(mapName) = arg\(index); }", notes: notes)
+            }
             let index = Int(arg) ?? p.params.firstIndex { $0.name == arg }
             guard let index, index >= 0, index < p.params.count else {
                 throw ScriptRunError("\(function) has no argument \(arg); its parameters: " + p.params.map { btf.describe($0.type) + " " + $0.name }.joined(separator: ", "))
@@ -87,11 +98,20 @@ public struct CaptureBuilder {
             guard p.target != 0 else { throw ScriptRunError("\(function) returns void: capture an argument with --arg") }
             cast = try castFor(btf, p.target)
         } else {
-            notes.append("no BTF for \(function): its return type is unknown, read as int64")
+            notes.append("no BTF prototype for \(function) (\(noBTFReason(function, text))): its return type is unknown, read as int64")
         }
         if useKprobe { return Result(snippet: "kretprobe:\(probeName) { \(mapName) = \(cast)retval; }", notes: notes) }
         let probe = (bpftrace?.usesKfuncNames ?? false) ? "kretfunc" : "fexit"
         return Result(snippet: "\(probe):\(function) { \(mapName) = \(cast)retval; }", notes: notes)
+    }
+
+    /// Why `function` has no BTF FUNC: its module has no BTF (and how to get it), or BTF leaves it out.
+    func noBTFReason(_ function: String, _ text: [KernelSymbol]) -> String {
+        let leftOut = "pahole leaves out functions the compiler changed, such as clones"
+        guard let module = text.first?.module else { return "vmlinux BTF has no FUNC \(function): \(leftOut)" }
+        let types = try? kernel.types()
+        if types?.moduleNames.contains(module) == false { return "module \(module) has no BTF; \(TypeLookupError.moduleBTFHowTo)" }
+        return "\(module)'s BTF has no FUNC \(function): \(leftOut)"
     }
 
     /// A bpftrace cast for a BTF type: integers by size and sign, pointers as they are.

@@ -2,14 +2,36 @@ import Glibc
 
 /// Counts calls of candidate functions while a command runs: `bpftrace -c CMD` with one counting probe
 /// per function, so a function called once per item of a table stands out (e.g. `cat /proc/locks`).
+/// Calls are counted twice: by the command's process tree only (`cpid`, and every process a process of
+/// the tree forks, from tracepoint:sched:sched_process_fork), and system-wide.
 public struct TriggerCounter {
     public let bpftrace: Bpftrace
     public init(bpftrace: Bpftrace) { self.bpftrace = bpftrace }
 
+    /// One probe's calls during one run.
+    public struct Count: Sendable {
+        public let probe: String
+        /// Calls made by the command's process tree.
+        public let tree: Int
+        /// Calls by every process while the command ran.
+        public let all: Int
+    }
+
     /// Probe specs (e.g. "kprobe:lock_get_status") -> calls while `command` ran.
-    public func count(probes: [String], command: String) throws -> [(String, Int)] {
+    public func count(probes: [String], command: String) throws -> [Count] {
         guard !probes.isEmpty else { return [] }
-        let script = probes.joined(separator: ",\n") + "\n{ @[probe] = count(); }\n"
+        let list = probes.joined(separator: ",\n")
+        // In the fork tracepoint `pid` is the parent's tgid; bpftrace's `pid` in the probes is the caller's.
+        let script = """
+            BEGIN { @kreach_tree[cpid] = 1; }
+            tracepoint:sched:sched_process_fork /@kreach_tree[pid]/ { @kreach_tree[args->child_pid] = 1; }
+            \(list)
+            { @kreach_all[probe] = count(); }
+            \(list)
+            /@kreach_tree[pid]/ { @kreach_by_tree[probe] = count(); }
+            END { clear(@kreach_tree); }
+
+            """
         // bpftrace -c needs one binary's path: the command goes into a small shell script.
         var template = Array("/tmp/kreach-trigger-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { b in b.baseAddress.map { mkstemp($0) } ?? -1 }
@@ -23,13 +45,16 @@ public struct TriggerCounter {
         // bpftrace 0.17 execs only binaries, found unambiguously: /bin/sh runs the script.
         let (status, output) = try Bpftrace.outputAndStatus([bpftrace.path, "-c", "/bin/sh " + path, "-e", script])
         guard status == 0 else { throw ScriptRunError("bpftrace failed (exit \(status)) while counting calls; its message is above") }
-        var counts: [String: Int] = [:]
-        for line in output.split(separator: "\n") where line.hasPrefix("@[") {
-            // @[kprobe:lock_get_status]: 3
-            guard let close = line.firstIndex(of: "]"), let colon = line[close...].firstIndex(of: ":") else { continue }
-            let probe = String(line[line.index(line.startIndex, offsetBy: 2)..<close])
-            counts[probe] = Int(line[line.index(after: colon)...].filter { $0.isNumber })
+        var tree: [String: Int] = [:], all: [String: Int] = [:]
+        for line in output.split(separator: "\n") {
+            // @kreach_all[kprobe:lock_get_status]: 3
+            let isTree = line.hasPrefix("@kreach_by_tree[")
+            guard isTree || line.hasPrefix("@kreach_all["), let open = line.firstIndex(of: "["),
+                  let close = line.firstIndex(of: "]"), open < close, let colon = line[close...].firstIndex(of: ":") else { continue }
+            let probe = String(line[line.index(after: open)..<close])
+            let n = Int(line[line.index(after: colon)...].filter { $0.isNumber })
+            if isTree { tree[probe] = n } else { all[probe] = n }
         }
-        return probes.map { ($0, counts[$0] ?? 0) }
+        return probes.map { Count(probe: $0, tree: tree[$0] ?? 0, all: all[$0] ?? 0) }
     }
 }

@@ -13,7 +13,10 @@ struct Where: ParsableCommand {
             global (`brd:rd_size`). For a type: functions in vmlinux and every module taking it (by pointer or value,
             through typedefs, modifiers and arrays) or returning it, raw tracepoints (btf_trace_* prototypes) and
             tracepoints (format fields) carrying it. For a module global: the functions whose code references it
-            (relocations of the module's .ko), getters among them. Each function has its `kreach why` verdict.
+            (relocations of the module's .ko), one line per function with its first site and the number of
+            sites (--sites lists each), getters among them. Without the module's BTF the references are still
+            listed; getters and seq_file show functions are then marked only where vmlinux BTF has the prototype.
+            Compiler clones (FUNC.isra.0) of a matching function are listed too: their signature may differ. Each function has its `kreach why` verdict.
             For a vmlinux global (`pid_max`): functions whose code references it, from a byte scan of kernel text
             read through kernel memory (RIP-relative and absolute 32-bit forms). Most direct first.
             seq_file show functions among the references are marked (naming their /proc file is not done yet).
@@ -21,8 +24,11 @@ struct Where: ParsableCommand {
 
     @OptionGroup var options: KernelOptions
 
-    @Option(help: "Show at most this many places (0: all).")
+    @Option(help: "Show at most this many places (functions, tracepoints; 0: all).")
     var limit: Int = 0
+
+    @Flag(help: "List every reference site (func+0xoff) of each function, not just the first and a count.")
+    var sites = false
 
     @Option(help: ArgumentHelp("Confirm live: count calls of the most direct probe-able candidates while CMD runs (bpftrace -c).", valueName: "CMD"))
     var trigger: String?
@@ -40,7 +46,9 @@ struct Where: ParsableCommand {
         var hits: [WhereHit]
         let name = target.replacingBacktick()
         let bare = name.split(separator: ":").last.map(String.init) ?? name
-        if target.contains(" ") || (try? kernel.types().resolve(name)) != nil && (try? kernel.symbols().resolve(name)) == nil {
+        // A type when BTF names one (a typedef defined in several modules too) and no symbol has that name.
+        let namesType = ((try? kernel.types().find(TypeQuery.parse(name))) ?? []).isEmpty == false
+        if target.contains(" ") || namesType && (try? kernel.symbols().resolve(name)) == nil {
             hits = try analyzer.whereType(target)
         } else if name.contains(":") && !name.hasPrefix("vmlinux:") {
             hits = try analyzer.whereGlobal(name)
@@ -59,7 +67,8 @@ struct Where: ParsableCommand {
             print(JSON.array(hits.map { h in
                 .object([("kind", .string(h.kind)), ("object", .string(h.object)), ("place", .string(h.place)),
                          ("detail", .string(h.detail)), ("depth", .uint(UInt64(h.depth))),
-                         ("verdict", h.verdict.map(JSON.string) ?? .null), ("suggestion", h.suggestion.map(JSON.string) ?? .null)])
+                         ("verdict", h.verdict.map(JSON.string) ?? .null), ("suggestion", h.suggestion.map(JSON.string) ?? .null),
+                         ("sites", .array(h.sites.map(JSON.string)))])
             }).pretty)
             return
         }
@@ -74,7 +83,9 @@ struct Where: ParsableCommand {
             line += "  \(h.detail)"
             if let v = h.verdict { line += "  (\(v))" }
             if let s = h.suggestion { line += "  -> \(s)" }
+            if h.sites.count > 1 && !sites { line += "  [\(h.sites.count) sites]" }
             print(Terminal.escaped(line))
+            if sites && h.sites.count > 1 { for site in h.sites { print(Terminal.escaped("      \(site)")) } }
         }
         if hits.count < total { print("(\(total - hits.count) more; --limit 0 for all)") }
     }
@@ -94,14 +105,27 @@ extension Where {
             if specs.count >= probes { break }
         }
         guard !specs.isEmpty else { throw Failure(message: "no probe-able candidate to confirm", code: 1) }
-        let counts = try TriggerCounter(bpftrace: bpftrace).count(probes: specs, command: command)
+        let counter = TriggerCounter(bpftrace: bpftrace)
+        let counts = try counter.count(probes: specs, command: command)
+        // The baseline: what running any command costs (the shell, exec, exit), counted the same way; only
+        // for the probes the trigger's tree called (attaching the others again would double the time).
+        let called = counts.filter { $0.tree > 0 }.map(\.probe)
+        let baseline = Dictionary(try counter.count(probes: called, command: "true").map { ($0.probe, $0.tree) }, uniquingKeysWith: { a, _ in a })
+        let rows = counts.sorted { ($0.tree, $0.all) > ($1.tree, $1.all) }
         if options.json {
-            print(JSON.array(counts.map { .object([("probe", .string($0.0)), ("calls", .uint(UInt64($0.1)))]) }).pretty)
+            print(JSON.array(rows.map {
+                .object([("probe", .string($0.probe)), ("calls", .uint(UInt64($0.tree))), ("baseline", .uint(UInt64(baseline[$0.probe] ?? 0))),
+                         ("system_wide", .uint(UInt64($0.all)))])
+            }).pretty)
             return
         }
-        print("calls while `\(command)` ran (\(specs.count) candidates probed):")
-        for (probe, n) in counts.sorted(by: { $0.1 > $1.1 }) where n > 0 { print("  \(n)\t\(probe)") }
-        let silent = counts.filter { $0.1 == 0 }.count
+        print(Terminal.escaped("calls made by `\(command)` and the processes it started (\(specs.count) candidates probed);"))
+        print("baseline: the same count for `true`; system-wide: every process during the run")
+        print("  calls\tbaseline\tsystem-wide\tprobe")
+        for c in rows where c.tree > 0 || c.all > 0 {
+            print("  \(c.tree)\t\(baseline[c.probe] ?? 0)\t\(c.all)\t\(c.probe)")
+        }
+        let silent = counts.filter { $0.tree == 0 && $0.all == 0 }.count
         if silent > 0 { print("  (\(silent) not called)") }
     }
 }
