@@ -47,7 +47,7 @@ final class FuzzContext {
 
 enum Harness {
     /// Types decoded and rendered per input: enough to reach every kind, bounded so one input stays fast.
-    static let typeLimit = 512
+    static let typeLimit = 128
 
     /// BTF as base BTF, and as split BTF over the capture's vmlinux (how module BTF is read).
     static func btf(_ data: [UInt8], _ context: FuzzContext?) {
@@ -87,7 +87,7 @@ enum Harness {
         let table = SymbolTable(kallsyms: k, modules: [])
         _ = k.indexes(matching: Glob("*"))
         _ = k.indexes(matching: Glob("*"), module: Glob("*"))
-        for i in 0..<min(k.count, 64) {
+        for i in 0..<min(k.count, 16) {
             let s = k.symbol(i)
             _ = (s.section, s.baseName, s.isColdFragment, s.isPseudoModule, s.typeLetter)
             _ = k.indexes(named: s.name, module: s.module)
@@ -137,7 +137,7 @@ enum Harness {
         var bases: [String: UInt64] = [:]
         for (i, s) in elf.sections.enumerated() where !s.name.isEmpty { bases[s.name] = 0xffff_ffff_c000_0000 &+ UInt64(i) << 20 }
         guard let object = try? ModuleObject(module: "fuzz", elf: elf, sectionBases: bases) else { return }
-        for s in object.symbols.prefix(256) where s.type == 1 {
+        for s in object.symbols.filter({ $0.type == 1 }).prefix(16) {
             _ = object.objects(named: s.name)
             _ = object.size(of: s.name)
         }
