@@ -38,6 +38,9 @@ let package = Package(
             ]),
         // In-process benchmarks (Benchmarks/run compares them with libbpf and cat).
         .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "BPF", "KernelSymbols", "KernelSource", "KernelObject"]),
+        // libFuzzer harnesses (Tests/fuzz/run builds them with -sanitize=fuzzer); a normal build replays inputs.
+        .executableTarget(name: "kreach-fuzz", dependencies: ["BPF", "BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport", "Probing", "ScriptGen"],
+                          path: "Sources/KreachFuzz"),
         // Test helpers: the unpacked Debian capture, running commands, oracles.
         .target(name: "KreachTestSupport", dependencies: ["KreachSupport"], path: "Tests/Support"),
         .testTarget(name: "BTFTests", dependencies: ["BTF", "KreachSupport", "KernelSource", "KreachTestSupport"]),

@@ -66,7 +66,7 @@ public struct ELFFile {
                     }
                 }
                 raw.append((Int(u32(o)), Section(name: "", type: type, offset: Int(min(off, UInt64(bytes.count))),
-                                                 size: type == 8 ? 0 : Int(size), link: Int(u32(o + 40)), info: Int(u32(o + 44)), entrySize: Int(u64(o + 56)))))
+                                                 size: type == 8 ? 0 : Int(size), link: Int(u32(o + 40)), info: Int(u32(o + 44)), entrySize: Int(clamping: u64(o + 56)))))
             }
         }
         var sections: [Section] = []

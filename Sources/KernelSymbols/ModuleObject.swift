@@ -71,7 +71,7 @@ public struct ModuleObject {
                 type = ModuleObject.opsTypes[opsSymbol.name]
             } else if let getOffset, Int(opsSymbol.section) < elf.sections.count {
                 // The module's own ops: which getter does its .get hold?
-                let at = UInt64(Int64(bitPattern: opsSymbol.value) &+ ops.addend) &+ UInt64(getOffset)
+                let at = UInt64(bitPattern: Int64(bitPattern: opsSymbol.value) &+ ops.addend) &+ UInt64(getOffset)
                 if let get = elf.relocations(for: Int(opsSymbol.section)).first(where: { $0.offset == at }), get.symbol < symbols.count {
                     type = ModuleObject.getterTypes[symbols[get.symbol].name]
                 }
@@ -79,7 +79,7 @@ public struct ModuleObject {
             guard let type else { continue }
             // The variable: the object at (section, offset) the arg relocation points to.
             let argSymbol = symbols[arg.symbol]
-            let offset = UInt64(Int64(bitPattern: argSymbol.value) &+ arg.addend)
+            let offset = UInt64(bitPattern: Int64(bitPattern: argSymbol.value) &+ arg.addend)
             let name = argSymbol.type == 1 && arg.addend == 0 ? argSymbol.name
                 : symbols.first(where: { $0.type == 1 && $0.section == argSymbol.section && $0.value == offset })?.name
             if let name, !name.isEmpty { result[name] = type }

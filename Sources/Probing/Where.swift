@@ -206,17 +206,25 @@ public final class WhereAnalyzer {
             for event in events {
                 guard let bytes = try? kernel.bytes(.events, at: root + "/\(system)/\(event)/format") else { continue }
                 guard contains(bytes, needle) else { continue }
-                // isNewline: a CRLF line end is one Character, which splitting on "\n" would not find.
-                for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
-                    guard let f = find("field:", in: line), let semi = line[f.upperBound...].firstIndex(of: ";") else { continue }
-                    let decl: String = line[f.upperBound..<semi].trimmingCharacters()
-                    guard declares(decl, keyword + target.name) else { continue }
-                    let words = decl.split(whereSeparator: { (c: Character) -> Bool in c == " " || c == "*" })
-                    let fieldName: String = words.last.map { String($0) } ?? decl
-                    hits.append(WhereHit(kind: "tracepoint", object: "vmlinux", place: "\(system):\(event)", detail: "field \(decl)",
-                                         depth: decl.filter { $0 == "*" }.count, verdict: nil, suggestion: "tracepoint:\(system):\(event) { args->\(fieldName) }"))
-                }
+                hits += WhereAnalyzer.tracepointFields(format: bytes, declaring: keyword + target.name, system: system, event: event)
             }
+        }
+        return hits
+    }
+
+    /// The `field:` lines of one tracepoint's format file (events/SYSTEM/EVENT/format) whose declaration's
+    /// type is `typeName` (e.g. "struct sk_buff"), as hits.
+    public static func tracepointFields(format bytes: [UInt8], declaring typeName: String, system: String, event: String) -> [WhereHit] {
+        var hits: [WhereHit] = []
+        // isNewline: a CRLF line end is one Character, which splitting on "\n" would not find.
+        for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
+            guard let f = find("field:", in: line), let semi = line[f.upperBound...].firstIndex(of: ";") else { continue }
+            let decl: String = line[f.upperBound..<semi].trimmingCharacters()
+            guard declares(decl, typeName) else { continue }
+            let words = decl.split(whereSeparator: { (c: Character) -> Bool in c == " " || c == "*" })
+            let fieldName: String = words.last.map { String($0) } ?? decl
+            hits.append(WhereHit(kind: "tracepoint", object: "vmlinux", place: "\(system):\(event)", detail: "field \(decl)",
+                                 depth: decl.filter { $0 == "*" }.count, verdict: nil, suggestion: "tracepoint:\(system):\(event) { args->\(fieldName) }"))
         }
         return hits
     }
@@ -231,7 +239,7 @@ public final class WhereAnalyzer {
     }
 
     /// Whether a C declaration's type is exactly `typeName` (plus pointers/const), not a longer name.
-    func find(_ needle: String, in text: Substring) -> Range<Substring.Index>? {
+    static func find(_ needle: String, in text: Substring) -> Range<Substring.Index>? {
         guard let first = needle.first else { return nil }
         var i = text.startIndex
         while let start = text[i...].firstIndex(of: first) {
@@ -241,7 +249,7 @@ public final class WhereAnalyzer {
         return nil
     }
 
-    func declares(_ decl: String, _ typeName: String) -> Bool {
+    static func declares(_ decl: String, _ typeName: String) -> Bool {
         guard let r = find(typeName, in: Substring(decl)) else { return false }
         let after = decl[r.upperBound...].first
         return after == nil || after == " " || after == "*"
