@@ -96,7 +96,7 @@ enum Harness {
             _ = k.nearest(to: s.address)
             _ = k.nextAddress(after: s.address)
             _ = table.describe(address: s.address &+ 1)
-            for query in [s.name, s.choosingForm, s.addressForm, s.moduleName + ":" + s.name, s.name + "*"] {
+            for query in [s.name, s.choosingForm(), s.addressForm(), s.choosingForm(.backtick), s.moduleName + ":" + s.name, s.name + "*"] {
                 _ = try? table.resolve(query)
                 if let q = try? SymbolQuery.parse(query) { _ = table.find(q) }
             }

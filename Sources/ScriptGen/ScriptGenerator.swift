@@ -320,6 +320,7 @@ struct ScriptScanner {
     func references() throws -> [GlobalReference] {
         var refs: [GlobalReference] = []
         var i = 0
+        var floor = 0  // the end of the previous reference: a module name never reaches back into it
         while i < chars.count {
             let c = chars[i]
             // Comments and strings are not code.
@@ -344,7 +345,7 @@ struct ScriptScanner {
             var start = i
             var module: String?
             var m = i
-            while m > 0 && ScriptScanner.isIdent(chars[m - 1]) { m -= 1 }
+            while m > floor && ScriptScanner.isIdent(chars[m - 1]) { m -= 1 }
             if m < i {
                 module = String(chars[m..<i])
                 start = m
@@ -389,6 +390,7 @@ struct ScriptScanner {
             refs.append(GlobalReference(range: start..<k, expression: expression, castBefore: castBefore(start),
                                         module: module == nil || module == "vmlinux" ? nil : module))
             i = k
+            floor = k
         }
         return refs
     }
