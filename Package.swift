@@ -20,36 +20,39 @@ let package = Package(
         .target(name: "BTF", dependencies: ["CKreach", "KreachSupport"]),
         // /proc/kallsyms, /proc/modules, module sections. Knows nothing of BTF.
         .target(name: "KernelSymbols", dependencies: ["KreachSupport"]),
-        // Kernel memory through BPF (test-run of a raw_tracepoint program) and /proc/kcore.
+        // The BPF instruction builder and bpf() errors. No kernel memory reading (that is Memory).
         .target(name: "BPF", dependencies: ["CKreach", "KreachSupport"]),
+        // Every reader of kernel memory behind `KernelMemory`: BPF (test-run of a raw_tracepoint program),
+        // /proc/kcore, none (a snapshot); the choice between them.
+        .target(name: "Memory", dependencies: ["BPF", "CKreach", "KernelSymbols", "KreachSupport"]),
         // The kernel being looked at: live (/proc, /sys) or a snapshot directory; capture.
         .target(name: "KernelSource", dependencies: ["KreachSupport", "BTF", "KernelSymbols"]),
         // Typed objects: expressions, symbol typing, formatting, container walks.
-        .target(name: "KernelObject", dependencies: ["BPF", "BTF", "KernelSymbols", "KernelSource", "KreachSupport"]),
+        .target(name: "KernelObject", dependencies: ["Memory", "BTF", "KernelSymbols", "KernelSource", "KreachSupport"]),
         // bpftrace: scripts that name kernel globals, generation, running, getter capture.
         .target(name: "ScriptGen", dependencies: ["BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport"]),
         // Discovery: where data is exposed, whether functions can be probed.
-        .target(name: "Probing", dependencies: ["BPF", "BTF", "CKreach", "KernelSource", "KernelSymbols", "KreachSupport"]),
+        .target(name: "Probing", dependencies: ["Memory", "BTF", "CKreach", "KernelSource", "KernelSymbols", "KreachSupport"]),
         .executableTarget(
             name: "kreach",
             dependencies: [
-                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "BPF", "KernelObject", "ScriptGen", "Probing",
+                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "Memory", "KernelObject", "ScriptGen", "Probing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // In-process benchmarks (Benchmarks/run compares them with libbpf and cat).
-        .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "BPF", "KernelSymbols", "KernelSource", "KernelObject"]),
+        .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "Memory", "KernelSymbols", "KernelSource", "KernelObject"]),
         // libFuzzer harnesses (Tests/fuzz/run builds them with -sanitize=fuzzer); a normal build replays inputs.
-        .executableTarget(name: "kreach-fuzz", dependencies: ["BPF", "BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport", "Probing", "ScriptGen"],
+        .executableTarget(name: "kreach-fuzz", dependencies: ["Memory", "BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport", "Probing", "ScriptGen"],
                           path: "Sources/KreachFuzz"),
         // Test helpers: the unpacked Debian capture, running commands, oracles.
         .target(name: "KreachTestSupport", dependencies: ["KreachSupport"], path: "Tests/Support"),
         .testTarget(name: "BTFTests", dependencies: ["BTF", "KreachSupport", "KernelSource", "KreachTestSupport"]),
         .testTarget(name: "KernelSymbolsTests", dependencies: ["KernelSymbols", "KreachSupport", "KernelSource", "KreachTestSupport"]),
         .testTarget(name: "KernelSourceTests", dependencies: ["KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
-        .testTarget(name: "BPFTests", dependencies: ["BPF", "BTF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
-        .testTarget(name: "KernelObjectTests", dependencies: ["KernelObject", "BPF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
-        .testTarget(name: "ScriptGenTests", dependencies: ["ScriptGen", "KernelObject", "KernelSource", "KreachTestSupport"]),
-        .testTarget(name: "ProbingTests", dependencies: ["Probing", "BPF", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "BPFTests", dependencies: ["BPF", "Memory", "BTF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "KernelObjectTests", dependencies: ["KernelObject", "Memory", "KernelSource", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "ScriptGenTests", dependencies: ["ScriptGen", "KernelObject", "Memory", "KernelSource", "KreachTestSupport"]),
+        .testTarget(name: "ProbingTests", dependencies: ["Probing", "Memory", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]
 )

@@ -67,7 +67,7 @@ public struct Instruction: Sendable, Equatable {
     }
     public static let exit = Instruction(code: jmp | 0x90, dst: 0, src: 0, offset: 0, imm: 0)
 
-    var raw: bpf_insn {
+    public var raw: bpf_insn {
         var i = bpf_insn()
         i.code = code
         i.dst_reg = dst

@@ -1,4 +1,4 @@
-import BPF
+import Memory
 
 /// A typed value: either an object in kernel memory (an lvalue with an address) or a computed value
 /// (its bytes), like drgn's Object.

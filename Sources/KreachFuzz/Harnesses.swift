@@ -1,4 +1,4 @@
-import BPF
+import Memory
 import BTF
 import Glibc
 import KernelObject

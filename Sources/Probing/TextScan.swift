@@ -1,4 +1,4 @@
-import BPF
+import Memory
 import KernelSymbols
 import KreachSupport
 

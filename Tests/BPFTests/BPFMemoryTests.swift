@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 import XCTest
-@testable import BPF
+import Memory
 import BTF
 import KernelSource
 import KreachSupport

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import BPF
+import Memory
 @testable import KernelObject
 import KernelSource
 import KreachSupport

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import KernelSource
+import Memory
 import KreachTestSupport
 @testable import KernelObject
 

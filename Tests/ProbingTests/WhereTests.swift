@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-import BPF
+import Memory
 import BTF
 import KernelSource
 import KreachSupport

@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import KernelObject
 import KernelSource
+import Memory
 import KreachTestSupport
 @testable import ScriptGen
 

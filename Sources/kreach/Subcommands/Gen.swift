@@ -1,5 +1,5 @@
 import ArgumentParser
-import BPF
+import Memory
 import Glibc
 import KernelObject
 import KernelSource

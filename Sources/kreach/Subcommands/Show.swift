@@ -2,6 +2,7 @@ import ArgumentParser
 import KernelObject
 import KernelSource
 import KreachSupport
+import Memory
 
 /// Options shared by show and watch.
 struct ReadOptions: ParsableArguments {

@@ -2,6 +2,7 @@ import ArgumentParser
 import KernelSource
 import KreachSupport
 import KernelObject
+import Memory
 import Probing
 import ScriptGen
 

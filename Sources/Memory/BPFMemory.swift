@@ -1,30 +1,6 @@
+import BPF
 import CKreach
 import Glibc
-
-/// Reads kernel memory. Implementations never write it.
-public protocol KernelMemory: AnyObject {
-    /// `count` bytes at `address`; an unmapped or faulting address is an error naming it.
-    func read(_ address: UInt64, count: Int) throws -> [UInt8]
-    /// The `struct task_struct *` of the task running kreach.
-    func currentTask() throws -> UInt64
-    /// A short name for messages ("bpf", "kcore").
-    var name: String { get }
-}
-
-/// A read of kernel memory that faulted.
-public struct MemoryFault: Error, CustomStringConvertible, Sendable {
-    public let address: UInt64
-    public let count: Int
-    public let reason: String
-    public init(address: UInt64, count: Int, reason: String) {
-        self.address = address
-        self.count = count
-        self.reason = reason
-    }
-    public var description: String {
-        "can't read \(count) byte\(count == 1 ? "" : "s") at 0x\(String(address, radix: 16)): \(reason)"
-    }
-}
 
 /// Kernel memory through BPF: a BPF_PROG_TYPE_RAW_TRACEPOINT program that calls
 /// bpf_probe_read_kernel into an array map, run synchronously with BPF_PROG_TEST_RUN (never attached).

@@ -1,4 +1,3 @@
-import BPF
 import Glibc
 import KernelSymbols
 import KreachSupport
@@ -50,34 +49,6 @@ public final class KcoreMemory: KernelMemory {
     }
 
     public func currentTask() throws -> UInt64 {
-        throw ExpressionError.plain("current needs the BPF reader (--memory bpf): /proc/kcore can't tell which task is running")
+        throw MemoryError.noCurrentTask(reader: "/proc/kcore")
     }
-}
-
-/// Which memory reader to use.
-public enum MemoryChoice: String, CaseIterable, Sendable {
-    case auto, bpf, kcore
-
-    /// Opens the chosen reader; `auto` tries BPF, then /proc/kcore, and explains both failures.
-    public func open() throws -> KernelMemory {
-        switch self {
-        case .bpf: return try BPFMemory()
-        case .kcore: return try KcoreMemory()
-        case .auto:
-            do { return try BPFMemory() } catch let bpfError {
-                do { return try KcoreMemory() } catch let kcoreError {
-                    throw ExpressionError.plain("can't read kernel memory: BPF: \(bpfError); /proc/kcore: \(kcoreError)")
-                }
-            }
-        }
-    }
-}
-
-/// No memory to read (a snapshot): every read is an error saying so.
-public final class UnavailableMemory: KernelMemory {
-    public let name = "none"
-    let reason: String
-    public init(reason: String) { self.reason = reason }
-    public func read(_ address: UInt64, count: Int) throws -> [UInt8] { throw ExpressionError.plain(reason) }
-    public func currentTask() throws -> UInt64 { throw ExpressionError.plain(reason) }
 }

@@ -1,0 +1,43 @@
+/// Reads kernel memory. Implementations never write it.
+public protocol KernelMemory: AnyObject {
+    /// `count` bytes at `address`; an unmapped or faulting address is an error naming it.
+    func read(_ address: UInt64, count: Int) throws -> [UInt8]
+    /// The `struct task_struct *` of the task running kreach.
+    func currentTask() throws -> UInt64
+    /// A short name for messages ("bpf", "kcore").
+    var name: String { get }
+}
+
+/// A read of kernel memory that faulted.
+public struct MemoryFault: Error, CustomStringConvertible, Sendable {
+    public let address: UInt64
+    public let count: Int
+    public let reason: String
+    public init(address: UInt64, count: Int, reason: String) {
+        self.address = address
+        self.count = count
+        self.reason = reason
+    }
+    public var description: String {
+        "can't read \(count) byte\(count == 1 ? "" : "s") at 0x\(String(address, radix: 16)): \(reason)"
+    }
+}
+
+/// A memory reader that can't answer at all (as opposed to one address faulting: `MemoryFault`).
+public enum MemoryError: Error, CustomStringConvertible {
+    /// No kernel memory here (a snapshot, not root): the reason.
+    case unavailable(String)
+    /// `current` asked of a reader that can't tell which task runs (/proc/kcore).
+    case noCurrentTask(reader: String)
+    /// `auto`: neither BPF nor /proc/kcore could be opened.
+    case noReader(bpf: any Error, kcore: any Error)
+
+    public var description: String {
+        switch self {
+        case .unavailable(let reason): return reason
+        case .noCurrentTask(let reader):
+            return "current needs the BPF reader (--memory bpf): \(reader) can't tell which task is running"
+        case let .noReader(bpf, kcore): return "can't read kernel memory: BPF: \(bpf); /proc/kcore: \(kcore)"
+        }
+    }
+}
