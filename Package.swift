@@ -18,6 +18,9 @@ let package = Package(
         .target(name: "KreachSupport", dependencies: ["CKreach"]),
         // BTF bytes -> types, C and JSON rendering. Deterministic: same bytes, same result.
         .target(name: "BTF", dependencies: ["CKreach", "KreachSupport"]),
+        // The architecture seam: pointer size, byte order, ELF machine, address space, relocation types,
+        // text-reference decoding. One file per architecture (x86-64 today).
+        .target(name: "Arch", dependencies: ["KreachSupport"]),
         // /proc/kallsyms, /proc/modules, module sections. Knows nothing of BTF.
         .target(name: "KernelSymbols", dependencies: ["KreachSupport"]),
         // The BPF instruction builder and bpf() errors. No kernel memory reading (that is Memory).
@@ -26,13 +29,13 @@ let package = Package(
         // /proc/kcore, none (a snapshot); the choice between them.
         .target(name: "Memory", dependencies: ["BPF", "CKreach", "KernelSymbols", "KreachSupport"]),
         // The kernel being looked at: live (/proc, /sys) or a snapshot directory; capture.
-        .target(name: "KernelSource", dependencies: ["KreachSupport", "BTF", "KernelSymbols"]),
+        .target(name: "KernelSource", dependencies: ["Arch", "KreachSupport", "BTF", "KernelSymbols"]),
         // Typed objects: expressions, symbol typing, formatting, container walks.
         .target(name: "KernelObject", dependencies: ["Memory", "BTF", "KernelSymbols", "KernelSource", "KreachSupport"]),
         // bpftrace: scripts that name kernel globals, generation, running, getter capture.
         .target(name: "ScriptGen", dependencies: ["BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport"]),
         // Discovery: where data is exposed, whether functions can be probed.
-        .target(name: "Probing", dependencies: ["Memory", "BTF", "CKreach", "KernelSource", "KernelSymbols", "KreachSupport"]),
+        .target(name: "Probing", dependencies: ["Arch", "Memory", "BTF", "CKreach", "KernelSource", "KernelSymbols", "KreachSupport"]),
         .executableTarget(
             name: "kreach",
             dependencies: [
@@ -45,14 +48,15 @@ let package = Package(
         .executableTarget(name: "kreach-fuzz", dependencies: ["Memory", "BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport", "Probing", "ScriptGen"],
                           path: "Sources/KreachFuzz"),
         // Test helpers: the unpacked Debian capture, running commands, oracles.
-        .target(name: "KreachTestSupport", dependencies: ["KreachSupport"], path: "Tests/Support"),
+        .target(name: "KreachTestSupport", dependencies: ["Arch", "KreachSupport"], path: "Tests/Support"),
         .testTarget(name: "BTFTests", dependencies: ["BTF", "KreachSupport", "KernelSource", "KreachTestSupport"]),
         .testTarget(name: "KernelSymbolsTests", dependencies: ["KernelSymbols", "KreachSupport", "KernelSource", "KreachTestSupport"]),
         .testTarget(name: "KernelSourceTests", dependencies: ["KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "BPFTests", dependencies: ["BPF", "Memory", "BTF", "KernelSource", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "KernelObjectTests", dependencies: ["KernelObject", "Memory", "KernelSource", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "ScriptGenTests", dependencies: ["ScriptGen", "KernelObject", "Memory", "KernelSource", "KreachTestSupport"]),
-        .testTarget(name: "ProbingTests", dependencies: ["Probing", "Memory", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "ProbingTests", dependencies: ["Arch", "Probing", "Memory", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "ArchTests", dependencies: ["Arch", "KernelSymbols", "KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]
 )

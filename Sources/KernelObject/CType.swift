@@ -35,7 +35,10 @@ public indirect enum CType {
         case .btf(let btf, let id):
             if id == 0 { return 1 }  // void: GNU C's sizeof(void), for pointer arithmetic
             return Int(try btf.size(of: id))
-        case .pointer: return 8
+        case .pointer(let target):
+            // The size of `long` in the BTF the pointed-to type belongs to (BTF.pointerSize, as libbpf decides it).
+            guard let btf = target.btf else { throw ExpressionError.plain("a pointer to untyped memory has no BTF to take the pointer size from") }
+            return Int(btf.pointerSize)
         case .array(let element, let count):
             let (total, overflow) = try element.size().multipliedReportingOverflow(by: count)
             guard !overflow else { throw ExpressionError.plain("array size overflows") }

@@ -1,3 +1,4 @@
+import Arch
 import Glibc
 import BTF
 import KernelSymbols
@@ -147,6 +148,18 @@ public final class Kernel {
 
     /// `uname -r` of the kernel.
     public func release() throws -> String { try text(.release) }
+
+    /// The kernel's architecture: uname(2) for the live kernel; for a snapshot the machine field of its
+    /// `uname-a` (the last word naming an architecture kreach knows).
+    public func arch() throws -> Arch {
+        guard case .snapshot(let dir) = source else { return try Arch.running() }
+        let path = dir + "/uname-a"
+        let words = try FileBytes.readText(path, limit: FileLimit("uname -a", bytes: 1 << 20)).split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard let machine = words.reversed().first(where: { (try? Arch(unameMachine: String($0))) != nil }) else {
+            throw ArchError.unknownMachine("\(path): \(words.last.map(String.init) ?? "(empty)")")
+        }
+        return try Arch(unameMachine: String(machine))
+    }
 
     /// Loaded modules (empty when the kernel has no module support: /proc/modules absent).
     public func modules() throws -> [LoadedModule] {

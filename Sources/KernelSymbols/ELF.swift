@@ -16,6 +16,8 @@ public struct ELFFile {
     public struct Segment { public let type: UInt32; public let offset: UInt64; public let vaddr: UInt64; public let fileSize: UInt64 }
 
     public let source: String
+    /// `e_machine` (EM_X86_64 = 62): `Arch(elfMachine:source:)` says what it means.
+    public let machine: UInt16
     let bytes: [UInt8]
     public let sections: [Section]
     public let segments: [Segment]
@@ -30,6 +32,7 @@ public struct ELFFile {
         func u16(_ o: Int) -> Int { Int(bytes[o]) | Int(bytes[o + 1]) << 8 }
         func u32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[o + $1]) << (8 * UInt32($1)) } }
         func u64(_ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(bytes[o + $1]) << (8 * UInt64($1)) } }
+        machine = UInt16(u16(18))
         func table(_ offset: UInt64, _ count: Int, _ entry: Int, _ what: String) throws(ELFError) -> Int {
             guard offset <= UInt64(bytes.count), entry > 0, count <= bytes.count / entry,
                   Int(offset) + count * entry <= bytes.count else {

@@ -1,4 +1,5 @@
 import Memory
+import Arch
 import BTF
 import CKreach
 import KernelSource
@@ -291,31 +292,10 @@ public final class WhereAnalyzer {
             }
             guard targets.count == 1 else { throw KernelError("\(query): no data object of \(module).ko is loaded at \(Hex.address(chosen))") }
         }
-        let (targetIndex, target) = targets[0]
-        let range = target.value..<(target.value + max(target.size, 1))
-        // One hit per function, its sites folded in (module_init()/module_exit() aliases give way to the real name).
-        var byFunction: [String: (section: String, sites: [String])] = [:]
-        var order: [String] = []
-        for (sectionIndex, section) in elf.sections.enumerated() where section.name.hasPrefix(".text") || section.name.hasPrefix(".init.text") || section.name.hasPrefix(".exit.text") {
-            for r in elf.relocations(for: sectionIndex) where r.symbol < symbols.count {
-                let s = symbols[r.symbol]
-                var hit = r.symbol == targetIndex
-                if !hit && s.type == 3 && s.section == target.section {  // section symbol + addend
-                    // PC-relative: the displacement ends the instruction in the common case, so the target is
-                    // S + A + 4. An immediate after it (cmpl $1, x(%rip)) would shift that; without decoding
-                    // instructions kreach doesn't guess, so such a reference can be missed, never invented.
-                    let pcRelative: Set<UInt32> = [2, 4, 9, 41, 42]    // PC32, PLT32, GOTPCREL, GOTPCRELX, REX_GOTPCRELX
-                    let bias: Int64 = pcRelative.contains(r.type) ? 4 : 0
-                    hit = range.contains(UInt64(bitPattern: Int64(bitPattern: s.value) &+ r.addend &+ bias))
-                }
-                guard hit else { continue }
-                let containing = symbols.filter { $0.type == 2 && Int($0.section) == sectionIndex && r.offset >= $0.value && r.offset < $0.value + max($0.size, 1) }
-                guard let fn = containing.first(where: { $0.name != "init_module" && $0.name != "cleanup_module" }) ?? containing.first else { continue }
-                let site = "\(fn.name)+0x\(String(r.offset - fn.value, radix: 16))"
-                if byFunction[fn.name] == nil { order.append(fn.name); byFunction[fn.name] = (section.name, []) }
-                if byFunction[fn.name]?.sites.contains(site) == false { byFunction[fn.name]?.sites.append(site) }
-            }
-        }
+        let targetIndex = targets[0].offset
+        let functions = try ModuleReferences.functions(referencing: targetIndex, in: elf, symbols: symbols, source: "\(module).ko")
+        let order = functions.map(\.name)
+        let byFunction = Dictionary(functions.map { ($0.name, (section: $0.section, sites: $0.sites)) }, uniquingKeysWith: { a, _ in a })
         let moduleBTF = (try? kernel.types())?.moduleNames.contains(module) ?? false
         if !moduleBTF && !order.isEmpty {
             notes.append("no BTF for module \(module): references come from its .ko; getters and seq_file show functions are marked only where vmlinux BTF has the prototype (\(TypeLookupError.moduleBTFHowTo))")
@@ -350,7 +330,7 @@ public final class WhereAnalyzer {
         let next = table.kallsyms.nextAddress(after: symbol.address) ?? (symbol.address + 8)
         let range = symbol.address..<min(next, symbol.address + 4096)
         let text = table.kallsyms.address(stext)..<table.kallsyms.address(etext)
-        let found = try TextScanner(memory: memory).references(to: range, text: text)
+        let found = try TextScanner(memory: memory, arch: try Arch.running()).references(to: range, text: text)
         var hits: [WhereHit] = []
         var seen = Set<String>()
         for h in found {
@@ -361,7 +341,7 @@ public final class WhereAnalyzer {
             let getter = isGetter(fn.baseName, module: "vmlinux")
             let seqShow = isSeqShow(fn.baseName, module: "vmlinux")
             hits.append(WhereHit(kind: "reference", object: "vmlinux", place: "\(fn.name)+0x\(String(off, radix: 16))",
-                                 detail: getter ? "getter (no pointer arguments, returns a scalar); \(h.kind)" : (seqShow ? "seq_file show function; \(h.kind)" : h.kind),
+                                 detail: getter ? "getter (no pointer arguments, returns a scalar); \(h.kind)" : (seqShow ? "seq_file show function; \(h.kind)" : "\(h.kind)"),
                                  depth: getter ? 0 : 1, verdict: verdict,
                                  suggestion: getter ? "kreach capture \(fn.name)" : (verdict == "traceable" ? "kprobe:\(fn.name)" : nil)))
         }

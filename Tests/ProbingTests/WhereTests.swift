@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import Arch
 import Memory
 import BTF
 import KernelSource
@@ -84,11 +85,11 @@ final class TextScanTests: XCTestCase {
         guard let s = table.kallsyms.indexes(named: "_stext", module: "vmlinux").first,
               let e = table.kallsyms.indexes(named: "_etext", module: "vmlinux").first else { return XCTFail("no _stext/_etext") }
         let memory = try BPFMemory()
-        let hits = try TextScanner(memory: memory).references(to: vfsRead.address..<(vfsRead.address + 1),
+        let hits = try TextScanner(memory: memory, arch: try Arch.running()).references(to: vfsRead.address..<(vfsRead.address + 1),
                                                                text: table.kallsyms.address(s)..<table.kallsyms.address(e))
         let callers = Set(hits.compactMap { h in table.kallsyms.nearest(to: h.address, moduleRanges: [:]).map { table.kallsyms.name($0.index) } })
         XCTAssertTrue(callers.contains("ksys_read"), "\(callers.sorted().prefix(20))")
-        XCTAssertTrue(hits.contains { $0.kind == "rip-relative" })
+        XCTAssertTrue(hits.contains { $0.kind == .pcRelative })
         XCTAssertLessThan(callers.count, 100, "a handful of callers, not noise")
     }
 }

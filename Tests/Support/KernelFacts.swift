@@ -1,3 +1,4 @@
+import Arch
 import Foundation
 import Glibc
 
@@ -34,6 +35,6 @@ public enum KernelFacts {
 
     /// The lowest canonical kernel address: sign extension of bit 47 (4-level) or bit 56 (5-level).
     public static var kernelHalfStart: UInt64 {
-        fiveLevelPaging ? 0xff00_0000_0000_0000 : 0xffff_8000_0000_0000
+        Arch.x86_64.addressSpace.kernelStart(width: fiveLevelPaging ? 57 : 48)
     }
 }
