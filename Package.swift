@@ -56,6 +56,7 @@ let package = Package(
         .testTarget(name: "KernelObjectTests", dependencies: ["KernelObject", "Memory", "KernelSource", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "ScriptGenTests", dependencies: ["ScriptGen", "KernelObject", "Memory", "KernelSource", "KreachTestSupport"]),
         .testTarget(name: "ProbingTests", dependencies: ["Arch", "Probing", "Memory", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "KreachSupportTests", dependencies: ["KreachSupport"]),
         .testTarget(name: "ArchTests", dependencies: ["Arch", "KernelSymbols", "KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]

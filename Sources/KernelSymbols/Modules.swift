@@ -44,20 +44,10 @@ public enum ModuleList {
             }
             let deps = f[3] == "-" ? [] : f[3].split(separator: ",").map(String.init)
             var taints = ""
-            if f.count > 6 { taints = f[6...].joined(separator: " ").trimmingCharacters(in: "()") }
+            if f.count > 6 { taints = f[6...].joined(separator: " ").trimming("()") }
             modules.append(LoadedModule(name: String(f[0]), size: size, users: users, usedBy: deps,
                                         state: String(f[4]), address: address, taints: taints))
         }
         return modules
-    }
-}
-
-extension String {
-    fileprivate func trimmingCharacters(in set: String) -> String {
-        let chars = Set(set)
-        var s = Substring(self)
-        while let c = s.first, chars.contains(c) { s = s.dropFirst() }
-        while let c = s.last, chars.contains(c) { s = s.dropLast() }
-        return String(s)
     }
 }

@@ -220,7 +220,7 @@ public final class WhereAnalyzer {
         // isNewline: a CRLF line end is one Character, which splitting on "\n" would not find.
         for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
             guard let f = find("field:", in: line), let semi = line[f.upperBound...].firstIndex(of: ";") else { continue }
-            let decl: String = line[f.upperBound..<semi].trimmingCharacters()
+            let decl: String = line[f.upperBound..<semi].trimming(" \t")
             guard declares(decl, typeName) else { continue }
             let words = decl.split(whereSeparator: { (c: Character) -> Bool in c == " " || c == "*" })
             let fieldName: String = words.last.map { String($0) } ?? decl
@@ -396,13 +396,4 @@ public final class WhereAnalyzer {
 
 extension String {
     public var probeable: Bool { self == "traceable" || self == "kprobe-only" || self == "clone-only" || self == "fentry-unconfirmed" }
-}
-
-extension Substring {
-    func trimmingCharacters() -> String {
-        var s = self
-        while s.first == " " || s.first == "\t" { s = s.dropFirst() }
-        while s.last == " " || s.last == "\t" { s = s.dropLast() }
-        return String(s)
-    }
 }

@@ -14,76 +14,16 @@ public struct Bpftrace {
             throw ScriptRunError("bpftrace is not installed (apt-get install bpftrace)")
         }
         let path = "\(dir)/bpftrace"
-        let text = (try? Bpftrace.output([path, "--version"])) ?? ""
+        let text = (try? Subprocess.run([path, "--version"], stderr: .null, timeout: 30).stdoutText) ?? ""
         // "bpftrace v0.17.0"
         let digits = text.split(whereSeparator: { !$0.isNumber && $0 != "." }).first.map(String.init) ?? ""
         let parts = digits.split(separator: ".").compactMap { Int($0) }
         return Bpftrace(path: path, version: (parts.count > 0 ? parts[0] : 0, parts.count > 1 ? parts[1] : 0, parts.count > 2 ? parts[2] : 0),
-                        versionText: text.trimmingSpaces().replacingNewlines())
+                        versionText: text.trimming(" ").replacing("\n", with: " "))
     }
 
     /// fentry/fexit were called kfunc/kretfunc before bpftrace 0.19.
     public var usesKfuncNames: Bool { version.major == 0 && version.minor < 19 }
-
-    public static func output(_ argv: [String]) throws -> String { try outputAndStatus(argv).1 }
-
-    /// Runs a program; its exit status and standard output (standard error passes through).
-    public static func outputAndStatus(_ argv: [String]) throws -> (Int32, String) {
-        let (pid, readFD) = try spawnPiped(argv, capturing: 1)
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(readFD, $0.baseAddress, 4096) }
-            if n <= 0 { break }
-            out += buf[0..<n]
-        }
-        close(readFD)
-        var ws: Int32 = 0
-        while waitpid(pid, &ws, 0) < 0 && errno == EINTR {}
-        let exitStatus: Int32 = ws & 0x7f == 0 ? (ws >> 8) & 0xff : 128 + (ws & 0x7f)
-        return (exitStatus, String(decoding: out, as: UTF8.self))
-    }
-
-    /// Starts `argv` with each of its file descriptors `fds` (1, 2) going into a pipe of its own; returns
-    /// the pid and the pipes' read ends, in the same order.
-    static func spawnPiped(_ argv: [String], capturing fds: [Int32]) throws -> (pid_t, [Int32]) {
-        var ends: [(read: Int32, write: Int32)] = []
-        defer { for e in ends { close(e.write) } }
-        for _ in fds {
-            var p: [Int32] = [0, 0]
-            guard pipe(&p) == 0 else {
-                for e in ends { close(e.read) }
-                throw ScriptRunError("pipe failed")
-            }
-            ends.append((p[0], p[1]))
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        for (e, fd) in zip(ends, fds) { posix_spawn_file_actions_adddup2(&actions, e.write, fd) }
-        for e in ends { posix_spawn_file_actions_addclose(&actions, e.read) }
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        var pid: pid_t = 0
-        let status = spawn(&pid, argv, &actions)
-        guard status == 0 else {
-            for e in ends { close(e.read) }
-            throw ScriptRunError("can't run \(argv[0]): \(String(cString: strerror(status)))")
-        }
-        return (pid, ends.map(\.read))
-    }
-
-    /// Starts `argv` with its file descriptor `fd` (1 or 2) going into a pipe; returns the pid and the
-    /// pipe's read end.
-    static func spawnPiped(_ argv: [String], capturing fd: Int32) throws -> (pid_t, Int32) {
-        let (pid, fds) = try spawnPiped(argv, capturing: [fd])
-        return (pid, fds[0])
-    }
-
-    static func spawn(_ pid: inout pid_t, _ argv: [String], _ actions: inout posix_spawn_file_actions_t) -> Int32 {
-        var cargs = argv.map { strdup($0) }
-        cargs.append(nil)
-        defer { for p in cargs { free(p) } }
-        return posix_spawn(&pid, argv[0], &actions, nil, cargs, environ)
-    }
 
     /// Runs bpftrace on `script` (written to a temporary file) with `arguments` before it. Its stderr is
     /// relayed with the temporary file's name replaced by `displayName`, so bpftrace's FILE:LINE:COL errors
@@ -105,7 +45,9 @@ public struct Bpftrace {
 
         // Ctrl-C reaches bpftrace (same process group), which prints its maps and exits; we wait for it.
         signal(SIGINT, SIG_IGN)
-        let (pid, fds) = try Bpftrace.spawnPiped([path] + arguments + [tmp], capturing: attachMarker == nil ? [2] : [2, 1])
+        let child = try Subprocess([path] + arguments + [tmp], stdout: attachMarker == nil ? .inherit : .pipe, stderr: .pipe,
+                                   ownProcessGroup: false)
+        let fds = [child.stderr, child.stdout].compactMap { $0 }
         var relays = [LineRelay(fd: fds[0], to: 2, replacing: (tmp, displayName))]
         if fds.count > 1 { relays.append(LineRelay(fd: fds[1], to: 1, replacing: nil)) }
         var stopped: String?
@@ -122,7 +64,6 @@ public struct Bpftrace {
                 if n < 0 && errno == EINTR { continue }
                 if n <= 0 {
                     relays[k].flush(final: true, dropping: attachMarker) { _ in }
-                    close(pollFDs[k].fd)
                     pollFDs[k].fd = -1
                     open -= 1
                     continue
@@ -134,16 +75,14 @@ public struct Bpftrace {
                     if let message = try onAttached() {
                         stopped = message
                         StandardError.write("kreach: \(message)")
-                        kill(pid, SIGTERM)
+                        child.signal(SIGTERM)
                     }
                 }
             }
         }
-        var ws: Int32 = 0
-        while waitpid(pid, &ws, 0) < 0 && errno == EINTR {}
+        let status = try child.wait()
         if stopped != nil { return 1 }
-        if ws & 0x7f == 0 { return (ws >> 8) & 0xff }  // exited
-        return 128 + (ws & 0x7f)                       // killed by a signal
+        return status.code  // the exit code, or 128 + the signal
     }
 }
 
@@ -161,11 +100,11 @@ struct LineRelay {
         while let nl = pending.firstIndex(of: 10) ?? (final && !pending.isEmpty ? pending.count - 1 : nil) {
             var line = String(decoding: pending[...nl], as: UTF8.self)
             pending.removeSubrange(...nl)
-            if let dropping, Substring(line).range(of: dropping) != nil {
+            if let dropping, line.contains(dropping) {
                 dropped(line)
                 continue
             }
-            if let (target, replacement) = replacing { line = line.replacingOccurrences(of: target, with: replacement) }
+            if let (target, replacement) = replacing, !target.isEmpty { line = line.replacing(target, with: replacement) }
             if !line.hasSuffix("\n") { line += "\n" }
             var bytes = Array(line.utf8)[...]
             while !bytes.isEmpty {
@@ -183,29 +122,7 @@ public struct ScriptRunError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-extension String {
-    func replacingOccurrences(of target: String, with replacement: String) -> String {
-        guard !target.isEmpty else { return self }
-        var result = ""
-        var rest = Substring(self)
-        while let r = rest.range(of: target) {
-            result += rest[..<r.lowerBound] + replacement
-            rest = rest[r.upperBound...]
-        }
-        return result + rest
-    }
-
-    func replacingNewlines() -> String { String(map { $0 == "\n" ? " " : $0 }) }
-}
-
 extension Substring {
-    func range(of target: String) -> Range<Substring.Index>? {
-        guard let first = target.first else { return nil }
-        var i = startIndex
-        while let start = self[i...].firstIndex(of: first) {
-            if self[start...].hasPrefix(target) { return start..<self.index(start, offsetBy: target.count) }
-            i = index(after: start)
-        }
-        return nil
-    }
+    /// The first occurrence of `target` (ScriptScanner's comment skip; the standard library's `firstRange(of:)`).
+    func range(of target: String) -> Range<Substring.Index>? { firstRange(of: target) }
 }

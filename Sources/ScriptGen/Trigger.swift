@@ -1,4 +1,5 @@
 import Glibc
+import KreachSupport
 
 /// Counts calls of candidate functions while a command runs: `bpftrace -c CMD` with one counting probe
 /// per function, so a function called once per item of a table stands out (e.g. `cat /proc/locks`).
@@ -42,9 +43,11 @@ public struct TriggerCounter {
         _ = body.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         fchmod(fd, 0o700)
         close(fd)
-        // bpftrace 0.17 execs only binaries, found unambiguously: /bin/sh runs the script.
-        let (status, output) = try Bpftrace.outputAndStatus([bpftrace.path, "-c", "/bin/sh " + path, "-e", script])
-        guard status == 0 else { throw ScriptRunError("bpftrace failed (exit \(status)) while counting calls; its message is above") }
+        // bpftrace 0.17 execs only binaries, found unambiguously: /bin/sh runs the script (the user's command is
+        // the one thing run through a shell). In our process group, so Ctrl-C stops bpftrace and the command.
+        let run = try Subprocess.run([bpftrace.path, "-c", "/bin/sh " + path, "-e", script], stderr: .inherit, ownProcessGroup: false)
+        guard run.status == .exited(0) else { throw ScriptRunError("bpftrace failed (\(run.status)) while counting calls; its message is above") }
+        let output = run.stdoutText
         var tree: [String: Int] = [:], all: [String: Int] = [:]
         for line in output.split(separator: "\n") {
             // @kreach_all[kprobe:lock_get_status]: 3

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KreachSupport
 
 /// A subprocess that did not finish in time: its process group was killed.
 public struct TimeoutError: Error, CustomStringConvertible {
@@ -14,11 +15,12 @@ public struct TimeoutError: Error, CustomStringConvertible {
 }
 
 /// A child process in its own process group, with pipes for stdin, stdout and stderr.
-/// Spawned with posix_spawn (argument list, no shell); every wait has a deadline, and on
-/// timeout the whole group (the child and anything it started) is killed with SIGKILL.
+/// Spawned by KreachSupport's `Subprocess` (posix_spawn, argument list, no shell); every wait has a
+/// deadline, and on timeout the whole group (the child and anything it started) is killed with SIGKILL.
 public final class Child {
     public let argv: [String]
     public let pid: pid_t
+    private let process: Subprocess
     private var outFD: Int32
     private var errFD: Int32
     private var inFD: Int32
@@ -31,72 +33,24 @@ public final class Child {
     public init(_ argv: [String], stdin: String? = nil, environment: [String: String] = [:]) throws {
         precondition(!argv.isEmpty)
         self.argv = argv
-        var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
-        guard pipe(&inPipe) == 0, pipe(&outPipe) == 0, pipe(&errPipe) == 0 else {
-            throw FixtureError("pipe: \(String(cString: strerror(errno)))")
+        do {
+            process = try Subprocess(argv, stdin: .pipe, stdout: .pipe, stderr: .pipe, environment: environment)
+        } catch {
+            throw FixtureError("\(error)")
         }
-        // Not inherited by other children spawned meanwhile (dup2 onto 0, 1, 2 clears the flag in this child).
-        for fd in inPipe + outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        // Its own process group (killed as a whole on timeout), default signal dispositions and mask.
-        var defaults = sigset_t()
-        sigfillset(&defaults)
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        posix_spawnattr_setpgroup(&attr, 0)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
-
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in environment { env[k] = v }
-        let envStrings = env.map { "\($0.key)=\($0.value)" }
-        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        var cEnv: [UnsafeMutablePointer<CChar>?] = envStrings.map { strdup($0) } + [nil]
-        defer {
-            for p in cArgs { free(p) }
-            for p in cEnv { free(p) }
-        }
-        var child: pid_t = 0
-        let r: Int32
-        if argv[0].contains("/") {
-            r = posix_spawn(&child, argv[0], &actions, &attr, &cArgs, &cEnv)
-        } else {
-            // PATH lookup in the child's environment.
-            let path = env["PATH"] ?? "/usr/bin:/bin"
-            let candidates: [String] = path.split(separator: ":").map { String($0) + "/" + argv[0] }
-            let found = candidates.first { access($0, X_OK) == 0 }
-            if let found { r = posix_spawn(&child, found, &actions, &attr, &cArgs, &cEnv) } else { r = ENOENT }
-        }
-        close(inPipe[0]); close(outPipe[1]); close(errPipe[1])
-        guard r == 0 else {
-            close(inPipe[1]); close(outPipe[0]); close(errPipe[0])
-            throw FixtureError("can't run \(argv[0]): \(String(cString: strerror(r)))")
-        }
-        pid = child
-        outFD = outPipe[0]
-        errFD = errPipe[0]
-        inFD = inPipe[1]
+        pid = process.pid
+        outFD = process.stdout ?? -1
+        errFD = process.stderr ?? -1
+        inFD = process.stdin ?? -1
         pendingInput = Array((stdin ?? "").utf8)
-        if pendingInput.isEmpty { close(inFD); inFD = -1 }
+        if pendingInput.isEmpty { closeInput() }
         for fd in [outFD, errFD, inFD] where fd >= 0 { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
     }
 
-    deinit {
-        if status == nil {
-            kill(-pid, SIGKILL)
-            var s: Int32 = 0
-            waitpid(pid, &s, 0)
-        }
-        for fd in [outFD, errFD, inFD] where fd >= 0 { close(fd) }
+    /// The Subprocess owns the descriptors: it closes them, and kills and reaps an unfinished child.
+    private func closeInput() {
+        process.closeStdin()
+        inFD = -1
     }
 
     public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
@@ -117,7 +71,7 @@ public final class Child {
             if f.fd == inFD {
                 let n = pendingInput.withUnsafeBytes { Glibc.write(inFD, $0.baseAddress, $0.count) }
                 if n > 0 { pendingInput.removeFirst(n) }
-                if n < 0 && errno != EAGAIN || pendingInput.isEmpty { close(inFD); inFD = -1 }
+                if n < 0 && errno != EAGAIN || pendingInput.isEmpty { closeInput() }
                 continue
             }
             var buffer = [UInt8](repeating: 0, count: 65536)
@@ -125,7 +79,6 @@ public final class Child {
             if n > 0 {
                 if f.fd == outFD { stdout += buffer[0..<n] } else { stderr += buffer[0..<n] }
             } else if n == 0 || errno != EAGAIN && errno != EINTR {
-                close(f.fd)
                 if f.fd == outFD { outFD = -1 } else { errFD = -1 }
             }
         }
@@ -133,18 +86,16 @@ public final class Child {
 
     private func reap(block: Bool) {
         guard status == nil else { return }
-        var s: Int32 = 0
-        let r = waitpid(pid, &s, block ? 0 : WNOHANG)
-        if r == pid {
+        do {
             // Exit code, or 128 + the signal that ended it (as a shell reports it).
-            status = (s & 0x7f) == 0 ? (s >> 8) & 0xff : 128 + (s & 0x7f)
-        } else if r < 0 && errno == ECHILD {
+            status = try (block ? process.wait() : process.poll())?.code
+        } catch {
             status = -1  // reaped by someone else (SIGCHLD ignored in this process): the status is lost
         }
     }
 
     private func timedOut(_ seconds: Double) -> TimeoutError {
-        kill(-pid, SIGKILL)
+        process.signal(SIGKILL)
         reap(block: true)
         return TimeoutError(argv: argv, seconds: seconds, stdout: stdoutText, stderr: stderrText)
     }
@@ -163,7 +114,7 @@ public final class Child {
     }
 
     /// Sends a signal to the child only.
-    public func signal(_ number: Int32) { kill(pid, number) }
+    public func signal(_ number: Int32) { if status == nil { kill(pid, number) } }
 
     /// Waits for the child to exit and its output to close; on timeout kills its process group and throws.
     @discardableResult
@@ -201,8 +152,5 @@ public enum Run {
     }
 
     /// Whether a program is on PATH.
-    public static func available(_ program: String) -> Bool {
-        (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
-            .contains { access("\($0)/\(program)", X_OK) == 0 }
-    }
+    public static func available(_ program: String) -> Bool { Subprocess.find(program) != nil }
 }

@@ -67,7 +67,7 @@ struct Show: ParsableCommand {
         let kernel = try options.openKernel()
         let (ev, fmt) = try read.evaluator(kernel)
         ev.maxEntries = max
-        let fieldList = fields.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: " ") } } ?? []
+        let fieldList = fields.map { $0.split(separator: ",").map { $0.trimming(" ") } } ?? []
         var results: [JSON] = []
         var failed = false
         for expr in expressions {
@@ -108,14 +108,5 @@ struct Show: ParsableCommand {
         }
         if options.json { print(JSON.array(results).pretty) }
         if failed { throw Failure(message: "", code: 1) }
-    }
-}
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let c = s.first, set.contains(c) { s = s.dropFirst() }
-        while let c = s.last, set.contains(c) { s = s.dropLast() }
-        return String(s)
     }
 }
