@@ -70,6 +70,22 @@ final class ArchTests: XCTestCase {
         XCTAssertThrowsError(try Arch.x86_64.pointer([1, 2, 3, 4])) { XCTAssertFalse("\($0)".contains("\n")) }
     }
 
+    /// The kernel half of the address space (Documentation/arch/x86/x86_64/mm.rst: ffff800000000000 with
+    /// 4-level page tables, ff00000000000000 with 5-level), and none of this process's mappings in it but
+    /// the legacy [vsyscall] page.
+    func testAddressSpace() throws {
+        let space = Arch.x86_64.addressSpace
+        XCTAssertEqual(space.kernelStart(width: 48), 0xffff_8000_0000_0000)
+        XCTAssertEqual(space.kernelStart(width: 57), 0xff00_0000_0000_0000)
+        XCTAssertFalse(space.isKernelAddress(0x0000_7fff_ffff_f000))
+        XCTAssertTrue(space.isKernelAddress(0xffff_ffff_8100_0000))
+        let maps = try String(contentsOfFile: "/proc/self/maps", encoding: .utf8)
+        for line in maps.split(separator: "\n") where !line.hasSuffix("[vsyscall]") {
+            let start = try XCTUnwrap(UInt64(line.prefix { $0 != "-" }, radix: 16), String(line))
+            XCTAssertFalse(space.isKernelAddress(start), String(line))
+        }
+    }
+
     /// Every relocation type the kernel's x86-64 module loader applies has a meaning; the rest are refused.
     func testRelocationTypes() throws {
         let x86 = Arch.x86_64
