@@ -1,3 +1,5 @@
+import KreachSupport
+
 /// Reads kernel memory. Implementations never write it.
 public protocol KernelMemory: AnyObject {
     /// `count` bytes at `address`; an unmapped or faulting address is an error naming it.
@@ -19,7 +21,7 @@ public struct MemoryFault: Error, CustomStringConvertible, Sendable {
         self.reason = reason
     }
     public var description: String {
-        "can't read \(count) byte\(count == 1 ? "" : "s") at 0x\(String(address, radix: 16)): \(reason)"
+        "can't read \(count) byte\(count == 1 ? "" : "s") at \(Hex.short(address)): \(reason)"
     }
 }
 

@@ -20,11 +20,8 @@ final class TriggerTreeTests: XCTestCase {
         let fifo = dir + "/fifo"
         XCTAssertEqual(mkfifo(fifo, 0o600), 0)
         // Noise outside the tree: sleep, then hand the trigger a line, forever (at most 60 s).
-        let noise = Process()
-        noise.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        noise.arguments = ["60", "/bin/sh", "-c", "while :; do sleep 0.001; echo x > \(fifo); done"]
-        try noise.run()
-        defer { noise.terminate(); noise.waitUntilExit() }
+        let noise = try Child(["timeout", "60", "/bin/sh", "-c", "while :; do sleep 0.001; echo x > \(fifo); done"])
+        defer { noise.signal(SIGTERM); _ = try? noise.wait(timeout: 10) }  // its process group is killed on timeout
         let counter = TriggerCounter(bpftrace: try Bpftrace.find())
         let probe = "tracepoint:syscalls:sys_enter_clock_nanosleep"
         let trigger = "timeout 30 cat \(fifo) >/dev/null; timeout 30 cat \(fifo) >/dev/null; sleep 0.01; sleep 0.01; sleep 0.01"
