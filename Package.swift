@@ -27,7 +27,7 @@ let package = Package(
         .target(name: "BPF", dependencies: ["CKreach", "KreachSupport"]),
         // Every reader of kernel memory behind `KernelMemory`: BPF (test-run of a raw_tracepoint program),
         // /proc/kcore, none (a snapshot); the choice between them.
-        .target(name: "Memory", dependencies: ["BPF", "CKreach", "KernelSymbols", "KreachSupport"]),
+        .target(name: "Memory", dependencies: ["Arch", "BPF", "CKreach", "KernelSymbols", "KreachSupport"]),
         // The kernel being looked at: live (/proc, /sys) or a snapshot directory; capture.
         .target(name: "KernelSource", dependencies: ["Arch", "KreachSupport", "BTF", "KernelSymbols"]),
         // Typed objects: expressions, symbol typing, formatting, container walks.

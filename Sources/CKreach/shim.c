@@ -137,11 +137,12 @@ static int decompress_zstd(const uint8_t *in, size_t in_len, uint8_t *out, size_
     return result;
 }
 
-static int decompress_gzip(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len, char *err, size_t err_len) {
+/* window_bits 15 + 16: gzip members; 15: one zlib stream (a kdump-compressed page). */
+static int decompress_gzip(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len, char *err, size_t err_len, int window_bits) {
     if (in_len > UINT32_MAX || out_cap > UINT32_MAX) return fail(err, err_len, "gzip data over 4 GiB");
     z_stream z;
     memset(&z, 0, sizeof z);
-    if (inflateInit2(&z, 15 + 16) != Z_OK) return fail(err, err_len, "can't start the gzip decoder");
+    if (inflateInit2(&z, window_bits) != Z_OK) return fail(err, err_len, "can't start the gzip decoder");
     z.next_in = (Bytef *)in;
     z.avail_in = (uInt)in_len;
     z.next_out = out;
@@ -150,7 +151,7 @@ static int decompress_gzip(const uint8_t *in, size_t in_len, uint8_t *out, size_
     for (;;) {
         int r = inflate(&z, Z_FINISH);
         if (r == Z_STREAM_END) {
-            if (z.avail_in == 0) { result = KREACH_DECOMPRESS_OK; break; }
+            if (z.avail_in == 0 || window_bits == 15) { result = KREACH_DECOMPRESS_OK; break; }
             inflateReset(&z);  /* another gzip member follows */
             continue;
         }
@@ -169,7 +170,8 @@ int kreach_decompress(int format, const void *in, size_t in_len, void *out, size
     switch (format) {
     case KREACH_XZ: return decompress_xz(in, in_len, out, out_cap, out_len, err, err_len);
     case KREACH_ZSTD: return decompress_zstd(in, in_len, out, out_cap, out_len, err, err_len);
-    case KREACH_GZIP: return decompress_gzip(in, in_len, out, out_cap, out_len, err, err_len);
+    case KREACH_GZIP: return decompress_gzip(in, in_len, out, out_cap, out_len, err, err_len, 15 + 16);
+    case KREACH_ZLIB: return decompress_gzip(in, in_len, out, out_cap, out_len, err, err_len, 15);
     default: return fail(err, err_len, "unknown compression");
     }
 }

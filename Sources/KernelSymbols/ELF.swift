@@ -13,7 +13,7 @@ public struct ELFFile {
     public struct Section { public let name: String; public let type: UInt32; public let offset: Int; public let size: Int; public let link: Int; public let info: Int; public let entrySize: Int }
     public struct Symbol { public let name: String; public let value: UInt64; public let size: UInt64; public let type: UInt8; public let binding: UInt8; public let section: UInt16 }
     public struct Relocation { public let offset: UInt64; public let symbol: Int; public let type: UInt32; public let addend: Int64 }
-    public struct Segment { public let type: UInt32; public let offset: UInt64; public let vaddr: UInt64; public let fileSize: UInt64 }
+    public struct Segment { public let type: UInt32; public let offset: UInt64; public let vaddr: UInt64; public let fileSize: UInt64; public var paddr: UInt64 = 0; public var memorySize: UInt64 = 0 }
 
     public let source: String
     /// `e_machine` (EM_X86_64 = 62): `Arch(elfMachine:source:)` says what it means.
@@ -48,7 +48,8 @@ public struct ELFFile {
             guard phentsize >= 56 else { throw ELFError(source: source, message: "program header entries of \(phentsize) bytes") }
             for i in 0..<phnum {
                 let o = ph + i * phentsize
-                segments.append(Segment(type: u32(o), offset: u64(o + 8), vaddr: u64(o + 16), fileSize: u64(o + 32)))
+                segments.append(Segment(type: u32(o), offset: u64(o + 8), vaddr: u64(o + 16), fileSize: u64(o + 32),
+                                        paddr: u64(o + 24), memorySize: u64(o + 40)))
             }
         }
         self.segments = segments

@@ -66,7 +66,7 @@ public final class ByteBuffer: @unchecked Sendable {
     /// Opens `path` for reading if it is a regular file no larger than `limit` (as far as `st_size` says);
     /// returns the descriptor and `st_size`. O_NONBLOCK makes opening a FIFO return at once (to be
     /// refused) instead of waiting for a writer; it is cleared before reading.
-    static func openRegular(_ path: String, limit: FileLimit) throws(FileError) -> (Int32, Int) {
+    public static func openRegular(_ path: String, limit: FileLimit) throws(FileError) -> (Int32, Int) {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         if fd < 0 { throw .system(SystemError("open", path, errno: errno)) }
         var st = stat()

@@ -19,7 +19,7 @@ int kreach_bpf_prog_test_run(int prog_fd, const void *ctx, uint32_t ctx_size, ui
 int kreach_bpf_map_lookup(int map_fd, const void *key, void *value);
 
 /// Formats for kreach_decompress.
-enum { KREACH_XZ = 1, KREACH_ZSTD = 2, KREACH_GZIP = 3 };
+enum { KREACH_XZ = 1, KREACH_ZSTD = 2, KREACH_GZIP = 3, KREACH_ZLIB = 4 };
 /// kreach_decompress results.
 enum { KREACH_DECOMPRESS_OK = 0, KREACH_DECOMPRESS_CORRUPT = -1, KREACH_DECOMPRESS_TOO_LARGE = -2 };
 /// Decompresses all of in[0, in_len) (concatenated streams/frames/members too) into out[0, out_cap) with

@@ -20,11 +20,14 @@ struct ReadOptions: ParsableArguments {
         guard depth >= 0 else { throw ValidationError("--depth must be 0 or more") }
     }
 
-    func evaluator(_ kernel: Kernel) throws -> (Evaluator, ObjectFormatter) {
-        guard case .live = kernel.source else {
-            throw Failure(message: "reading values needs the live kernel (--kernel snapshots have no memory)", code: 1)
+    func evaluator(_ kernel: Kernel, core: VMCoreMemory? = nil) throws -> (Evaluator, ObjectFormatter) {
+        let reader: any KernelMemory
+        if let core { reader = core } else {
+            guard case .live = kernel.source else {
+                throw Failure(message: "reading values needs the live kernel or a dump (--core FILE): --kernel snapshots have no memory", code: 1)
+            }
+            reader = try (MemoryChoice(rawValue: memory) ?? .auto).open()
         }
-        let reader = try (MemoryChoice(rawValue: memory) ?? .auto).open()
         let ev = try Evaluator(kernel: kernel, memory: reader)
         var options = FormatOptions()
         options.depth = depth
@@ -64,8 +67,8 @@ struct Show: ParsableCommand {
     }
 
     func run() throws {
-        let kernel = try options.openKernel()
-        let (ev, fmt) = try read.evaluator(kernel)
+        let (kernel, core) = try options.openKernelAndCore()
+        let (ev, fmt) = try read.evaluator(kernel, core: core)
         ev.maxEntries = max
         let fieldList = fields.map { $0.split(separator: ",").map { $0.trimming(" ") } } ?? []
         var results: [JSON] = []
