@@ -153,3 +153,41 @@ extension Array where Element == UInt8 {
     func le32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(self[o + $1]) << (8 * UInt32($1)) } }
     func le64(_ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(self[o + $1]) << (8 * UInt64($1)) } }
 }
+
+extension DumpMetadata {
+    /// Each CPU's running task when the dump was taken, and the expression that reads it: the per-CPU
+    /// variable the kernel keeps it in, `pcpu_hot.current_task` (6.2+) or `current_task`, whichever
+    /// vmlinux BTF has (feature detection).
+    public struct CPUTask { public let cpu: Int; public let task: UInt64; public let pid: Int32; public let comm: String; public let expression: String }
+
+    public static func cpuTasks(core: VMCoreMemory, kernel: Kernel) throws -> [CPUTask] {
+        let btf = try kernel.types().vmlinux
+        let symbols = try kernel.symbols()
+        let layout = Layout(btf: btf)
+        func isVariable(_ name: String) -> Bool { btf.lookup(name).contains { (try? btf.kind(of: $0)) == .variable } }
+        let variable: UInt64, member: UInt64, form: (Int) -> String
+        if isVariable("pcpu_hot") {
+            variable = try symbols.resolve("pcpu_hot").address
+            member = try layout.offset("pcpu_hot", "current_task")
+            form = { "per_cpu(pcpu_hot, \($0)).current_task" }
+        } else if isVariable("current_task") {
+            variable = try symbols.resolve("current_task").address
+            member = 0
+            form = { "per_cpu(current_task, \($0))" }
+        } else {
+            throw MemoryError.unavailable("vmlinux BTF has neither pcpu_hot nor current_task: can't tell each CPU's task")
+        }
+        let offsets = try symbols.resolve("__per_cpu_offset").address
+        let cpus = Int(try core.u32(try symbols.resolve("nr_cpu_ids").address))
+        let pidOffset = try layout.offset("task_struct", "pid"), commOffset = try layout.offset("task_struct", "comm")
+        var result: [CPUTask] = []
+        for cpu in 0..<min(cpus, 8192) {
+            let base = try core.pointer(offsets + UInt64(8 * cpu))
+            let task = try core.pointer(variable &+ base &+ member)
+            let pid = Int32(bitPattern: try core.u32(task + pidOffset))
+            let comm = String(decoding: try core.read(task + commOffset, count: 16).prefix { $0 != 0 }, as: UTF8.self)
+            result.append(CPUTask(cpu: cpu, task: task, pid: pid, comm: comm, expression: form(cpu)))
+        }
+        return result
+    }
+}

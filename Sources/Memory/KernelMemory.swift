@@ -31,6 +31,8 @@ public enum MemoryError: Error, CustomStringConvertible {
     case unavailable(String)
     /// `current` asked of a reader that can't tell which task runs (/proc/kcore).
     case noCurrentTask(reader: String)
+    /// `current` in a dump: no task runs kreach there. The text offers each CPU's task.
+    case noCurrentInDump(String)
     /// `auto`: neither BPF nor /proc/kcore could be opened.
     case noReader(bpf: any Error, kcore: any Error)
 
@@ -39,6 +41,8 @@ public enum MemoryError: Error, CustomStringConvertible {
         case .unavailable(let reason): return reason
         case .noCurrentTask(let reader):
             return "current needs the BPF reader (--memory bpf): \(reader) can't tell which task is running"
+        case .noCurrentInDump(let cpus):
+            return "current has no meaning in a dump (no task of it runs kreach)" + (cpus.isEmpty ? "" : "; the task each CPU ran: " + cpus)
         case let .noReader(bpf, kcore): return "can't read kernel memory: BPF: \(bpf); /proc/kcore: \(kcore)"
         }
     }

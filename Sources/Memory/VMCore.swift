@@ -101,8 +101,11 @@ public final class VMCoreMemory: KernelMemory {
         return out
     }
 
+    /// What to say about `current` (each CPU's task), filled in by whoever knows the kernel's symbols.
+    public var explainCurrent: (() -> String)?
+
     public func currentTask() throws -> UInt64 {
-        throw MemoryError.noCurrentTask(reader: "a vmcore")
+        throw MemoryError.noCurrentInDump(explainCurrent?() ?? "")
     }
 }
 

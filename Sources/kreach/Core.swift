@@ -15,7 +15,7 @@ enum Core {
         if let snapshot {
             let kernel = try Kernel(source: .snapshot(snapshot))
             try check(core, against: kernel, snapshot: snapshot)
-            return (kernel, core)
+            return (kernel, explainingCurrent(core, kernel))
         }
         let tmp = (getenv("TMPDIR").map { String(cString: $0) }).flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
         var template = Array((tmp + "/kreach-core.XXXXXX").utf8CString)
@@ -25,7 +25,19 @@ enum Core {
         atexit { Core.removeScratch() }
         let report = try DumpMetadata.write(from: core, into: try PrivateDirectory(creating: dir))
         for note in report.notes { StandardError.write("kreach: note: \(note)") }
-        return (try Kernel(source: .snapshot(dir)), core)
+        let kernel = try Kernel(source: .snapshot(dir))
+        return (kernel, explainingCurrent(core, kernel))
+    }
+
+    /// `current` in the dump: an error offering each CPU's task.
+    static func explainingCurrent(_ core: VMCoreMemory, _ kernel: Kernel) -> VMCoreMemory {
+        core.explainCurrent = { [unowned core] in
+            do {
+                return try DumpMetadata.cpuTasks(core: core, kernel: kernel)
+                    .map { "\($0.expression) = \(Hex.short($0.task)) (pid \($0.pid), \(Terminal.escaped($0.comm)))" }.joined(separator: "; ")
+            } catch { return "(can't tell: \(error))" }
+        }
+        return core
     }
 
     /// A snapshot is of the dumped kernel when its release is the dump's OSRELEASE and its kallsyms puts
