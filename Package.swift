@@ -58,6 +58,7 @@ let package = Package(
         .testTarget(name: "ProbingTests", dependencies: ["Arch", "Probing", "Memory", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "KreachSupportTests", dependencies: ["KreachSupport"]),
         .testTarget(name: "ArchTests", dependencies: ["Arch", "KernelSymbols", "KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "VMCoreTests", dependencies: ["Arch", "Memory", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]
 )

@@ -15,9 +15,10 @@ public final class VMCoreMemory: KernelMemory {
     public let arch: Arch
     let physical: any PhysicalDump
     let walker: any PageTableWalker
-    let root: UInt64
-    let levels: Int
-    let pageSize: Int
+    /// The physical address of the top-level page table, and the number of levels (4, or 5 with LA57).
+    public let root: UInt64
+    public let levels: Int
+    public let pageSize: Int
     /// Virtual page → physical page, or the reason it isn't mapped.
     var translations: [UInt64: Result<UInt64, TranslationFault>] = [:]
 
@@ -36,7 +37,7 @@ public final class VMCoreMemory: KernelMemory {
         } else if magic.starts(with: Array("KDUMP   ".utf8)) {
             physical = try KdumpDump(file: file)
         } else {
-            throw VMCoreError.notADump(path: path, magic: magic.isEmpty ? "nothing (an empty file)" : magic.prefix(8).map { String($0, radix: 16) }.joined(separator: " "))
+            throw VMCoreError.notADump(path: path, magic: magic.isEmpty ? "nothing (an empty file)" : magic.prefix(8).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: " "))
         }
         guard let note = physical.vmcoreinfo else {
             throw VMCoreError.noVMCoreInfo(path: path, hint: "a qemu dump carries it with -device vmcoreinfo and the guest's qemu_fw_cfg module loaded")
@@ -78,6 +79,11 @@ public final class VMCoreMemory: KernelMemory {
         if translations.count > 1 << 16 { translations.removeAll(keepingCapacity: true) }
         translations[page] = result
         return try result.get() | (address & mask)
+    }
+
+    /// `count` bytes at physical `address` (within one page); a page the dump lacks is a `MissingPage`.
+    public func readPhysical(_ address: UInt64, count: Int) throws -> [UInt8] {
+        try physical.read(address, count: count)
     }
 
     public func read(_ address: UInt64, count: Int) throws -> [UInt8] {

@@ -21,9 +21,16 @@ public enum DebianCapture {
         lock.lock()
         defer { lock.unlock() }
         if let unpacked { return unpacked }
+        let dir = try unpack(archive, label: release)
+        unpacked = dir
+        return dir
+    }
+
+    /// Unpacks a fixture archive once per machine (keyed by `label` and the archive's size).
+    public static func unpack(_ archive: String, label: String) throws -> String {
         let attributes = try FileManager.default.attributesOfItem(atPath: archive)
         let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
-        let dir = NSTemporaryDirectory() + "kreach-fixture-\(release)-\(size)"
+        let dir = NSTemporaryDirectory() + "kreach-fixture-\(label)-\(size)"
         if !FileManager.default.fileExists(atPath: dir + "/.complete") {
             try? FileManager.default.removeItem(atPath: dir)
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -35,7 +42,6 @@ public enum DebianCapture {
                 throw FixtureError("can't write \(dir)/.complete")
             }
         }
-        unpacked = dir
         return dir
     }
 }

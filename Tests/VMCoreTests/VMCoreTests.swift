@@ -1,0 +1,159 @@
+import Arch
+import Foundation
+import KreachSupport
+import KreachTestSupport
+import Memory
+import XCTest
+
+/// The vmcore reader on a real qemu dump of Debian 6.1 (Tests/Fixtures/vmcore-debian-6.1.0-56-qemu.tar.zst, cut
+/// down to a few pages): VMCOREINFO, the 5-level walk (and the 4-level walk of the same tables below the
+/// PML5), direct-map, image and module addresses, reads across a page boundary, excluded pages, bad dumps.
+/// Oracles: the kernel's own VMCOREINFO (OSRELEASE, KERNELOFFSET) and the guest's /sys/module values.
+final class VMCoreTests: XCTestCase {
+    static let formats = ["vmcore.kdump", "vmcore.flat", "vmcore.elf"]
+
+    func dump(_ name: String) throws -> String { try VMCoreCapture.directory() + "/" + name }
+
+    func cString(_ bytes: [UInt8]) -> String { String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self) }
+
+    /// struct new_utsname: sysname[65], nodename[65], release[65] (OFFSET(uts_namespace.name) from VMCOREINFO).
+    func release(_ core: VMCoreMemory, at utsNamespace: UInt64) throws -> String {
+        let name = UInt64(core.info.offsets["uts_namespace.name"] ?? 0)
+        return cString(try core.read(utsNamespace + name + 130, count: 65))
+    }
+
+    func testVMCOREINFOFromTheDump() throws {
+        for format in Self.formats {
+            let core = try VMCoreMemory(path: try dump(format))
+            XCTAssertEqual(core.info.osRelease, try VMCoreCapture.facts()["release"]?.first, format)
+            XCTAssertEqual(core.info.pageSize, 4096, format)
+            XCTAssertTrue(core.info.fiveLevelPaging, format)
+            XCTAssertEqual(core.levels, 5, format)
+            // KERNELOFFSET is _stext's distance from its link address (x86-64: 0xffffffff81000000).
+            XCTAssertEqual(core.info.kernelOffset, core.info.symbols["_stext"].map { $0 - 0xffff_ffff_8100_0000 }, format)
+            XCTAssertEqual(core.info.symbols["init_uts_ns"], try VMCoreCapture.hex("init_uts_ns"), format)
+            XCTAssertNotNil(InMemoryKallsyms.Tables(core.info.symbols), "\(format): this kernel exports the kallsyms tables")
+        }
+    }
+
+    func testVMCOREINFOLinesAreTyped() throws {
+        let info = try VMCoreInfo(text: "OSRELEASE=6.1.0\nPAGESIZE=4096\nSYMBOL(init_top_pgt)=ffffffff8a610000\nNUMBER(phys_base)=-5\nKERNELOFFSET=7c00000\nOFFSET(uts_namespace.name)=0\n")
+        XCTAssertEqual(info.symbols["init_top_pgt"], 0xffff_ffff_8a61_0000)
+        XCTAssertEqual(info.numbers["phys_base"], -5)
+        XCTAssertEqual(info.kernelOffset, 0x7c0_0000)
+        XCTAssertFalse(info.fiveLevelPaging)
+        XCTAssertThrowsError(try VMCoreInfo(text: "SYMBOL(x)=zz\n")) { XCTAssertEqual("\($0)", "VMCOREINFO: can't parse the line \"SYMBOL(x)=zz\"") }
+        XCTAssertThrowsError(try VMCoreInfo(text: "no equals sign\n"))
+        XCTAssertThrowsError(try VMCoreInfo(text: "PAGESIZE=4095\n"))
+    }
+
+    func testKernelImageModuleAndDirectMapAddressesInEveryFormat() throws {
+        let want = try VMCoreCapture.facts()["release"]?.first
+        let rdSize = try VMCoreCapture.facts()["rd_size"] ?? []
+        for format in Self.formats {
+            let core = try VMCoreMemory(path: try dump(format))
+            let uts = try VMCoreCapture.hex("init_uts_ns")
+            XCTAssertEqual(try release(core, at: uts), want, "\(format): init_uts_ns through the kernel image mapping")
+            // brd's rd_size: a module address (4 KiB pages in the module area).
+            let value = try core.read(try VMCoreCapture.hex("rd_size"), count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+            XCTAssertEqual(value, UInt64(rdSize[1]), "\(format): brd:rd_size is /sys/module/brd/parameters/rd_size")
+            // The direct map: page_offset_base's value plus init_uts_ns's physical address is the same object.
+            let pob = try core.read(try VMCoreCapture.hex("page_offset_base"), count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+            XCTAssertEqual(pob, try VMCoreCapture.hex("page_offset_base", 1), format)
+            let physical = try core.translate(uts)
+            XCTAssertEqual(try release(core, at: pob + physical), want, "\(format): init_uts_ns through the direct map")
+            // Across a page boundary: both mappings of the same physical bytes agree.
+            XCTAssertEqual(try core.read(uts + 4090, count: 12), try core.read(pob + physical + 4090, count: 12), format)
+        }
+    }
+
+    func testFourLevelWalkOfTheTablesBelowThePML5() throws {
+        let core = try VMCoreMemory(path: try dump("vmcore.kdump"))
+        guard let walker = Arch.x86_64.pageTables else { return XCTFail("x86-64 has a page-table walker") }
+        let entry: (UInt64) throws -> UInt64 = { try core.readPhysical($0, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } }
+        for address in [try VMCoreCapture.hex("init_uts_ns"), try VMCoreCapture.hex("rd_size")] {
+            // The PML5 entry for the address points at the PML4 a 4-level kernel would start from.
+            let pml5 = try entry(core.root + ((address >> 48) & 0x1ff) * 8)
+            let four = try walker.translate(address, root: pml5 & 0x000f_ffff_ffff_f000, levels: 4, entry: entry)
+            XCTAssertEqual(four, try core.translate(address))
+        }
+        XCTAssertEqual(try core.translate(try VMCoreCapture.hex("init_uts_ns")), try VMCoreCapture.hex("init_uts_ns_physical"))
+    }
+
+    func testExcludedAndAbsentPagesAreErrorsNeverZeros() throws {
+        for format in Self.formats {
+            let core = try VMCoreMemory(path: try dump(format))
+            let pob = try VMCoreCapture.hex("page_offset_base", 1)
+            XCTAssertThrowsError(try core.read(pob + (try VMCoreCapture.hex("excluded_physical")), count: 8)) {
+                XCTAssertTrue("\($0)".contains("was excluded from the dump"), "\(format): \($0)")
+            }
+            XCTAssertThrowsError(try core.readPhysical(0x1000, count: 8)) {
+                XCTAssertTrue("\($0)".contains("not in the dump"), "\(format): \($0)")
+            }
+            // The 5-level guard hole: no PML5 entry.
+            XCTAssertThrowsError(try core.read(0xff00_0000_0000_0000, count: 8)) {
+                XCTAssertEqual("\($0)", "can't read 8 bytes at 0xff00000000000000: not mapped (PML5 entry not present)", format)
+            }
+        }
+    }
+
+    // MARK: bad dumps: damaged copies of the real one
+
+    func damaged(_ name: String, _ change: (inout [UInt8]) -> Void) throws -> String {
+        var bytes = try FileBytes.read(try dump(name), limit: FileLimit("fixture", bytes: 16 << 20))
+        change(&bytes)
+        let path = NSTemporaryDirectory() + "kreach-vmcore-\(getpid())-\(name)-\(bytes.count)"
+        try FileBytes.write(bytes, to: path)
+        addTeardownBlock { unlink(path) }
+        return path
+    }
+
+    func error(_ path: String) -> String {
+        do { _ = try VMCoreMemory(path: path); return "no error" } catch { return "\(error)" }
+    }
+
+    func testBadDumpsAreOneLineErrorsNamingWhatIsMissing() throws {
+        let magic = try damaged("vmcore.kdump") { $0[0] = 0x4a }
+        XCTAssertEqual(error(magic), "\(magic): not a vmcore (ELF, kdump-compressed or flattened makedumpfile): it starts with 4a 44 55 4d 50 20 20 20")
+        let cutKdump = try damaged("vmcore.kdump") { $0.removeSubrange(4096...) }
+        XCTAssertTrue(error(cutKdump).hasPrefix("\(cutKdump): truncated: the kdump sub-header at offset 4096"), error(cutKdump))
+        let cutFlat = try damaged("vmcore.flat") { $0.removeLast(16) }
+        XCTAssertTrue(error(cutFlat).contains("truncated: a flattened record header (no end marker)"), error(cutFlat))
+        let cutELF = try damaged("vmcore.elf") { $0.removeSubrange(100...) }
+        XCTAssertTrue(error(cutELF).hasPrefix("\(cutELF): truncated: the program headers at offset 0"), error(cutELF))
+        // No VMCOREINFO: the ELF note renamed; the kdump sub-header's size_vmcoreinfo zeroed.
+        let noteless = try damaged("vmcore.elf") { bytes in
+            if let r = bytes.firstRange(of: Array("VMCOREINFO".utf8)) { bytes[r.upperBound - 1] = 0x58 }
+        }
+        XCTAssertEqual(error(noteless), "\(noteless): the dump has no VMCOREINFO note (a qemu dump carries it with -device vmcoreinfo and the guest's qemu_fw_cfg module loaded)")
+        let kdumpNoInfo = try damaged("vmcore.kdump") { bytes in for i in 4096 + 40..<4096 + 48 { bytes[i] = 0 } }
+        XCTAssertTrue(error(kdumpNoInfo).contains("has no VMCOREINFO note"), error(kdumpNoInfo))
+        // A data page cut off: the read names the missing bytes.
+        let cutData = try damaged("vmcore.kdump") { $0.removeLast(2000) }
+        let core = try VMCoreMemory(path: cutData)
+        let uts = try VMCoreCapture.hex("init_uts_ns")
+        var errors: [String] = []
+        for address in [uts, uts + 4096, try VMCoreCapture.hex("rd_size"), try VMCoreCapture.hex("page_offset_base")] {
+            do { _ = try core.read(address, count: 8) } catch { errors.append("\(error)") }
+        }
+        XCTAssertTrue(errors.contains { $0.hasPrefix("\(cutData): truncated: the data of pfn") }, "\(errors)")
+    }
+
+    func testACompressionWithoutALibraryIsNamed() throws {
+        // Every page descriptor's flags set to lzo (DUMP_DH_COMPRESSED_LZO): Debian has no liblzo2 here.
+        let lzo = try damaged("vmcore.kdump") { bytes in
+            let block = 4096
+            let sub = Int(bytes[432]) | Int(bytes[433]) << 8, maps = Int(bytes[436]) | Int(bytes[437]) << 8
+            var d = (1 + sub + maps) * block
+            while d + 24 <= bytes.count, bytes[d + 8] != 0 || bytes[d + 9] != 0 {
+                bytes[d + 12] = 0x2
+                d += 24
+                if d > (1 + sub + maps) * block + 24 * 64 { break }
+            }
+        }
+        let core = try VMCoreMemory(path: lzo)
+        XCTAssertThrowsError(try core.read(try VMCoreCapture.hex("init_uts_ns"), count: 8)) {
+            XCTAssertEqual("\($0)", "\(lzo): compression lzo is not supported")
+        }
+    }
+}
