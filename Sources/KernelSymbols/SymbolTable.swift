@@ -142,3 +142,54 @@ public final class SymbolTable {
         }
     }
 }
+
+/// A global as an expression names it, parsed once: `[MODULE:]NAME[#N|@ADDR]` (or ``MODULE`NAME``,
+/// `` `NAME `` for vmlinux). `module` is nil when the name is unqualified.
+public struct GlobalName: Equatable, Sendable, CustomStringConvertible {
+    /// Which of several same-named symbols: the Nth in kallsyms order, or the one at an address.
+    public enum Chooser: Equatable, Sendable {
+        case ordinal(Int)
+        case address(UInt64)
+    }
+
+    public var module: String?
+    public var name: String
+    public var chooser: Chooser?
+
+    public init(module: String?, name: String, chooser: Chooser? = nil) {
+        self.module = module
+        self.name = name
+        self.chooser = chooser
+    }
+
+    /// Parses a symbol query that names one global (globs and bare addresses are refused).
+    public init(parsing text: String) throws(SymbolError) {
+        guard case let .name(module, name, ordinal, address) = try SymbolQuery.parse(text) else {
+            throw .badQuery(query: text, reason: "expected a global's name")
+        }
+        self.init(module: module, name: name, chooser: ordinal.map { .ordinal($0) } ?? address.map { .address($0) })
+    }
+
+    public var query: SymbolQuery {
+        if case .ordinal(let n) = chooser { return .name(module: module, name: name, ordinal: n, address: nil) }
+        if case .address(let a) = chooser { return .name(module: module, name: name, ordinal: nil, address: a) }
+        return .name(module: module, name: name, ordinal: nil, address: nil)
+    }
+
+    /// A module (not vmlinux) and a plain name, no chooser: a global the module's .ko can place.
+    public var inModule: (module: String, name: String)? {
+        guard let module, module != "vmlinux", chooser == nil, !Glob.isPattern(module), !Glob.isPattern(name) else { return nil }
+        return (module, name)
+    }
+
+    /// `mod:name#N`, the query text `SymbolTable.resolve` reads.
+    public var description: String {
+        var text = (module.map { $0 + ":" } ?? "") + name
+        switch chooser {
+        case .ordinal(let n): text += "#\(n)"
+        case .address(let a): text += "@0x" + String(a, radix: 16)
+        case nil: break
+        }
+        return text
+    }
+}
