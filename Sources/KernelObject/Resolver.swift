@@ -351,7 +351,7 @@ public final class Resolver {
     }
 
     /// The error for using an untyped global where a type is needed, with a form that works.
-    func untypedError(_ g: TypedSymbol, _ globalExpr: Expr, member: String?, _ e: Expr, _ source: String) -> ExpressionError {
+    public func untypedError(_ g: TypedSymbol, _ globalExpr: Expr, member: String?, _ e: Expr, _ source: String) -> ExpressionError {
         let written = describe(globalExpr, source)
         if let form = typedForm(of: g, written: written, member: member) {
             return fail("\(written) has no known type: cast it, e.g. \(form)", e, source)

@@ -36,14 +36,7 @@ struct ScriptOptions: ParsableArguments {
     func expand(_ kernelOptions: KernelOptions, attachMarker: String?) throws -> (String, String, ScriptGenerator) {
         let (text, name) = try load()
         let kernel = try kernelOptions.openKernel()
-        let memory: KernelMemory
-        if case .live = kernel.source {
-            memory = (try? MemoryChoice.auto.open()) ?? UnavailableMemory(reason: "can't read kernel memory (not root?)")
-        } else {
-            memory = UnavailableMemory(reason: "a snapshot has no kernel memory")
-        }
-        let generator = ScriptGenerator(evaluator: try Evaluator(kernel: kernel, memory: memory),
-                                        capture: CaptureBuilder(kernel: kernel, bpftrace: try? Bpftrace.find()))
+        let generator = try ScriptGenerator(kernel: kernel, capture: CaptureBuilder(kernel: kernel, bpftrace: try? Bpftrace.find()))
         generator.attachMarker = attachMarker
         let expanded = try generator.expand(text, file: name)
         return (expanded, name, generator)
