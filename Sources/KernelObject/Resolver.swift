@@ -351,13 +351,13 @@ public final class Resolver {
     }
 
     /// The error for using an untyped global where a type is needed, with a form that works.
-    public func untypedError(_ g: TypedSymbol, _ globalExpr: Expr, member: String?, _ e: Expr, _ source: String) -> ExpressionError {
+    public func untypedError(_ g: TypedSymbol, _ globalExpr: Expr, member: String?, _ source: String) -> ExpressionError {
         let written = describe(globalExpr, source)
         if let form = typedForm(of: g, written: written, member: member) {
-            return fail("\(written) has no known type: cast it, e.g. \(form)", e, source)
+            return fail("\(written) has no known type: cast it, e.g. \(form)", globalExpr, source)
         }
         let size = g.extent.map { g.extentSource == .symbolTable ? "\($0) bytes" : "at most \($0) bytes" } ?? "of unknown size"
-        return fail("\(written) has no known type and is \(size): cast it to its struct, e.g. ((struct NAME)\(written)).MEMBER", e, source)
+        return fail("\(written) has no known type and is \(size): cast it to its struct, e.g. ((struct NAME)\(written)).MEMBER", globalExpr, source)
     }
 
     // MARK: - Expressions
@@ -382,7 +382,7 @@ public final class Resolver {
             return Resolved(type: g.type, place: .constant(g.symbol.address), global: g, note: g.note)
         case let .member(base, name, arrow, _):
             var b = try resolve(base, source)
-            if case .untyped = b.type, let g = b.global { throw untypedError(g, base, member: name, e, source) }
+            if case .untyped = b.type, let g = b.global { throw untypedError(g, base, member: name, source) }
             if arrow {
                 guard let target = try pointerTarget(b.type) else {
                     throw fail("'->' needs a pointer, but \(describe(base, source)) is \(b.type.name) (use '.')", e, source)
@@ -401,7 +401,7 @@ public final class Resolver {
             return r
         case let .index(base, index, _):
             let b = try resolve(base, source)
-            if case .untyped = b.type, let g = b.global { throw untypedError(g, base, member: nil, e, source) }
+            if case .untyped = b.type, let g = b.global { throw untypedError(g, base, member: nil, source) }
             let i = try rvalue(try resolve(index, source), index, source)
             switch try b.type.resolved() {
             case let .array(element, count):
@@ -418,7 +418,7 @@ public final class Resolver {
             }
         case let .deref(base, _):
             let b = try resolve(base, source)
-            if case .untyped = b.type, let g = b.global { throw untypedError(g, base, member: nil, e, source) }
+            if case .untyped = b.type, let g = b.global { throw untypedError(g, base, member: nil, source) }
             guard let target = try pointerTarget(b.type) else {
                 throw fail("can't dereference \(describe(base, source)), a \(b.type.name)", e, source)
             }
@@ -432,7 +432,7 @@ public final class Resolver {
             return Resolved(type: type, value: place)
         case let .negate(base, _):
             let b = try resolve(base, source)
-            if case .untyped = b.type, let g = b.global { throw untypedError(g, base, member: nil, e, source) }
+            if case .untyped = b.type, let g = b.global { throw untypedError(g, base, member: nil, source) }
             guard b.type.isScalar else { throw fail("can't negate \(b.type.name)", e, source) }
             return Resolved(type: b.type, value: .negate(try rvalue(b, base, source)))
         case let .cast(t, base, _):
@@ -455,6 +455,7 @@ public final class Resolver {
     public func rvalue(_ r: Resolved, _ e: Expr, _ source: String) throws -> Value {
         if let v = r.value { return v }
         guard let place = r.place else { throw fail("internal: neither place nor value", e, source) }
+        if case .untyped = r.type, let g = r.global { throw untypedError(g, e, member: nil, source) }
         guard r.type.isScalar else { throw fail("\(describe(e, source)) is a \(r.type.name), not a number or pointer", e, source) }
         let signed = (try? r.type.record()).flatMap { $0 }.map { $0.1.isSigned } ?? false
         if r.bitfieldSize > 0 {

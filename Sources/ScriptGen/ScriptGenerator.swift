@@ -189,7 +189,7 @@ public final class ScriptGenerator {
                 }
                 return ScriptGenerator.text(.load(place, size: castSize, signed: signed))
             }
-            throw resolver.untypedError(g, expr, member: nil, expr, source)
+            throw resolver.untypedError(g, expr, member: nil, source)
         }
         if r.bitfieldSize > 0 || r.value != nil || r.type.isScalar {
             let value = try resolver.rvalue(r, expr, source)
@@ -496,7 +496,9 @@ struct ScriptScanner {
     func kreachIndex(_ r: Range<Int>) -> Bool {
         let text = String(chars[r])
         if text.contains("`") { return true }
-        if text.hasPrefix("current") && !(text.count > 7 && ScriptScanner.isIdent(Array(text)[7])) { return true }
+        if text.hasPrefix("current") && !(text.count > 7 && ScriptScanner.isIdent(Array(text)[7])) {
+            return (try? ExpressionParser.parse(text)) != nil
+        }
         if text.hasPrefix("0x") || text.hasPrefix("0X") { return !text.isEmpty && UInt64(text.dropFirst(2), radix: 16) != nil }
         return UInt64(text) != nil
     }
