@@ -158,7 +158,12 @@ public final class ScriptGenerator {
         let expr: Expr
         resolver.clearWarnings()
         do {
-            expr = try ExpressionParser.parse(source, isTypeName: { [resolver] in resolver.isTypeName($0) }, opaque: ref.opaque)
+            // Syntax errors point at the reference (the scanner chose its extent); resolution errors at their node.
+            do {
+                expr = try ExpressionParser.parse(source, isTypeName: { [resolver] in resolver.isTypeName($0) }, opaque: ref.opaque)
+            } catch {
+                throw self.error(error.message, ref, chars, file)
+            }
             if case .container = expr { throw error("a container walk can't be used in a script", ref, chars, file) }
             r = try resolver.resolve(expr, source)
         } catch let e as ScriptError {
