@@ -83,95 +83,75 @@ public final class Evaluator {
 
     // MARK: - Evaluation
 
+    /// Resolves `e` (the resolver does the typing) and computes its address or value against memory.
     func eval(_ e: Expr, _ source: String) throws -> Object {
-        switch e {
-        case let .number(n, _):
-            return try Object.value(n, type: try unsignedLong)
-        case .current:
-            let task = try memory.currentTask()
-            let query = TypeQuery(module: "vmlinux", kinds: [.structure], name: "task_struct", id: nil)
-            guard let t = try types.find(query).first else { throw fail("no struct task_struct in vmlinux BTF", e, source) }
-            var o = try Object.value(task, type: .pointer(.btf(t.btf, t.id)))
-            o.note = "current"
-            return o
-        case let .symbol(name, _):
-            if let bound = bindings[name] { return bound }
-            return try symbolObject(name, e, source, perCPU: false).object
-        case let .member(base, name, arrow, _):
-            var b = try eval(base, source)
-            if arrow {
-                guard let target = try pointerTarget(b.type) else {
-                    throw fail("'->' needs a pointer, but \(describe(base, source)) is \(b.type.name) (use '.')", e, source)
-                }
-                b = try deref(b, target, e, source)
-            } else if try pointerTarget(b.type) != nil {
-                throw fail("\(describe(base, source)) is a pointer (\(b.type.name)): use '->'", e, source)
-            }
-            return try member(b, name, e, source)
-        case let .index(base, index, _):
-            let b = try eval(base, source)
-            let i = Int64(bitPattern: try eval(index, source).scalar(memory))
-            switch try b.type.resolved() {
-            case let .array(element, count):
-                if i < 0 || i >= Int64(count) { warn("index \(i) is outside \(b.type.name) (\(count) elements)") }
-                guard let address = b.address else { throw fail("can't index a computed array", e, source) }
-                return Object(type: element, address: offset(address, i, try element.size()))
-            case let .pointer(target):
-                let p = try b.scalar(memory)
-                guard p != 0 else { throw fail("NULL pointer: \(describe(base, source)) is 0", e, source) }
-                return Object(type: target, address: offset(p, i, try target.size()))
-            default:
-                throw fail("can't index \(describe(base, source)), a \(b.type.name)", e, source)
-            }
-        case let .deref(base, _):
-            let b = try eval(base, source)
-            guard let target = try pointerTarget(b.type) else {
-                throw fail("can't dereference \(describe(base, source)), a \(b.type.name)", e, source)
-            }
-            return try deref(b, target, e, source)
-        case let .addressOf(base, _):
-            let b = try eval(base, source)
-            guard let address = b.address else { throw fail("\(describe(base, source)) has no address", e, source) }
-            guard b.bitfieldSize == 0 else { throw fail("can't take the address of a bitfield", e, source) }
-            let type: CType = { if case .untyped = b.type { return .pointer(.btf(types.vmlinux, 0)) } else { return .pointer(b.type) } }()
-            return try Object.value(address, type: type)
-        case let .negate(base, _):
-            let b = try eval(base, source)
-            guard b.type.isScalar else { throw fail("can't negate \(b.type.name)", e, source) }
-            return try Object.value(0 &- b.scalar(memory), type: b.type)
-        case let .cast(t, base, _):
-            let target = try resolveType(t, near: Resolver.module(of: base), e, source)
-            let b = try eval(base, source)
-            return try cast(b, to: target, e, source)
-        case let .perCPU(variable, cpu, _):
-            guard case let .symbol(name, _) = variable else { throw fail("per_cpu() takes a per-CPU variable's name", variable, source) }
-            let (object, symbol) = try symbolObject(name, variable, source, perCPU: true)
-            let n = try eval(cpu, source).scalar(memory)
-            let offsets = try symbols.resolve("vmlinux:__per_cpu_offset")
-            if let nr = try? symbols.resolve("vmlinux:nr_cpu_ids"), let count = try? Object(type: try unsignedLong, address: nr.address).load(memory) {
-                let cpus = UInt64(count[0]) | UInt64(count[1]) << 8 | UInt64(count[2]) << 16 | UInt64(count[3]) << 24
-                guard n < cpus else { throw fail("CPU \(n) does not exist (nr_cpu_ids is \(cpus))", cpu, source) }
-            }
-            let base = try Object(type: try unsignedLong, address: offsets.address + n * 8).scalar(memory)
-            var o = Object(type: object.type, address: base &+ symbol.address)
-            o.note = "per_cpu(\(symbol.name), \(n))"
-            return o
-        case .container:
-            throw fail("a container walk can only be the whole expression", e, source)
-        case .opaque:
-            throw fail("\(describe(e, source)) can only be evaluated by bpftrace", e, source)
+        defer {
+            for w in resolver.warnings { warn(w) }
+            resolver.clearWarnings()
+        }
+        return try object(try resolver.resolve(e, source, steps: self))
+    }
+
+    /// A resolved expression as an object: its place or value computed now.
+    func object(_ r: Resolved) throws -> Object {
+        var o: Object
+        if let place = r.place {
+            o = Object(type: r.type, address: try compute(place))
+        } else if let value = r.value {
+            o = try Object.value(try compute(value), type: r.type)
+        } else {
+            throw ExpressionError.plain("internal: a resolved expression with neither place nor value")
+        }
+        o.bitOffset = r.bitOffset
+        o.bitfieldSize = r.bitfieldSize
+        o.note = r.note
+        o.extent = r.extent
+        o.extentSource = r.extentSource
+        return o
+    }
+
+    /// An object as the resolver sees it (an lvalue when it has an address).
+    func resolved(_ o: Object) -> Resolved {
+        var r = Resolved(type: o.type, place: o.address.map { .constant($0) }, note: o.note)
+        if o.address == nil, let scalar = try? o.scalar(memory) { r.value = .constant(scalar) }
+        r.bitOffset = o.bitOffset
+        r.bitfieldSize = o.bitfieldSize
+        r.extent = o.extent
+        r.extentSource = o.extentSource
+        return r
+    }
+
+    /// A symbolic value computed against kernel memory.
+    public func compute(_ v: Value) throws -> UInt64 {
+        switch v {
+        case .constant(let c): return c
+        case let .load(address, size, signed):
+            let bytes = try memory.read(try compute(address), count: size)
+            return Evaluator.extend(bytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }, size: size, signed: signed)
+        case let .add(a, b): return try compute(a) &+ compute(b)
+        case let .scaled(a, n): return try compute(a) &* UInt64(bitPattern: n)
+        case .negate(let a): return 0 &- (try compute(a))
+        case let .convert(a, size, signed): return Evaluator.extend(try compute(a), size: size, signed: signed)
+        case let .bits(a, shift, width, signed):
+            var x = try compute(a) >> UInt64(shift)
+            guard width < 64 else { return x }
+            x &= (1 << UInt64(width)) - 1
+            if signed && x & (1 << UInt64(width - 1)) != 0 { x |= ~((1 << UInt64(width)) - 1) }
+            return x
+        case .currentTask: return try memory.currentTask()
+        case .opaque(let text): throw ExpressionError.plain("\(text) can only be evaluated by bpftrace")
         }
     }
 
-    func offset(_ address: UInt64, _ index: Int64, _ size: Int) -> UInt64 {
-        address &+ UInt64(bitPattern: index &* Int64(size))
+    /// The low `size` bytes of `v`, zero- or sign-extended.
+    static func extend(_ v: UInt64, size: Int, signed: Bool) -> UInt64 {
+        guard size > 0 && size < 8 else { return v }
+        let bits = UInt64(size) * 8
+        let low = v & ((1 << bits) - 1)
+        return signed && low & (1 << (bits - 1)) != 0 ? low | ~((1 << bits) - 1) : low
     }
 
-    func describe(_ e: Expr, _ source: String) -> String {
-        let chars = Array(source)
-        let r = e.range.clamped(to: 0..<chars.count)
-        return String(chars[r])
-    }
+    func describe(_ e: Expr, _ source: String) -> String { resolver.describe(e, source) }
 
     func deref(_ b: Object, _ target: CType, _ e: Expr, _ source: String) throws -> Object {
         let p = try b.scalar(memory)
@@ -180,64 +160,15 @@ public final class Evaluator {
         return Object(type: target, address: p)
     }
 
-    func member(_ b: Object, _ name: String, _ e: Expr, _ source: String) throws -> Object {
-        guard let m = try b.type.member(name) else { throw fail(Resolver.noMember(b.type, name, note: b.note), e, source) }
-        var o: Object
-        if let address = b.address {
-            o = Object(type: m.type, address: address + UInt64(m.bitOffset / 8))
-        } else if let bytes = b.bytes {
-            let start = m.bitOffset / 8
-            let size = m.bitfieldSize > 0 ? (m.bitfieldSize + m.bitOffset % 8 + 7) / 8 : try m.type.size()
-            guard start + size <= bytes.count else { throw fail("member \(name) lies outside the value", e, source) }
-            o = Object(type: m.type, address: nil, bytes: Array(bytes[start..<(start + size)]))
-        } else {
-            throw fail("internal: no address or bytes", e, source)
-        }
-        if m.bitfieldSize > 0 {
-            o.bitOffset = m.bitOffset % 8
-            o.bitfieldSize = m.bitfieldSize
-        }
-        return o
-    }
-
     func cast(_ b: Object, to target: CType, _ e: Expr, _ source: String) throws -> Object {
-        let r = try target.resolved()
-        // An untyped symbol takes the cast's type in place (its memory is now read as that type).
-        if case .untyped = b.type, let address = b.address {
-            let name = b.note.map { String($0.prefix { $0 != " " }) } ?? "the symbol"
-            if let w = try Resolver.castWarning(name: name, extent: b.extent, source: b.extentSource, target: target) { warn(w) }
-            var o = Object(type: target, address: address)
-            o.note = b.note
-            return o
+        defer {
+            for w in resolver.warnings { warn(w) }
+            resolver.clearWarnings()
         }
-        if target.isScalar || { if case .pointer = r { return true } else { return false } }() {
-            guard b.type.isScalar else {
-                throw fail("can't convert \(b.type.name) to \(target.name) (take its address with '&' to reinterpret it)", e, source)
-            }
-            return try Object.value(b.scalar(memory), type: target)
-        }
-        // Aggregates: reinterpret the object's memory, like *(T *)&x.
-        guard let address = b.address else { throw fail("can't cast a computed value to \(target.name)", e, source) }
-        return Object(type: target, address: address)
+        return try object(try resolver.cast(resolved(b), to: target, e, e, source))
     }
 
     // MARK: - Symbols
-
-    /// The object a global names, typed as well as kreach can (`Resolver.symbol`); a module global without its
-    /// .ko is typed from `struct module`'s parameter table in memory when it is a parameter.
-    func symbolObject(_ name: String, _ e: Expr, _ source: String, perCPU: Bool) throws -> (object: Object, symbol: KernelSymbol) {
-        let g = try resolver.symbol(name, e, source, perCPU: perCPU)
-        if g.needsParameterTable, let type = try? parameters.type(of: g.symbol) {
-            var o = Object(type: type, address: g.symbol.address)
-            o.note = "\(g.symbol.name), a module parameter"
-            return (o, g.symbol)
-        }
-        var o = Object(type: g.type, address: g.symbol.address)
-        o.note = g.note
-        o.extent = g.extent
-        o.extentSource = g.extentSource
-        return (o, g.symbol)
-    }
 
     /// How much of an untyped global with a known size is read and shown raw (a cast reads the whole type).
     public static let untypedReadLimit = Resolver.untypedReadLimit
@@ -326,4 +257,11 @@ public final class Evaluator {
         }
         return entries
     }
+}
+
+/// show's run-time steps: bound names, values read from memory now, module parameter types from memory.
+extension Evaluator: ResolutionSteps {
+    public func bound(_ name: String) -> Resolved? { bindings[name].map(resolved) }
+    public func settle(_ value: Value) throws -> Value { .constant(try compute(value)) }
+    public func parameterType(_ symbol: TypedSymbol) -> CType? { (try? parameters.type(of: symbol.symbol)) ?? nil }
 }

@@ -14,8 +14,8 @@ public indirect enum Value: Equatable, Sendable {
     case negate(Value)
     /// An integer conversion to `size` bytes (a cast to a narrower integer).
     case convert(Value, size: Int, signed: Bool)
-    /// `width` bits from bit `shift` of an unsigned value (a bitfield).
-    case bits(Value, shift: Int, width: Int)
+    /// `width` bits from bit `shift` of a value (a bitfield), sign-extended when `signed`.
+    case bits(Value, shift: Int, width: Int, signed: Bool)
     /// The current task's `struct task_struct *` (bpf_get_current_task; bpftrace's `curtask`).
     case currentTask
     /// Script text kreach doesn't evaluate (an index such as `$i`, `arg0`), printed as written.
@@ -71,6 +71,28 @@ public struct Resolved {
     /// The global the expression starts from, when it is one.
     public var global: TypedSymbol?
     public var note: String?
+    /// An untyped global's true size and where it comes from.
+    public var extent: UInt64?
+    public var extentSource: ExtentSource?
+
+    public init(type: CType, place: Value? = nil, value: Value? = nil, global: TypedSymbol? = nil, note: String? = nil) {
+        self.type = type
+        self.place = place
+        self.value = value
+        self.global = global
+        self.note = note
+    }
+}
+
+/// The run-time steps of a resolution. `show` performs them against kernel memory (`Evaluator`); without
+/// steps (a script) they stay symbolic for bpftrace.
+public protocol ResolutionSteps: AnyObject {
+    /// An object bound to a name (show's `--fields` entry) instead of a kernel global.
+    func bound(_ name: String) -> Resolved?
+    /// What can be computed now: show reads memory and returns a constant.
+    func settle(_ value: Value) throws -> Value
+    /// A module global the .ko couldn't type: its type from `struct module`'s parameter table in memory.
+    func parameterType(_ symbol: TypedSymbol) -> CType?
 }
 
 /// Names to types, memory-free: globals (BTF VAR, per-CPU check, module parameters from the .ko, .ko symbol
@@ -362,8 +384,35 @@ public final class Resolver {
 
     // MARK: - Expressions
 
-    /// Resolves `e` (parsed from `source`) to a typed, symbolic result.
-    public func resolve(_ e: Expr, _ source: String) throws -> Resolved {
+    /// Resolves `e` (parsed from `source`) to a typed, symbolic result; `steps` (show) compute run-time parts now.
+    public func resolve(_ e: Expr, _ source: String, steps: ResolutionSteps? = nil) throws -> Resolved {
+        self.steps = steps
+        defer { self.steps = nil }
+        return try resolve(e, source)
+    }
+
+    /// The steps of the resolution under way.
+    private weak var steps: ResolutionSteps?
+
+    func settle(_ v: Value) throws -> Value { try steps?.settle(v) ?? v }
+
+    /// A pointer about to be followed by `e`: settled, and refused when it is NULL.
+    func follow(_ b: Resolved, _ base: Expr, _ e: Expr, _ source: String, indexing: Bool) throws -> Value {
+        let p = try settle(try rvalue(b, base, source))
+        if case .constant(0) = p {
+            throw fail(indexing ? "NULL pointer: \(describe(base, source)) is 0" : "NULL pointer dereference: the pointer is 0", e, source)
+        }
+        return p
+    }
+
+    /// An untyped global used where a type is needed: in a script, an error suggesting a form that works;
+    /// show keeps its own messages (nil).
+    func untyped(_ b: Resolved, _ base: Expr, member: String?, _ source: String) -> ExpressionError? {
+        guard steps == nil, case .untyped = b.type, let g = b.global else { return nil }
+        return untypedError(g, base, member: member, source)
+    }
+
+    func resolve(_ e: Expr, _ source: String) throws -> Resolved {
         switch e {
         case let .number(n, _):
             return Resolved(type: try unsignedLong, value: .constant(n))
@@ -376,22 +425,34 @@ public final class Resolver {
         case .current:
             let query = TypeQuery(module: "vmlinux", kinds: [.structure], name: "task_struct", id: nil)
             guard let t = try types.find(query).first else { throw fail("no struct task_struct in vmlinux BTF", e, source) }
-            return Resolved(type: .pointer(.btf(t.btf, t.id)), value: .currentTask, note: "current")
+            return Resolved(type: .pointer(.btf(t.btf, t.id)), value: try settle(.currentTask), note: "current")
         case let .symbol(name, _):
-            let g = try symbol(name, e, source, perCPU: false)
-            return Resolved(type: g.type, place: .constant(g.symbol.address), global: g, note: g.note)
+            if let bound = steps?.bound(name) { return bound }
+            var g = try symbol(name, e, source, perCPU: false)
+            if g.needsParameterTable, let type = steps?.parameterType(g) {
+                g.type = type
+                g.note = "\(g.symbol.name), a module parameter"
+                g.extent = nil
+                g.extentSource = nil
+            }
+            var r = Resolved(type: g.type, place: .constant(g.symbol.address), global: g, note: g.note)
+            r.extent = g.extent
+            r.extentSource = g.extentSource
+            return r
         case let .member(base, name, arrow, _):
             var b = try resolve(base, source)
-            if case .untyped = b.type, let g = b.global { throw untypedError(g, base, member: name, source) }
+            if let error = untyped(b, base, member: name, source) { throw error }
             if arrow {
                 guard let target = try pointerTarget(b.type) else {
                     throw fail("'->' needs a pointer, but \(describe(base, source)) is \(b.type.name) (use '.')", e, source)
                 }
-                b = Resolved(type: target, place: try rvalue(b, base, source))
+                let p = try follow(b, base, e, source, indexing: false)
+                if case let .btf(_, id) = target, id == 0 { throw fail("can't dereference a void pointer; cast it first", e, source) }
+                b = Resolved(type: target, place: p)
             } else if try pointerTarget(b.type) != nil {
                 throw fail("\(describe(base, source)) is a pointer (\(b.type.name)): use '->'", e, source)
             }
-            guard let m = try b.type.member(name) else { throw fail(Resolver.noMember(b.type, name), e, source) }
+            guard let m = try b.type.member(name) else { throw fail(Resolver.noMember(b.type, name, note: b.note), e, source) }
             guard let place = b.place else { throw fail("can't take member \(name) of a computed value", e, source) }
             var r = Resolved(type: m.type, place: Value.plus(place, .constant(UInt64(m.bitOffset / 8))))
             if m.bitfieldSize > 0 {
@@ -401,8 +462,8 @@ public final class Resolver {
             return r
         case let .index(base, index, _):
             let b = try resolve(base, source)
-            if case .untyped = b.type, let g = b.global { throw untypedError(g, base, member: nil, source) }
-            let i = try rvalue(try resolve(index, source), index, source)
+            if let error = untyped(b, base, member: nil, source) { throw error }
+            let i = try settle(try rvalue(try resolve(index, source), index, source))
             switch try b.type.resolved() {
             case let .array(element, count):
                 if case .constant(let n) = i, Int64(bitPattern: n) < 0 || Int64(bitPattern: n) >= Int64(count) {
@@ -411,19 +472,20 @@ public final class Resolver {
                 guard let place = b.place else { throw fail("can't index a computed array", e, source) }
                 return Resolved(type: element, place: Value.plus(place, Value.times(i, Int64(try element.size()))))
             case let .pointer(target):
-                let p = try rvalue(b, base, source)
+                let p = try follow(b, base, e, source, indexing: true)
                 return Resolved(type: target, place: Value.plus(p, Value.times(i, Int64(try target.size()))))
             default:
                 throw fail("can't index \(describe(base, source)), a \(b.type.name)", e, source)
             }
         case let .deref(base, _):
             let b = try resolve(base, source)
-            if case .untyped = b.type, let g = b.global { throw untypedError(g, base, member: nil, source) }
+            if let error = untyped(b, base, member: nil, source) { throw error }
             guard let target = try pointerTarget(b.type) else {
                 throw fail("can't dereference \(describe(base, source)), a \(b.type.name)", e, source)
             }
+            let p = try follow(b, base, e, source, indexing: false)
             if case let .btf(_, id) = target, id == 0 { throw fail("can't dereference a void pointer; cast it first", e, source) }
-            return Resolved(type: target, place: try rvalue(b, base, source))
+            return Resolved(type: target, place: p)
         case let .addressOf(base, _):
             let b = try resolve(base, source)
             guard let place = b.place else { throw fail("\(describe(base, source)) has no address", e, source) }
@@ -432,7 +494,7 @@ public final class Resolver {
             return Resolved(type: type, value: place)
         case let .negate(base, _):
             let b = try resolve(base, source)
-            if case .untyped = b.type, let g = b.global { throw untypedError(g, base, member: nil, source) }
+            if let error = untyped(b, base, member: nil, source) { throw error }
             guard b.type.isScalar else { throw fail("can't negate \(b.type.name)", e, source) }
             return Resolved(type: b.type, value: .negate(try rvalue(b, base, source)))
         case let .cast(t, base, _):
@@ -442,10 +504,17 @@ public final class Resolver {
         case let .perCPU(variable, cpu, _):
             guard case let .symbol(name, _) = variable else { throw fail("per_cpu() takes a per-CPU variable's name", variable, source) }
             let g = try symbol(name, variable, source, perCPU: true)
-            let n = try rvalue(try resolve(cpu, source), cpu, source)
+            let n = try settle(try rvalue(try resolve(cpu, source), cpu, source))
             let offsets = try resolveWithKallsyms(GlobalName(module: "vmlinux", name: "__per_cpu_offset"), variable, source)
-            let base = Value.load(Value.plus(.constant(offsets.address), Value.times(n, 8)), size: 8, signed: false)
-            return Resolved(type: g.type, place: Value.plus(base, .constant(g.symbol.address)), note: "per_cpu(\(g.symbol.name))")
+            // nr_cpu_ids (unsigned int), when it can be read now.
+            if case .constant(let c) = n, let nr = try? symbols.resolve(GlobalName(module: "vmlinux", name: "nr_cpu_ids").description),
+               case .constant(let cpus)? = try? settle(.load(.constant(nr.address), size: 4, signed: false)) {
+                guard c < cpus else { throw fail("CPU \(c) does not exist (nr_cpu_ids is \(cpus))", cpu, source) }
+            }
+            let base = try settle(.load(Value.plus(.constant(offsets.address), Value.times(n, 8)), size: 8, signed: false))
+            var note = "per_cpu(\(g.symbol.name))"
+            if case .constant(let c) = n { note = "per_cpu(\(g.symbol.name), \(c))" }
+            return Resolved(type: g.type, place: Value.plus(base, .constant(g.symbol.address)), note: note)
         case .container:
             throw fail("a container walk can only be the whole expression", e, source)
         }
@@ -455,24 +524,25 @@ public final class Resolver {
     public func rvalue(_ r: Resolved, _ e: Expr, _ source: String) throws -> Value {
         if let v = r.value { return v }
         guard let place = r.place else { throw fail("internal: neither place nor value", e, source) }
-        if case .untyped = r.type, let g = r.global { throw untypedError(g, e, member: nil, source) }
+        if let error = untyped(r, e, member: nil, source) { throw error }
         guard r.type.isScalar else { throw fail("\(describe(e, source)) is a \(r.type.name), not a number or pointer", e, source) }
         let signed = (try? r.type.record()).flatMap { $0 }.map { $0.1.isSigned } ?? false
         if r.bitfieldSize > 0 {
-            guard !signed else { throw fail("a signed bitfield can't be read here yet; read its containing word", e, source) }
             let bytes = (r.bitOffset + r.bitfieldSize + 7) / 8
             guard let width = [1, 2, 4, 8].first(where: { $0 >= bytes }) else { throw fail("bitfield spans more than 8 bytes", e, source) }
-            return .bits(.load(place, size: width, signed: false), shift: r.bitOffset, width: r.bitfieldSize)
+            return .bits(.load(place, size: width, signed: false), shift: r.bitOffset, width: r.bitfieldSize, signed: signed)
         }
         return .load(place, size: try r.type.size(), signed: signed)
     }
 
-    func cast(_ b: Resolved, to target: CType, _ base: Expr, _ e: Expr, _ source: String) throws -> Resolved {
+    /// `(target)b`: an untyped global takes the type in place; scalars convert; aggregates reinterpret memory.
+    public func cast(_ b: Resolved, to target: CType, _ base: Expr, _ e: Expr, _ source: String) throws -> Resolved {
         let r = try target.resolved()
         // An untyped global takes the cast's type in place (its memory is now read as that type).
-        if case .untyped = b.type, let place = b.place, let g = b.global {
-            if let w = try Resolver.castWarning(name: g.symbol.name, extent: g.extent, source: g.extentSource, target: target) { warn(w) }
-            return Resolved(type: target, place: place, global: g, note: g.note)
+        if case .untyped = b.type, let place = b.place {
+            let name = b.global?.symbol.name ?? b.note.map { String($0.prefix { $0 != " " }) } ?? "the symbol"
+            if let w = try Resolver.castWarning(name: name, extent: b.extent, source: b.extentSource, target: target) { warn(w) }
+            return Resolved(type: target, place: place, global: b.global, note: b.note)
         }
         if target.isScalar || { if case .pointer = r { return true } else { return false } }() {
             guard b.type.isScalar else {

@@ -238,9 +238,13 @@ public final class ScriptGenerator {
         case let .scaled(a, n): return "(\(text(a)) * \(n))"
         case .negate(let a): return "(-\(text(a)))"
         case let .convert(a, size, signed): return "((\(integerType(size: size, signed: signed) ?? "uint64"))\(text(a)))"
-        case let .bits(a, shift, width):
+        case let .bits(a, shift, width, signed):
             let mask = width >= 64 ? UInt64.max : (UInt64(1) << UInt64(width)) - 1
-            return "((\(text(a)) >> \(shift)) & 0x\(String(mask, radix: 16)))"
+            let field = "((\(text(a)) >> \(shift)) & 0x\(String(mask, radix: 16)))"
+            guard signed && width < 64 else { return field }
+            // Sign extension without relying on shift semantics: (x ^ s) - s, s the field's sign bit.
+            let sign = "0x" + String(UInt64(1) << UInt64(width - 1), radix: 16)
+            return "((\(field) ^ \(sign)) - \(sign))"
         case .currentTask: return "((uint64)curtask)"
         case .opaque(let t): return "(\(t))"
         }

@@ -200,7 +200,7 @@ final class ScriptExpressionTests: XCTestCase {
         let expressions = [
             "str(\(ScriptGenerator.text(release)), 65)",
             ScriptGenerator.text(first),
-            ScriptGenerator.text(.bits(first, shift: 0, width: 8)),
+            ScriptGenerator.text(.bits(first, shift: 0, width: 8, signed: false)),
             ScriptGenerator.text(.convert(.negate(.negate(first)), size: 1, signed: false)),
             ScriptGenerator.text(.load(Value.plus(release, Value.times(.opaque("$i"), 1)), size: 1, signed: false)),
             "((struct uts_namespace *)\(ScriptGenerator.text(utsNS)))->name.release",
