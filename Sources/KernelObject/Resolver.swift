@@ -525,6 +525,8 @@ public final class Resolver {
         if let v = r.value { return v }
         guard let place = r.place else { throw fail("internal: neither place nor value", e, source) }
         if let error = untyped(r, e, member: nil, source) { throw error }
+        // show reads an untyped global used as a number as its first bytes (at most 8), as an integer.
+        if case .untyped(let size) = r.type, size > 0 { return .load(place, size: min(size, 8), signed: false) }
         guard r.type.isScalar else { throw fail("\(describe(e, source)) is a \(r.type.name), not a number or pointer", e, source) }
         let signed = (try? r.type.record()).flatMap { $0 }.map { $0.1.isSigned } ?? false
         if r.bitfieldSize > 0 {
