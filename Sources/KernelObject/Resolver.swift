@@ -56,7 +56,6 @@ public struct TypedSymbol {
     public var extentSource: ExtentSource?
     /// A module global with no .ko to type it from: only `struct module`'s parameter table (in memory) can.
     public var needsParameterTable = false
-    public var isFunction = false
 }
 
 /// An expression resolved without memory: its type, and where it lives (`place`, an lvalue's address)
@@ -265,9 +264,7 @@ public final class Resolver {
             if let btf, let fn = btf.lookup(symbol.baseName).first(where: { (try? btf.kind(of: $0)) == .function }) {
                 prototype = ": " + btf.describe(fn)
             }
-            var t = TypedSymbol(symbol: symbol, type: .untyped(size: 0), note: "\(symbol.name) (a function\(prototype))")
-            t.isFunction = true
-            return t
+            return TypedSymbol(symbol: symbol, type: .untyped(size: 0), note: "\(symbol.name) (a function\(prototype))")
         }
         if let moduleObject, let type = try parameterTypeFromObject(moduleObject, symbol.name) {
             return TypedSymbol(symbol: symbol, type: type, note: "\(symbol.name), a module parameter")

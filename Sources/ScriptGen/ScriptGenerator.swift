@@ -198,12 +198,12 @@ public final class ScriptGenerator {
         }
         if r.bitfieldSize > 0 || r.value != nil || r.type.isScalar {
             let value = try resolver.rvalue(r, expr, source)
-            if case .pointer(let target) = type, let (btf, t) = try target.record(), t.kind == .structure || t.kind == .union {
+            if case .pointer(let target) = type, let (btf, t) = try target.record(), let spelled = ScriptGenerator.recordName(t) {
                 // A typed pointer value; bpftrace follows '->' through its BTF (or kreach's C definitions).
                 if btf.owner(of: t.id).objectName != "vmlinux" {
-                    notes.append("\(source) points to \(target.name) from \(btf.owner(of: t.id).objectName)'s BTF, which bpftrace may not know; '->' on it may fail")
+                    notes.append("\(source) points to \(spelled) from \(btf.owner(of: t.id).objectName)'s BTF, which bpftrace may not know; '->' on it may fail")
                 }
-                return "((\(target.name) *)\(ScriptGenerator.text(value)))"
+                return "((\(spelled) *)\(ScriptGenerator.text(value)))"
             }
             return ScriptGenerator.text(value)
         }
@@ -211,7 +211,7 @@ public final class ScriptGenerator {
         switch type {
         case let .array(element, count):
             if let (_, et) = try element.record(), et.kind == .int, et.size == 1 {
-                return "str(\(ScriptGenerator.operand(place)), \(count))"
+                return "str(\(ScriptGenerator.text(place)), \(count))"
             }
             throw fail("\(source) is an array (\(r.type.name)): index it, e.g. [0]")
         case let .btf(btf, id):
@@ -219,8 +219,8 @@ public final class ScriptGenerator {
             guard t.kind == .structure || t.kind == .union else {
                 throw fail("\(source) is a \(r.type.name), which bpftrace can't read directly")
             }
-            if btf.owner(of: id).objectName == "vmlinux" {
-                return "(*(\(r.type.name) *)\(ScriptGenerator.operand(place)))"
+            if btf.owner(of: id).objectName == "vmlinux", let spelled = ScriptGenerator.recordName(t) {
+                return "(*(\(spelled) *)\(ScriptGenerator.text(place)))"
             }
             throw fail("\(source) is a \(r.type.name) from \(btf.owner(of: id).objectName)'s BTF: name one of its members (.member)")
         default:
@@ -228,12 +228,20 @@ public final class ScriptGenerator {
         }
     }
 
-    /// A symbolic value as a bpftrace expression: constants in hex, every compound form parenthesized.
+    /// `struct NAME` / `union NAME` as a bpftrace cast spells it (bpftrace 0.17 refuses `const` and typedef
+    /// names there); nil for anonymous records and other kinds.
+    static func recordName(_ t: BTFType) -> String? {
+        guard !t.name.isEmpty, t.kind == .structure || t.kind == .union else { return nil }
+        return (t.kind == .union ? "union " : "struct ") + t.name
+    }
+
+    /// A symbolic value as a bpftrace expression: constants in hex, every compound form parenthesized (so it
+    /// can stand as an operand or an address anywhere).
     static func text(_ v: Value) -> String {
         switch v {
         case .constant(let c): return "0x" + String(c, radix: 16)
         case let .load(address, size, signed):
-            return "(*(\(integerType(size: size, signed: signed) ?? "uint64") *)\(operand(address)))"
+            return "(*(\(integerType(size: size, signed: signed) ?? "uint64") *)\(text(address)))"
         case let .add(a, b): return "(\(text(a)) + \(text(b)))"
         case let .scaled(a, n): return "(\(text(a)) * \(n))"
         case .negate(let a): return "(-\(text(a)))"
@@ -248,11 +256,6 @@ public final class ScriptGenerator {
         case .currentTask: return "((uint64)curtask)"
         case .opaque(let t): return "(\(t))"
         }
-    }
-
-    /// An address operand: a constant bare, anything else in its own parentheses.
-    static func operand(_ v: Value) -> String {
-        text(v)
     }
 
     /// When set (by `kreach run`), a script with an unload guard prints this line from `BEGIN`, which bpftrace

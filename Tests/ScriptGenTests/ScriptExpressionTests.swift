@@ -69,6 +69,8 @@ final class ScriptExpressionTests: XCTestCase {
         // A pointer to a vmlinux struct keeps its type, so the script's own '->' works through bpftrace's BTF.
         let ownerLoad = owner == 0 ? "(*(uint64 *)(*(uint64 *)\(hex(misc + fops))))" : "(*(uint64 *)((*(uint64 *)\(hex(misc + fops))) + \(hex(owner))))"
         XCTAssertEqual(try expand("((struct miscdevice *)&loop`loop_misc)->fops->owner"), "((struct module *)\(ownerLoad))")
+        // `const struct file_operations *`: bpftrace's casts take neither const nor typedef names.
+        XCTAssertEqual(try expand("((struct miscdevice *)&loop`loop_misc)->fops"), "((struct file_operations *)(*(uint64 *)\(hex(misc + fops))))")
         XCTAssertEqual(try expand("((struct task_struct *)&`init_task)->parent->pid"),
                        "(*(int32 *)((*(uint64 *)\(hex(task + parent))) + \(hex(pid))))")
         // *p
