@@ -244,7 +244,7 @@ public final class Resolver {
             symbol = found[0]
             moduleObject = mo
         } else {
-            symbol = try resolveWithKallsyms(global, e, source)
+            symbol = try resolveWithKallsyms(global, written: text, e, source)
         }
         let object = symbol.moduleName
         // A BTF VAR of that name in the symbol's own object.
@@ -296,8 +296,9 @@ public final class Resolver {
         return t
     }
 
-    func resolveWithKallsyms(_ global: GlobalName, _ e: Expr, _ source: String) throws -> KernelSymbol {
-        do { return try symbols.resolve(global.description) } catch let error as SymbolError {
+    /// The kallsyms symbol of `global` (`written`: the query as the expression gave it, quoted by errors).
+    func resolveWithKallsyms(_ global: GlobalName, written: String? = nil, _ e: Expr, _ source: String) throws -> KernelSymbol {
+        do { return try symbols.resolve(global.query, text: written ?? global.description) } catch let error as SymbolError {
             // Candidates are listed in the notation the user wrote (scripts need mod`name#N).
             let written: SymbolNotation = describe(e, source).contains("`") ? .backtick : .colon
             throw ExpressionError.at(error.description(written), source: source, range: e.range)
@@ -504,7 +505,7 @@ public final class Resolver {
             let n = try settle(try rvalue(try resolve(cpu, source), cpu, source))
             let offsets = try resolveWithKallsyms(GlobalName(module: "vmlinux", name: "__per_cpu_offset"), variable, source)
             // nr_cpu_ids (unsigned int), when it can be read now.
-            if case .constant(let c) = n, let nr = try? symbols.resolve(GlobalName(module: "vmlinux", name: "nr_cpu_ids").description),
+            if case .constant(let c) = n, let nr = try? symbols.resolve(GlobalName(module: "vmlinux", name: "nr_cpu_ids")),
                case .constant(let cpus)? = try? settle(.load(.constant(nr.address), size: 4, signed: false)) {
                 guard c < cpus else { throw fail("CPU \(c) does not exist (nr_cpu_ids is \(cpus))", cpu, source) }
             }

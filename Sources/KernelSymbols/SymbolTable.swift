@@ -98,6 +98,16 @@ public final class SymbolTable {
     public func resolve(_ text: String) throws(SymbolError) -> KernelSymbol {
         let query = try SymbolQuery.parse(text)
         if case .glob = query { throw .badQuery(query: text, reason: "a glob names many symbols; give one name") }
+        return try resolve(query, text: text)
+    }
+
+    /// The symbol a global names (errors quote it as `mod:name#N`).
+    public func resolve(_ global: GlobalName) throws(SymbolError) -> KernelSymbol {
+        try resolve(global.query, text: global.description)
+    }
+
+    /// `query`, parsed from `text` (which errors quote).
+    public func resolve(_ query: SymbolQuery, text: String) throws(SymbolError) -> KernelSymbol {
         var found = find(query)
         if found.count > 1, found.contains(where: { $0.name != Kallsyms.baseName(of: $0.name) }) {
             let entries = found.filter { !$0.isColdFragment }
