@@ -4,13 +4,15 @@ import KernelSource
 import KernelSymbols
 import KreachSupport
 
-/// Evaluates expressions against the kernel: resolves symbols and their types, follows pointers and
-/// members through BTF, reads memory through a `KernelMemory` (which only reads).
+/// Evaluates expressions against the kernel: the memory-free `Resolver` types them and gives their places
+/// and values as symbolic `Value`s; the evaluator is its `ResolutionSteps` (pointers are read as they are
+/// followed, so NULL pointers, CPU numbers and indices are checked against real values) and computes the
+/// result through a `KernelMemory` (which only reads).
 ///
 /// Where a global's type comes from, in order: an explicit cast in the expression; a BTF VAR of that
 /// name in the symbol's object (per-CPU variables, and every global on kernels whose BTF carries them);
-/// for module globals, the module's parameter table (`struct module`'s kp[]: the param_ops_* of each
-/// parameter gives its C type); otherwise the symbol is untyped raw memory whose size comes from the
+/// for module globals, the module's parameter table (from the .ko's `.rela__param`, memory-free; without the
+/// .ko, `struct module`'s kp[] in memory: the param_ops_* of each parameter gives its C type); otherwise the symbol is untyped raw memory whose size comes from the
 /// module's .ko symbol table, or is at most the gap to the next kallsyms symbol (reads capped, and said).
 public final class Evaluator {
     public let kernel: Kernel
