@@ -192,6 +192,11 @@ public final class ScriptGenerator {
                 if size > 0 && size != castSize && size != 8 {
                     notes.append("\(source) is \(size) bytes but is read as \(cast)")
                 }
+                // A module parameter without its .ko: its type is in struct module's table, in memory, which gen never reads.
+                if g.needsParameterTable, let module = g.symbol.module,
+                   FileBytes.exists(kernel.path(.moduleDirectory) + "/\(module)/parameters/\(g.symbol.name)") {
+                    notes.append("\(source) is a parameter of \(module): its C type comes from \(module)'s .ko, not found here (kreach show can also read it from struct module in memory); the script reads it as \(cast)")
+                }
                 return ScriptGenerator.text(.load(place, size: castSize, signed: signed))
             }
             throw resolver.untypedError(g, expr, member: nil, source)

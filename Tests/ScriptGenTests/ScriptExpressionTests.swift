@@ -126,6 +126,10 @@ final class ScriptExpressionTests: XCTestCase {
         XCTAssertEqual(try expand("(uint64)lockd`nlm_blocked#2"), "(uint64)(*(uint64 *)\(hex(second)))")
         XCTAssertEqual(try expand("(uint64)lockd`nlm_blocked@\(String(second, radix: 16))"), "(uint64)(*(uint64 *)\(hex(second)))")
         XCTAssertEqual(try expand("((struct list_head *)&lockd`nlm_blocked#2)->next"), "((struct list_head *)(*(uint64 *)\(hex(second))))")
+        // A module parameter the .ko can't type here (the capture has no .ko files): read as the cast says, and said.
+        let g = try generator()
+        XCTAssertEqual(try expand("(uint64)brd`rd_size", g), "(uint64)(*(uint64 *)\(hex(try address("brd:rd_size"))))")
+        XCTAssertTrue(g.notes.contains { $0.hasPrefix("brd`rd_size is a parameter of brd: its C type comes from brd's .ko") }, "\(g.notes)")
         // A bpftrace integer cast of a typed value stays bpftrace's own conversion.
         let misc = try address("loop:loop_misc")
         XCTAssertEqual(try expand("(uint64)((struct miscdevice)loop`loop_misc).minor"), "(uint64)(*(int32 *)\(hex(misc)))")
