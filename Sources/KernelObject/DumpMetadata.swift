@@ -137,9 +137,22 @@ public enum DumpMetadata {
             for id in btf.lookup(structName) {
                 let t = try btf.type(id)
                 guard t.kind == .structure || t.kind == .union, !t.members.isEmpty else { continue }
-                if let m = t.members.first(where: { $0.name == member }) { return UInt64(m.bitOffset / 8) }
+                if let bits = try find(member, in: t, depth: 0) { return bits / 8 }
             }
             throw MemoryError.unavailable("vmlinux BTF has no struct \(structName) with a member \(member)")
+        }
+
+        /// The member's bit offset, looking into anonymous struct and union members (pcpu_hot's current_task
+        /// sits in an anonymous struct inside an anonymous union), at most 8 levels deep.
+        func find(_ member: String, in t: BTFType, depth: Int) throws -> UInt64? {
+            if let m = t.members.first(where: { $0.name == member }) { return UInt64(m.bitOffset) }
+            guard depth < 8 else { return nil }
+            for m in t.members where m.name.isEmpty {
+                let inner = try btf.type(try btf.skipModifiers(m.type))
+                guard inner.kind == .structure || inner.kind == .union else { continue }
+                if let bits = try find(member, in: inner, depth: depth + 1) { return UInt64(m.bitOffset) + bits }
+            }
+            return nil
         }
     }
 }

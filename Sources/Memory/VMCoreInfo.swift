@@ -40,7 +40,9 @@ public struct VMCoreInfo: Sendable, Equatable {
                 guard key.hasPrefix(prefix + "("), key.hasSuffix(")") else { return nil }
                 return String(key.dropFirst(prefix.count + 1).dropLast())
             }
+            // Decimal (%ld), or hex with 0x where the kernel prints it so (NUMBER(VMALLOC_START) since 6.x).
             func decimal() throws(VMCoreError) -> Int64 {
+                if value.hasPrefix("0x"), let n = UInt64(value.dropFirst(2), radix: 16) { return Int64(bitPattern: n) }
                 guard let n = Int64(value) else { throw .badVMCoreInfo(line: Terminal.escaped(String(line))) }
                 return n
             }

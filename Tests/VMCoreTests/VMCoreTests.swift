@@ -37,9 +37,10 @@ final class VMCoreTests: XCTestCase {
     }
 
     func testVMCOREINFOLinesAreTyped() throws {
-        let info = try VMCoreInfo(text: "OSRELEASE=6.1.0\nPAGESIZE=4096\nSYMBOL(init_top_pgt)=ffffffff8a610000\nNUMBER(phys_base)=-5\nKERNELOFFSET=7c00000\nOFFSET(uts_namespace.name)=0\n")
+        let info = try VMCoreInfo(text: "OSRELEASE=6.1.0\nPAGESIZE=4096\nSYMBOL(init_top_pgt)=ffffffff8a610000\nNUMBER(phys_base)=-5\nNUMBER(VMALLOC_START)=0xff626d4a80000000\nKERNELOFFSET=7c00000\nOFFSET(uts_namespace.name)=0\n")
         XCTAssertEqual(info.symbols["init_top_pgt"], 0xffff_ffff_8a61_0000)
         XCTAssertEqual(info.numbers["phys_base"], -5)
+        XCTAssertEqual(info.numbers["VMALLOC_START"].map { UInt64(bitPattern: $0) }, 0xff62_6d4a_8000_0000)  // 6.12 prints it in hex
         XCTAssertEqual(info.kernelOffset, 0x7c0_0000)
         XCTAssertFalse(info.fiveLevelPaging)
         XCTAssertThrowsError(try VMCoreInfo(text: "SYMBOL(x)=zz\n")) { XCTAssertEqual("\($0)", "VMCOREINFO: can't parse the line \"SYMBOL(x)=zz\"") }
