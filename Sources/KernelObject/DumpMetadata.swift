@@ -73,7 +73,7 @@ public enum DumpMetadata {
             moduleLines.append("\(name) \(size) 0 - Live \(Hex.short(base))")
             // The module's symbols, as /proc/kallsyms prints them.
             let mk = try core.pointer(module + mKallsyms)
-            if mk != 0 {
+            if mk != 0 { do {
                 let symtab = try core.pointer(mk + kSymtab), strtab = try core.pointer(mk + kStrtab)
                 let n = Int(try core.u32(mk + kNum))
                 let typetab = try kTypetab.map { try core.pointer(mk + $0) }
@@ -94,7 +94,7 @@ public enum DumpMetadata {
                     if symbolName.isEmpty || letter == "U" { continue }
                     lines.append("\(hex16(value)) \(letter) \(symbolName)\t[\(name)]")
                 }
-            }
+            } catch { report.notes.append("module \(name): its symbols can't be read (\(error))") } }
             node = try core.pointer(node)
         }
         try dir.create(KernelFile.kallsyms.snapshotName, Array((lines.joined(separator: "\n") + "\n").utf8))

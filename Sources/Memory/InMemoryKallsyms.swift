@@ -5,7 +5,8 @@ import KreachSupport
 /// the first has bit 7 set) and indices into kallsyms_token_table (at kallsyms_token_index[i]); the first
 /// decoded character is the symbol's type letter. Addresses are kallsyms_offsets[i] from
 /// kallsyms_relative_base: with CONFIG_KALLSYMS_ABSOLUTE_PERCPU a non-negative offset is an absolute per-CPU
-/// address and a negative one is base − 1 − offset; without it every offset is unsigned from the base.
+/// address and a negative one is base − 1 − offset; without it every offset is unsigned from the base; kernels
+/// without kallsyms_relative_base (7.x) store each offset from its own entry (`Addressing`).
 public struct InMemoryKallsyms: Sendable {
     public struct Symbol: Sendable, Equatable {
         public let address: UInt64
@@ -13,17 +14,42 @@ public struct InMemoryKallsyms: Sendable {
         public let name: String
     }
     public let symbols: [Symbol]
-    /// Which addressing the offsets use (told from the offsets themselves).
-    public let absolutePercpu: Bool
+    /// How kallsyms_offsets encode addresses (scripts/kallsyms.c over the years).
+    public enum Addressing: Sendable, CustomStringConvertible {
+        /// CONFIG_KALLSYMS_ABSOLUTE_PERCPU: a non-negative offset is the address, a negative one base − 1 − offset.
+        case absolutePercpu
+        /// kallsyms_relative_base + the offset as unsigned.
+        case baseRelative
+        /// No kallsyms_relative_base (7.x): each offset is from its own entry's address.
+        case placeRelative
+        public var description: String {
+            switch self {
+            case .absolutePercpu: return "absolute per-CPU"
+            case .baseRelative: return "relative to kallsyms_relative_base"
+            case .placeRelative: return "place-relative"
+            }
+        }
+    }
+    /// Which addressing the offsets use (told from kallsyms_relative_base's presence and the offsets' signs,
+    /// checked against VMCOREINFO's _stext).
+    public let addressing: Addressing
 
     /// The tables' addresses: VMCOREINFO's SYMBOL()s (kernels since 6.0, and backports).
     public struct Tables: Sendable {
-        public let names, numSyms, tokenTable, tokenIndex, offsets, relativeBase: UInt64
+        public let names, numSyms, tokenTable, tokenIndex, offsets: UInt64
+        /// The variable holding the base of the offsets; nil on kernels that dropped it (7.x: offsets are
+        /// from _text, `text`).
+        public let relativeBase: UInt64?
+        /// _text: VMCOREINFO's SYMBOL(_stext), which x86-64's linker script puts at the same address.
+        public let text: UInt64?
         public init?(_ symbols: [String: UInt64]) {
             guard let n = symbols["kallsyms_names"], let c = symbols["kallsyms_num_syms"],
                   let tt = symbols["kallsyms_token_table"], let ti = symbols["kallsyms_token_index"],
-                  let o = symbols["kallsyms_offsets"], let b = symbols["kallsyms_relative_base"] else { return nil }
-            names = n; numSyms = c; tokenTable = tt; tokenIndex = ti; offsets = o; relativeBase = b
+                  let o = symbols["kallsyms_offsets"] else { return nil }
+            names = n; numSyms = c; tokenTable = tt; tokenIndex = ti; offsets = o
+            relativeBase = symbols["kallsyms_relative_base"]
+            text = symbols["_stext"]
+            if relativeBase == nil && text == nil { return nil }
         }
     }
 
@@ -36,7 +62,12 @@ public struct InMemoryKallsyms: Sendable {
         guard count > 0, count <= InMemoryKallsyms.maxSymbols else {
             throw MemoryError.unavailable("kallsyms_num_syms is \(count): not a kallsyms table")
         }
-        let base = try memory.read(t.relativeBase, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        let base: UInt64
+        if let variable = t.relativeBase {
+            base = try memory.read(variable, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        } else {
+            base = 0  // place-relative offsets need no base
+        }
         let offsets = try memory.read(t.offsets, count: 4 * count)
         let indexBytes = try memory.read(t.tokenIndex, count: 512)
         let tokenIndex = (0..<256).map { Int(indexBytes[2 * $0]) | Int(indexBytes[2 * $0 + 1]) << 8 }
@@ -73,16 +104,21 @@ public struct InMemoryKallsyms: Sendable {
             if offset < 0 { negative += 1 }
             raw.append((offset, Character(Unicode.Scalar(first)), String(decoding: text.dropFirst(), as: UTF8.self)))
         }
-        let absolute = negative > count / 2
-        absolutePercpu = absolute
-        symbols = raw.map { (offset, letter, name) in
+        let addressing: Addressing = t.relativeBase == nil ? .placeRelative : negative > count / 2 ? .absolutePercpu : .baseRelative
+        self.addressing = addressing
+        symbols = raw.enumerated().map { (i, entry) in
+            let (offset, letter, name) = entry
             let address: UInt64
-            if absolute {
-                address = offset >= 0 ? UInt64(offset) : base &- 1 &- UInt64(bitPattern: Int64(offset))
-            } else {
-                address = base &+ UInt64(UInt32(bitPattern: offset))
+            switch addressing {
+            case .absolutePercpu: address = offset >= 0 ? UInt64(offset) : base &- 1 &- UInt64(bitPattern: Int64(offset))
+            case .baseRelative: address = base &+ UInt64(UInt32(bitPattern: offset))
+            case .placeRelative: address = t.offsets &+ UInt64(4 * i) &+ UInt64(bitPattern: Int64(offset))
             }
             return Symbol(address: address, letter: letter, name: name)
+        }
+        // The kernel's own check: _stext decodes to VMCOREINFO's SYMBOL(_stext).
+        if let stext = t.text, let decoded = symbols.first(where: { $0.name == "_stext" }), decoded.address != stext {
+            throw MemoryError.unavailable("kallsyms: _stext decodes to \(Hex.short(decoded.address)) (\(addressing)), VMCOREINFO says \(Hex.short(stext)): unknown kallsyms_offsets encoding")
         }
     }
 }
