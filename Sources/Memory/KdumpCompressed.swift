@@ -139,18 +139,20 @@ final class KdumpDump: PhysicalDump {
         if flags & 0x27 == 0 {
             guard size == blockSize else { throw VMCoreError.malformed(path: file.path, what: "pfn \(pfn): an uncompressed page of \(size) bytes") }
             bytes = data
-        } else if flags & Method.zlib.rawValue != 0 {
+        } else if flags & (Method.zlib.rawValue | Method.zstd.rawValue) != 0 {
+            // zlib (compress2) and zstd (one ZSTD_compress frame) with the system's libraries.
+            let (code, method) = flags & Method.zlib.rawValue != 0 ? (Int32(KREACH_ZLIB), "zlib") : (Int32(KREACH_ZSTD), "zstd")
             bytes = [UInt8](repeating: 0, count: blockSize)
             var length = 0
             var reason = [CChar](repeating: 0, count: 128)
             let status = data.withUnsafeBytes { i in bytes.withUnsafeMutableBytes { o in
-                kreach_decompress(Int32(KREACH_ZLIB), i.baseAddress, i.count, o.baseAddress, o.count, &length, &reason, reason.count)
+                kreach_decompress(code, i.baseAddress, i.count, o.baseAddress, o.count, &length, &reason, reason.count)
             } }
             guard status == KREACH_DECOMPRESS_OK, length == blockSize else {
-                throw VMCoreError.malformed(path: file.path, what: "pfn \(pfn): zlib page does not decompress to a page (\(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))")
+                throw VMCoreError.malformed(path: file.path, what: "pfn \(pfn): \(method) page does not decompress to a page (\(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))")
             }
         } else {
-            let method = flags & Method.lzo.rawValue != 0 ? "lzo" : flags & Method.snappy.rawValue != 0 ? "snappy" : "zstd"
+            let method = flags & Method.lzo.rawValue != 0 ? "lzo" : "snappy"  // no liblzo2/libsnappy on Debian's build hosts
             throw VMCoreError.unsupportedCompression(path: file.path, method: method)
         }
         if cache.count > 4096 { cache.removeAll(keepingCapacity: true) }
