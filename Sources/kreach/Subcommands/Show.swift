@@ -23,6 +23,9 @@ struct ReadOptions: ParsableArguments {
     func evaluator(_ kernel: Kernel, core: VMCoreMemory? = nil) throws -> (Evaluator, ObjectFormatter) {
         let reader: any KernelMemory
         if let core { reader = core } else {
+            guard Core.scratch == nil else {
+                throw Failure(message: "this command reads the live kernel only: --core works with show, sym, type, where and why", code: 1)
+            }
             guard case .live = kernel.source else {
                 throw Failure(message: "reading values needs the live kernel or a dump (--core FILE): --kernel snapshots have no memory", code: 1)
             }
