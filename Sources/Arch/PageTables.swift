@@ -29,6 +29,13 @@ extension X86_64: PageTableWalker {
         guard levels == 4 || levels == 5 else {
             throw TranslationFault(address: address, reason: "\(levels)-level paging is not x86-64's (4 or 5)")
         }
+        // Bits above the translated width must copy its top bit (a canonical address), or the walk would
+        // alias another address.
+        let width = 12 + 9 * levels
+        let above = Int64(bitPattern: address) >> (width - 1)
+        guard above == 0 || above == -1 else {
+            throw TranslationFault(address: address, reason: "not a canonical \(width)-bit address (\(levels)-level paging)")
+        }
         var table = root & X86_64.addressMask
         for level in (0..<levels).reversed() {  // level 4 = PML5 … 0 = PT
             let shift = UInt64(12 + 9 * level)

@@ -31,7 +31,7 @@ final class CoreCLITests: XCTestCase {
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         for format in ["vmcore.elf", "vmcore.kdump", "vmcore.flat"] {
-            let r = try Run.command([try kreachBinary(), "show", "--core", try VMCoreCapture.directory() + "/" + format, "jiffies"],
+            let r = try Run.command([try kreachBinary(), "show", "--core", try VMCoreCapture.fiveLevel.directory() + "/" + format, "jiffies"],
                                     environment: ["TMPDIR": scratch])
             XCTAssertEqual(r.status, 1, r.stderr)
             XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)

@@ -12,7 +12,16 @@ import XCTest
 final class VMCoreTests: XCTestCase {
     static let formats = ["vmcore.kdump", "vmcore.flat", "vmcore.elf"]
 
-    func dump(_ name: String) throws -> String { try VMCoreCapture.directory() + "/" + name }
+    /// Each format of each capture.
+    func eachDump(_ body: (VMCoreCapture, String, VMCoreMemory) throws -> Void) throws {
+        for capture in VMCoreCapture.all {
+            for format in Self.formats {
+                try body(capture, "\(capture)/\(format)", try VMCoreMemory(path: try capture.directory() + "/" + format))
+            }
+        }
+    }
+
+    func dump(_ name: String, _ capture: VMCoreCapture = .fiveLevel) throws -> String { try capture.directory() + "/" + name }
 
     func cString(_ bytes: [UInt8]) -> String { String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self) }
 
@@ -23,15 +32,14 @@ final class VMCoreTests: XCTestCase {
     }
 
     func testVMCOREINFOFromTheDump() throws {
-        for format in Self.formats {
-            let core = try VMCoreMemory(path: try dump(format))
-            XCTAssertEqual(core.info.osRelease, try VMCoreCapture.facts()["release"]?.first, format)
+        try eachDump { capture, format, core in
+            XCTAssertEqual(core.info.osRelease, try capture.facts()["release"]?.first, format)
             XCTAssertEqual(core.info.pageSize, 4096, format)
-            XCTAssertTrue(core.info.fiveLevelPaging, format)
-            XCTAssertEqual(core.levels, 5, format)
+            XCTAssertEqual(core.info.fiveLevelPaging, try capture.number("levels") == 5, format)
+            XCTAssertEqual(core.levels, try capture.number("levels"), format)
             // KERNELOFFSET is _stext's distance from its link address (x86-64: 0xffffffff81000000).
             XCTAssertEqual(core.info.kernelOffset, core.info.symbols["_stext"].map { $0 - 0xffff_ffff_8100_0000 }, format)
-            XCTAssertEqual(core.info.symbols["init_uts_ns"], try VMCoreCapture.hex("init_uts_ns"), format)
+            XCTAssertEqual(core.info.symbols["init_uts_ns"], try capture.hex("init_uts_ns"), format)
             XCTAssertNotNil(InMemoryKallsyms.Tables(core.info.symbols), "\(format): this kernel exports the kallsyms tables")
         }
     }
@@ -49,19 +57,18 @@ final class VMCoreTests: XCTestCase {
     }
 
     func testKernelImageModuleAndDirectMapAddressesInEveryFormat() throws {
-        let want = try VMCoreCapture.facts()["release"]?.first
-        let rdSize = try VMCoreCapture.facts()["rd_size"] ?? []
-        for format in Self.formats {
-            let core = try VMCoreMemory(path: try dump(format))
-            let uts = try VMCoreCapture.hex("init_uts_ns")
+        try eachDump { capture, format, core in
+            let want = try capture.facts()["release"]?.first
+            let uts = try capture.hex("init_uts_ns")
             XCTAssertEqual(try release(core, at: uts), want, "\(format): init_uts_ns through the kernel image mapping")
             // brd's rd_size: a module address (4 KiB pages in the module area).
-            let value = try core.read(try VMCoreCapture.hex("rd_size"), count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-            XCTAssertEqual(value, UInt64(rdSize[1]), "\(format): brd:rd_size is /sys/module/brd/parameters/rd_size")
+            let value = try core.read(try capture.hex("rd_size"), count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+            XCTAssertEqual(value, UInt64(try capture.number("rd_size", 1)), "\(format): brd:rd_size is /sys/module/brd/parameters/rd_size")
             // The direct map: page_offset_base's value plus init_uts_ns's physical address is the same object.
-            let pob = try core.read(try VMCoreCapture.hex("page_offset_base"), count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-            XCTAssertEqual(pob, try VMCoreCapture.hex("page_offset_base", 1), format)
+            let pob = try core.read(try capture.hex("page_offset_base"), count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+            XCTAssertEqual(pob, try capture.hex("page_offset_base", 1), format)
             let physical = try core.translate(uts)
+            XCTAssertEqual(physical, try capture.hex("init_uts_ns_physical"), format)
             XCTAssertEqual(try release(core, at: pob + physical), want, "\(format): init_uts_ns through the direct map")
             // Across a page boundary: both mappings of the same physical bytes agree.
             XCTAssertEqual(try core.read(uts + 4090, count: 12), try core.read(pob + physical + 4090, count: 12), format)
@@ -69,31 +76,35 @@ final class VMCoreTests: XCTestCase {
     }
 
     func testFourLevelWalkOfTheTablesBelowThePML5() throws {
-        let core = try VMCoreMemory(path: try dump("vmcore.kdump"))
+        let capture = VMCoreCapture.fiveLevel
+        let core = try VMCoreMemory(path: try dump("vmcore.kdump", capture))
         guard let walker = Arch.x86_64.pageTables else { return XCTFail("x86-64 has a page-table walker") }
         let entry: (UInt64) throws -> UInt64 = { try core.readPhysical($0, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } }
-        for address in [try VMCoreCapture.hex("init_uts_ns"), try VMCoreCapture.hex("rd_size")] {
+        for address in [try capture.hex("init_uts_ns"), try capture.hex("rd_size")] {
             // The PML5 entry for the address points at the PML4 a 4-level kernel would start from.
             let pml5 = try entry(core.root + ((address >> 48) & 0x1ff) * 8)
             let four = try walker.translate(address, root: pml5 & 0x000f_ffff_ffff_f000, levels: 4, entry: entry)
             XCTAssertEqual(four, try core.translate(address))
         }
-        XCTAssertEqual(try core.translate(try VMCoreCapture.hex("init_uts_ns")), try VMCoreCapture.hex("init_uts_ns_physical"))
     }
 
     func testExcludedAndAbsentPagesAreErrorsNeverZeros() throws {
-        for format in Self.formats {
-            let core = try VMCoreMemory(path: try dump(format))
-            let pob = try VMCoreCapture.hex("page_offset_base", 1)
-            XCTAssertThrowsError(try core.read(pob + (try VMCoreCapture.hex("excluded_physical")), count: 8)) {
+        try eachDump { capture, format, core in
+            let pob = try capture.hex("page_offset_base", 1)
+            XCTAssertThrowsError(try core.read(pob + (try capture.hex("excluded_physical")), count: 8)) {
                 XCTAssertTrue("\($0)".contains("was excluded from the dump"), "\(format): \($0)")
             }
             XCTAssertThrowsError(try core.readPhysical(0x1000, count: 8)) {
                 XCTAssertTrue("\($0)".contains("not in the dump"), "\(format): \($0)")
             }
-            // The 5-level guard hole: no PML5 entry.
+            // 5-level: the guard hole has no PML5 entry; 4-level: the address is not canonical at 48 bits.
+            let want = core.levels == 5 ? "not mapped (PML5 entry not present)" : "not a canonical 48-bit address (4-level paging)"
             XCTAssertThrowsError(try core.read(0xff00_0000_0000_0000, count: 8)) {
-                XCTAssertEqual("\($0)", "can't read 8 bytes at 0xff00000000000000: not mapped (PML5 entry not present)", format)
+                XCTAssertEqual("\($0)", "can't read 8 bytes at 0xff00000000000000: \(want)", format)
+            }
+            // User space is not in the kernel's tables.
+            XCTAssertThrowsError(try core.read(0x40_0000, count: 8)) {
+                XCTAssertEqual("\($0)", "can't read 8 bytes at 0x400000: not mapped (PML\(core.levels) entry not present)", format)
             }
         }
     }
@@ -132,9 +143,9 @@ final class VMCoreTests: XCTestCase {
         // A data page cut off: the read names the missing bytes.
         let cutData = try damaged("vmcore.kdump") { $0.removeLast(2000) }
         let core = try VMCoreMemory(path: cutData)
-        let uts = try VMCoreCapture.hex("init_uts_ns")
+        let uts = try VMCoreCapture.fiveLevel.hex("init_uts_ns")
         var errors: [String] = []
-        for address in [uts, uts + 4096, try VMCoreCapture.hex("rd_size"), try VMCoreCapture.hex("page_offset_base")] {
+        for address in [uts, uts + 4096, try VMCoreCapture.fiveLevel.hex("rd_size"), try VMCoreCapture.fiveLevel.hex("page_offset_base")] {
             do { _ = try core.read(address, count: 8) } catch { errors.append("\(error)") }
         }
         XCTAssertTrue(errors.contains { $0.hasPrefix("\(cutData): truncated: the data of pfn") }, "\(errors)")
@@ -153,7 +164,7 @@ final class VMCoreTests: XCTestCase {
             }
         }
         let core = try VMCoreMemory(path: lzo)
-        XCTAssertThrowsError(try core.read(try VMCoreCapture.hex("init_uts_ns"), count: 8)) {
+        XCTAssertThrowsError(try core.read(try VMCoreCapture.fiveLevel.hex("init_uts_ns"), count: 8)) {
             XCTAssertEqual("\($0)", "\(lzo): compression lzo is not supported")
         }
     }
