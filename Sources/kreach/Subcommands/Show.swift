@@ -40,7 +40,8 @@ struct Show: ParsableCommand {
             `p->f`, `s.f`, `a[i]`, casts `(TYPE)x` such as `(int)pid_max` or `*(struct nlm_file *)0xffff...`,
             integers, `current` (kreach's own task), `per_cpu(VAR, CPU)`.
             Container walks (the kernel's macros): `list_for_each_entry(TYPE, HEAD, MEMBER)`,
-            `hlist_for_each_entry(TYPE, HEAD, MEMBER)`, `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)`;
+            `list_for_each_entry_reverse`, `hlist_for_each_entry(TYPE, HEAD, MEMBER)`, `hlist_nulls_for_each_entry`,
+            `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)` (a struct rb_root or rb_root_cached);
             each entry is printed, or only --fields (member paths such as pid,comm,mm->map_count), at most --max.
             A global's type comes from a cast, a BTF VAR, its module's parameter table, or is unknown (raw bytes).
             """)
