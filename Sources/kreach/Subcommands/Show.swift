@@ -68,43 +68,18 @@ struct Show: ParsableCommand {
         let (ev, fmt) = try read.evaluator(kernel)
         ev.maxEntries = max
         let fieldList = fields.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: " ") } } ?? []
+        let renderer = ShowRenderer(evaluator: ev, formatter: fmt, fields: fieldList, json: options.json)
         var results: [JSON] = []
         var failed = false
         for expr in expressions {
-            ev.clearWarnings()
-            do {
-                switch try ev.evaluate(expr) {
-                case .object(let o):
-                    if options.json {
-                        results.append(.object([("expression", .string(expr)), ("type", .string(o.type.name)),
-                                                ("address", o.address.map { .string("0x" + String($0, radix: 16)) } ?? .null),
-                                                ("value", try fmt.json(o))]))
-                    } else {
-                        print(try fmt.text(o))
-                    }
-                case .entries(let entries, _):
-                    var rows: [JSON] = []
-                    for entry in entries {
-                        let address = entry.address.map { "0x" + String($0, radix: 16) } ?? "?"
-                        if fieldList.isEmpty {
-                            if options.json { rows.append(.object([("address", .string(address)), ("value", try fmt.json(entry))])) } else { print(try fmt.text(entry)) }
-                        } else {
-                            var parts: [String] = []
-                            var jf: [(String, JSON)] = []
-                            for f in fieldList {
-                                let v = try ev.evaluate(field: f, of: entry)
-                                if options.json { jf.append((f, try fmt.json(v))) } else { parts.append("\(f)=\(try fmt.compact(v))") }
-                            }
-                            if options.json { rows.append(.object([("address", .string(address)), ("fields", .object(jf))])) } else { print(address + " " + parts.joined(separator: " ")) }
-                        }
-                    }
-                    if options.json { results.append(.object([("expression", .string(expr)), ("count", .uint(UInt64(entries.count))), ("entries", .array(rows))])) }
-                }
-            } catch {
+            let r = renderer.render(expr)
+            r.lines.forEach { print($0) }
+            if let json = r.json { results.append(json) }
+            if let error = r.error {
                 StandardError.write("kreach: \(error)")
                 failed = true
             }
-            for w in ev.warnings { StandardError.write("kreach: note: \(w)") }
+            for n in r.notes { StandardError.write("kreach: note: \(n)") }
         }
         if options.json { print(JSON.array(results).pretty) }
         if failed { throw Failure(message: "", code: 1) }
