@@ -123,12 +123,3 @@ struct Walk {
     /// The pointer stored at `address`.
     func pointer(at address: UInt64) throws -> UInt64 { try memory.pointer(at: address) }
 }
-
-extension KernelMemory {
-    /// The kernel pointer stored at `address` (x86-64: 8 bytes, little-endian). Every pointer kreach follows
-    /// while walking is read here.
-    func pointer(at address: UInt64) throws -> UInt64 {
-        let b = try read(address, count: 8)
-        return b.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-    }
-}
