@@ -509,7 +509,9 @@ public final class Resolver {
                case .constant(let cpus)? = try? settle(.load(.constant(nr.address), size: 4, signed: false)) {
                 guard c < cpus else { throw fail("CPU \(c) does not exist (nr_cpu_ids is \(cpus))", cpu, source) }
             }
-            let base = try settle(.load(Value.plus(.constant(offsets.address), Value.times(n, 8)), size: 8, signed: false))
+            // __per_cpu_offset is unsigned long[NR_CPUS]: one pointer-sized slot per CPU.
+            let slot = Int(types.vmlinux.pointerSize)
+            let base = try settle(.load(Value.plus(.constant(offsets.address), Value.times(n, Int64(slot))), size: slot, signed: false))
             var note = "per_cpu(\(g.symbol.name))"
             if case .constant(let c) = n { note = "per_cpu(\(g.symbol.name), \(c))" }
             return Resolved(type: g.type, place: Value.plus(base, .constant(g.symbol.address)), note: note)

@@ -44,21 +44,7 @@ struct Where: ParsableCommand {
         let kernel = try options.openKernel()
         let kfunc = (try? Bpftrace.find())?.usesKfuncNames ?? false
         let analyzer = WhereAnalyzer(kernel: kernel, why: WhyAnalyzer(kernel: kernel, fentryName: kfunc ? "kfunc" : "fentry"))
-        var hits: [WhereHit]
-        let name = target.replacingBacktick()
-        let bare = name.split(separator: ":").last.map(String.init) ?? name
-        // A type when BTF names one (a typedef defined in several modules too) and no symbol has that name.
-        let namesType = ((try? kernel.types().find(TypeQuery.parse(name))) ?? []).isEmpty == false
-        if target.contains(" ") || namesType && (try? kernel.symbols().resolve(name)) == nil {
-            hits = try analyzer.whereType(target)
-        } else if name.contains(":") && !name.hasPrefix("vmlinux:") {
-            hits = try analyzer.whereGlobal(name)
-        } else {
-            guard case .live = kernel.source else {
-                throw Failure(message: "references to vmlinux globals come from kernel text, which a snapshot doesn't have", code: 1)
-            }
-            hits = try analyzer.whereVmlinuxGlobal(bare, memory: try MemoryChoice.auto.open())
-        }
+        var hits = try analyzer.hits(for: WhereQuery(target, kernel: kernel), memory: { try MemoryChoice.auto.open() })
         for n in analyzer.notes { StandardError.write("kreach: note: \(n)") }
         if hits.isEmpty { throw Failure(message: "nothing found that exposes \(target)", code: 1) }
         if let trigger { return try runTrigger(hits, trigger) }
@@ -96,15 +82,7 @@ extension Where {
     /// Counts calls of the candidates while the command runs, most called first.
     func runTrigger(_ hits: [WhereHit], _ command: String) throws {
         let bpftrace = try Bpftrace.find()
-        var specs: [String] = []
-        for h in hits where h.kind == "parameter" || h.kind == "return" || h.kind == "reference" {
-            // Exact names only: a clone or a fentry-only function would make bpftrace refuse the whole set.
-            guard let v = h.verdict, v == "traceable" else { continue }
-            let function = String(h.place.prefix { $0 != "+" })
-            let spec = "kprobe:" + function
-            if !specs.contains(spec) { specs.append(spec) }
-            if specs.count >= probes { break }
-        }
+        let specs = WhereAnalyzer.triggerProbes(hits, limit: probes)
         guard !specs.isEmpty else { throw Failure(message: "no probe-able candidate to confirm", code: 1) }
         let counter = TriggerCounter(bpftrace: bpftrace)
         let counts = try counter.count(probes: specs, command: command)
@@ -129,8 +107,4 @@ extension Where {
         let silent = counts.filter { $0.tree == 0 && $0.all == 0 }.count
         if silent > 0 { print("  (\(silent) not called)") }
     }
-}
-
-extension String {
-    func replacingBacktick() -> String { String(map { $0 == "`" ? ":" : $0 }) }
 }
