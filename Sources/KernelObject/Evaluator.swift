@@ -394,7 +394,7 @@ public final class Evaluator {
         let get = try opsStruct.flatMap { try CType.btf(vmlinux, $0).member("get") }
         let types = mo.parameterTypes(paramSize: try paramType.size(), opsOffset: ops.bitOffset / 8, argOffset: arg.bitOffset / 8,
                                       getOffset: get.map { $0.bitOffset / 8 })
-        guard let typeName = types[name] else { return nil }
+        guard let typeName = types[name]?.cName else { return nil }
         let base = typeName == "char *" ? "char" : typeName
         guard let id = vmlinux.lookup(base).first(where: { (try? vmlinux.kind(of: $0)) == .int }) else { return nil }
         return typeName == "char *" ? .pointer(.btf(vmlinux, id)) : .btf(vmlinux, id)

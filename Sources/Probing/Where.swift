@@ -7,8 +7,34 @@ import KreachSupport
 
 /// One place where the kernel exposes a type or a global.
 public struct WhereHit {
-    /// parameter, return, raw_tracepoint, tracepoint, reference
-    public let kind: String
+    /// What kind of place: the raw value is the word `where` prints and `where --json` emits.
+    public enum Kind: String, Sendable, CaseIterable {
+        /// A function taking the type (`argN`).
+        case parameter
+        /// A function returning the type.
+        case `return`
+        /// A compiler clone of a matching function (no BTF FUNC of its own).
+        case clone
+        /// A function whose code references the global.
+        case reference
+        /// A raw tracepoint whose `btf_trace_*` prototype carries the type.
+        case rawTracepoint = "raw_tracepoint"
+        /// A tracepoint whose format has a field of the type.
+        case tracepoint
+
+        /// Listing order: most direct first.
+        var rank: Int {
+            switch self {
+            case .parameter, .reference: 0
+            case .return: 1
+            case .clone: 2
+            case .rawTracepoint: 3
+            case .tracepoint: 4
+            }
+        }
+    }
+
+    public let kind: Kind
     /// vmlinux or the module.
     public let object: String
     /// The function, tracepoint (system:event) or reference site (func+0xoff).
@@ -17,14 +43,14 @@ public struct WhereHit {
     public let detail: String
     /// Pointer depth to the target (0 by value); for ranking.
     public let depth: Int
-    /// The `why` verdict in one word (functions only).
-    public let verdict: String?
+    /// The `why` verdict (functions only).
+    public let verdict: ProbeVerdict?
     /// A suggested next step (a probe, a capture line).
     public let suggestion: String?
     /// Every reference site in the function (`func+0xoff`), `place` being the first; empty for other kinds.
     public var sites: [String] = []
 
-    public init(kind: String, object: String, place: String, detail: String, depth: Int, verdict: String?, suggestion: String?, sites: [String] = []) {
+    public init(kind: Kind, object: String, place: String, detail: String, depth: Int, verdict: ProbeVerdict?, suggestion: String?, sites: [String] = []) {
         self.kind = kind
         self.object = object
         self.place = place
@@ -113,11 +139,11 @@ public final class WhereAnalyzer {
                     let verdict = why.verdictForBTFFunction(name)
                     for (i, d) in found {
                         if i < 0 {
-                            hits.append(WhereHit(kind: "return", object: btf.objectName, place: name, detail: "returns \(btf.describe(ret))",
+                            hits.append(WhereHit(kind: .return, object: btf.objectName, place: name, detail: "returns \(btf.describe(ret))",
                                                  depth: d, verdict: verdict, suggestion: verdict.probeable ? "kreach capture \(name)" : nil))
                         } else {
                             let p = proto.params[i]
-                            hits.append(WhereHit(kind: "parameter", object: btf.objectName, place: name,
+                            hits.append(WhereHit(kind: .parameter, object: btf.objectName, place: name,
                                                  detail: "arg\(i) \(p.name): \(btf.describe(p.type))", depth: d, verdict: verdict,
                                                  suggestion: verdict.probeable ? "kreach capture \(name) --arg \(i)" : nil))
                         }
@@ -134,7 +160,7 @@ public final class WhereAnalyzer {
                     for (i, p) in params.enumerated().dropFirst() {
                         if let d = try depth(btf, p, target, memo, btf === types.vmlinux ? nil : baseMemo) {
                             let tp = String(name.dropFirst("btf_trace_".count))
-                            hits.append(WhereHit(kind: "raw_tracepoint", object: btf.objectName, place: tp,
+                            hits.append(WhereHit(kind: .rawTracepoint, object: btf.objectName, place: tp,
                                                  detail: "arg\(i - 1): \(btf.describe(p))", depth: d, verdict: nil,
                                                  suggestion: "rawtracepoint:\(tp)"))
                         }
@@ -184,9 +210,10 @@ public final class WhereAnalyzer {
             let s = k.symbol(i)
             guard s.isText, s.name != function, !s.isColdFragment, s.moduleName == object, seen.insert(s.name).inserted else { continue }
             let verdict = why.quickVerdict(s.name)
-            hits.append(WhereHit(kind: "clone", object: object, place: s.name,
+            hits.append(WhereHit(kind: .clone, object: object, place: s.name,
                                  detail: "compiler clone of \(function): its signature may differ from the source's",
-                                 depth: depths.min() ?? 0, verdict: verdict, suggestion: verdict.probeable ? "kprobe:\(s.name)" : nil))
+                                 depth: depths.min() ?? 0, verdict: verdict,
+                                 suggestion: why.probes(for: verdict, function: s.name, btfFunction: false).first))
         }
         return hits
     }
@@ -223,7 +250,7 @@ public final class WhereAnalyzer {
             guard declares(decl, typeName) else { continue }
             let words = decl.split(whereSeparator: { (c: Character) -> Bool in c == " " || c == "*" })
             let fieldName: String = words.last.map { String($0) } ?? decl
-            hits.append(WhereHit(kind: "tracepoint", object: "vmlinux", place: "\(system):\(event)", detail: "field \(decl)",
+            hits.append(WhereHit(kind: .tracepoint, object: "vmlinux", place: "\(system):\(event)", detail: "field \(decl)",
                                  depth: decl.filter { $0 == "*" }.count, verdict: nil, suggestion: "tracepoint:\(system):\(event) { args->\(fieldName) }"))
         }
         return hits
@@ -256,10 +283,9 @@ public final class WhereAnalyzer {
     }
 
     func rank(_ hits: [WhereHit]) -> [WhereHit] {
-        let order = ["parameter": 0, "return": 1, "reference": 0, "clone": 2, "raw_tracepoint": 3, "tracepoint": 4]
-        return hits.sorted {
-            ((order[$0.kind] ?? 9), $0.depth, $0.object == "vmlinux" ? 1 : 0, $0.place)
-                < ((order[$1.kind] ?? 9), $1.depth, $1.object == "vmlinux" ? 1 : 0, $1.place)
+        hits.sorted {
+            ($0.kind.rank, $0.depth, $0.object == "vmlinux" ? 1 : 0, $0.place)
+                < ($1.kind.rank, $1.depth, $1.object == "vmlinux" ? 1 : 0, $1.place)
         }
     }
 
@@ -323,14 +349,7 @@ public final class WhereAnalyzer {
         var hits: [WhereHit] = []
         for name in order {
             guard let (sectionName, sites) = byFunction[name], let first = sites.first else { continue }
-            let verdict = why.quickVerdict(name)
-            let base = Kallsyms.baseName(of: name)
-            let getter = isGetter(base, module: module)
-            let seqShow = isSeqShow(base, module: module)
-            hits.append(WhereHit(kind: "reference", object: module, place: first,
-                                 detail: getter ? "getter (no pointer arguments, returns a scalar)" : (seqShow ? "seq_file show function (prints it to a /proc or debugfs file)" : sectionName),
-                                 depth: getter ? 0 : 1, verdict: verdict,
-                                 suggestion: getter ? "kreach capture \(name)" : (verdict.probeable ? "kprobe:\(name)" : nil), sites: sites))
+            hits.append(referenceHit(function: name, object: module, place: first, how: sectionName, sites: sites))
         }
         notes += pointerHint(module: module, global: name)
         return rank(hits)
@@ -357,16 +376,45 @@ public final class WhereAnalyzer {
             guard let (k, off) = table.kallsyms.nearest(to: h.address, moduleRanges: table.moduleRanges) else { continue }
             let fn = table.kallsyms.symbol(k)
             guard fn.isText, seen.insert(fn.name).inserted else { continue }
-            let verdict = why.quickVerdict(fn.name)
-            let getter = isGetter(fn.baseName, module: "vmlinux")
-            let seqShow = isSeqShow(fn.baseName, module: "vmlinux")
-            hits.append(WhereHit(kind: "reference", object: "vmlinux", place: "\(fn.name)+0x\(String(off, radix: 16))",
-                                 detail: getter ? "getter (no pointer arguments, returns a scalar); \(h.kind)" : (seqShow ? "seq_file show function; \(h.kind)" : h.kind),
-                                 depth: getter ? 0 : 1, verdict: verdict,
-                                 suggestion: getter ? "kreach capture \(fn.name)" : (verdict == "traceable" ? "kprobe:\(fn.name)" : nil)))
+            hits.append(referenceHit(function: fn.name, object: "vmlinux", place: "\(fn.name)+0x\(String(off, radix: 16))", how: h.kind))
         }
         notes.append("vmlinux references come from a byte scan of kernel text (\(text.count >> 20) MiB): RIP-relative and absolute 32-bit forms; a rare random match is possible")
         return rank(hits)
+    }
+
+    /// The hit for `function` (a kallsyms name, clone suffix kept), whose code in `object` references a global:
+    /// its verdict, its mark (getter, seq_file show function) and the suggestion. One rule for vmlinux and
+    /// modules: a getter is read with `kreach capture`, anything else gets `why`'s first probe.
+    /// `how`: the text section (module) or the scan's form of the reference (vmlinux).
+    func referenceHit(function: String, object: String, place: String, how: String, sites: [String] = []) -> WhereHit {
+        let verdict = why.quickVerdict(function)
+        let base = Kallsyms.baseName(of: function)
+        let getter = isGetter(base, module: object)
+        let detail: String
+        if getter {
+            detail = "getter (no pointer arguments, returns a scalar); \(how)"
+        } else if isSeqShow(base, module: object) {
+            detail = "seq_file show function; \(how)"
+        } else {
+            detail = how
+        }
+        let suggestion = getter ? "kreach capture \(function)"
+            : why.probes(for: verdict, function: function, btfFunction: hasBTFFunction(function, module: object)).first
+        return WhereHit(kind: .reference, object: object, place: place, detail: detail, depth: getter ? 0 : 1,
+                        verdict: verdict, suggestion: suggestion, sites: sites)
+    }
+
+    /// Whether `object`'s own BTF (a module's, or vmlinux's) has a FUNC named exactly `function` (fentry needs one).
+    func hasBTFFunction(_ function: String, module object: String) -> Bool {
+        guard let types = try? kernel.types() else { return false }
+        let btf: BTF
+        if object == "vmlinux" {
+            btf = types.vmlinux
+        } else {
+            guard types.moduleNames.contains(object), let m = try? types.module(object) else { return false }
+            btf = m
+        }
+        return btf.lookup(function).contains { (try? btf.kind(of: $0)) == .function && btf.owner(of: $0) === btf }
     }
 
     /// `function`'s BTF prototype: from the module's BTF when it has one, else from vmlinux BTF (a
@@ -412,10 +460,6 @@ public final class WhereAnalyzer {
         let typeName = btf.describe(resolved)
         return ["code that fills \(global) through a pointer doesn't reference it: `kreach where '\(module):\(typeName)'` lists the functions that take a \(typeName)"]
     }
-}
-
-extension String {
-    public var probeable: Bool { self == "traceable" || self == "kprobe-only" || self == "clone-only" || self == "fentry-unconfirmed" }
 }
 
 extension Substring {

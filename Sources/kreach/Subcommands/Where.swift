@@ -65,23 +65,23 @@ struct Where: ParsableCommand {
         if limit > 0 { hits = Array(hits.prefix(limit)) }
         if options.json {
             print(JSON.array(hits.map { h in
-                .object([("kind", .string(h.kind)), ("object", .string(h.object)), ("place", .string(h.place)),
+                .object([("kind", .string(h.kind.rawValue)), ("object", .string(h.object)), ("place", .string(h.place)),
                          ("detail", .string(h.detail)), ("depth", .uint(UInt64(h.depth))),
-                         ("verdict", h.verdict.map(JSON.string) ?? .null), ("suggestion", h.suggestion.map(JSON.string) ?? .null),
+                         ("verdict", h.verdict.map { .string($0.rawValue) } ?? .null), ("suggestion", h.suggestion.map(JSON.string) ?? .null),
                          ("sites", .array(h.sites.map(JSON.string)))])
             }).pretty)
             return
         }
-        var lastKind = ""
+        var lastKind: WhereHit.Kind?
         for h in hits {
             if h.kind != lastKind {
-                print("\(h.kind):")
+                print("\(h.kind.rawValue):")
                 lastKind = h.kind
             }
             var line = "  \(h.place)"
             if h.object != "vmlinux" { line += " [\(h.object)]" }
             line += "  \(h.detail)"
-            if let v = h.verdict { line += "  (\(v))" }
+            if let v = h.verdict { line += "  (\(v.rawValue))" }
             if let s = h.suggestion { line += "  -> \(s)" }
             if h.sites.count > 1 && !sites { line += "  [\(h.sites.count) sites]" }
             print(Terminal.escaped(line))
@@ -96,9 +96,9 @@ extension Where {
     func runTrigger(_ hits: [WhereHit], _ command: String) throws {
         let bpftrace = try Bpftrace.find()
         var specs: [String] = []
-        for h in hits where h.kind == "parameter" || h.kind == "return" || h.kind == "reference" {
+        for h in hits where [.parameter, .return, .reference].contains(h.kind) {
             // Exact names only: a clone or a fentry-only function would make bpftrace refuse the whole set.
-            guard let v = h.verdict, v == "traceable" else { continue }
+            guard h.verdict == .traceable else { continue }
             let function = String(h.place.prefix { $0 != "+" })
             let spec = "kprobe:" + function
             if !specs.contains(spec) { specs.append(spec) }
