@@ -317,12 +317,51 @@ public final class WhereAnalyzer {
             }
             guard targets.count == 1 else { throw KernelError("\(query): no data object of \(module).ko is loaded at \(Hex.address(chosen))") }
         }
-        let (targetIndex, target) = targets[0]
+        let found = WhereAnalyzer.references(to: targets[0].offset, in: mo)
+        let moduleBTF = (try? kernel.types())?.moduleNames.contains(module) ?? false
+        if !moduleBTF && !found.functions.isEmpty {
+            notes.append("no BTF for module \(module): references come from its .ko; getters and seq_file show functions are marked only where vmlinux BTF has the prototype (\(TypeLookupError.moduleBTFHowTo))")
+        }
+        var hits: [WhereHit] = []
+        for f in found.functions {
+            guard let first = f.sites.first else { continue }
+            hits.append(referenceHit(function: f.name, object: module, place: first, how: f.section, sites: f.sites))
+        }
+        notes += addressNote(module: module, global: name, uses: found.addressUses)
+        return rank(hits)
+    }
+
+    /// A use of a global's address found in a module's relocations: what `where`'s pointer hint rests on.
+    public enum AddressUse: Hashable, Sendable {
+        /// A relocation in a data section: the address is stored at build time (a static initializer such as
+        /// `.data = &g`, the `__param` table of a module parameter).
+        case stored(section: String)
+        /// An instruction in `function` at `site` that may put the address in a register or memory rather
+        /// than read or write the object (lea, an immediate, a GOT load).
+        case taken(function: String, site: String)
+    }
+
+    /// What in a module's .ko refers to one data object of its symbol table (`targetIndex`).
+    public struct GlobalReferences {
+        /// Functions whose code references the object, in first-seen order: text section and every site.
+        public var functions: [(name: String, section: String, sites: [String])] = []
+        /// Where the object's address is stored or may be taken; empty when every use reads or writes it.
+        public var addressUses: [AddressUse] = []
+    }
+
+    /// The functions of `mo` whose code references object `targetIndex` (from the relocations of its text
+    /// sections), and the uses of its address (relocations elsewhere, and address-taking instructions).
+    public static func references(to targetIndex: Int, in mo: ModuleObject) -> GlobalReferences {
+        let elf = mo.elf
+        let symbols = mo.symbols
+        var found = GlobalReferences()
+        guard targetIndex < symbols.count else { return found }
+        let target = symbols[targetIndex]
         let range = target.value..<(target.value + max(target.size, 1))
-        // One hit per function, its sites folded in (module_init()/module_exit() aliases give way to the real name).
-        var byFunction: [String: (section: String, sites: [String])] = [:]
-        var order: [String] = []
-        for (sectionIndex, section) in elf.sections.enumerated() where section.name.hasPrefix(".text") || section.name.hasPrefix(".init.text") || section.name.hasPrefix(".exit.text") {
+        // One entry per function, its sites folded in (module_init()/module_exit() aliases give way to the real name).
+        var index: [String: Int] = [:]
+        for (sectionIndex, section) in elf.sections.enumerated() where !section.name.hasPrefix(".debug") {
+            let isText = section.name.hasPrefix(".text") || section.name.hasPrefix(".init.text") || section.name.hasPrefix(".exit.text")
             for r in elf.relocations(for: sectionIndex) where r.symbol < symbols.count {
                 let s = symbols[r.symbol]
                 var hit = r.symbol == targetIndex
@@ -335,24 +374,53 @@ public final class WhereAnalyzer {
                     hit = range.contains(UInt64(bitPattern: Int64(bitPattern: s.value) &+ r.addend &+ bias))
                 }
                 guard hit else { continue }
+                guard isText else {
+                    if !found.addressUses.contains(.stored(section: section.name)) { found.addressUses.append(.stored(section: section.name)) }
+                    continue
+                }
                 let containing = symbols.filter { $0.type == 2 && Int($0.section) == sectionIndex && r.offset >= $0.value && r.offset < $0.value + max($0.size, 1) }
                 guard let fn = containing.first(where: { $0.name != "init_module" && $0.name != "cleanup_module" }) ?? containing.first else { continue }
                 let site = "\(fn.name)+0x\(String(r.offset - fn.value, radix: 16))"
-                if byFunction[fn.name] == nil { order.append(fn.name); byFunction[fn.name] = (section.name, []) }
-                if byFunction[fn.name]?.sites.contains(site) == false { byFunction[fn.name]?.sites.append(site) }
+                if index[fn.name] == nil { index[fn.name] = found.functions.count; found.functions.append((fn.name, section.name, [])) }
+                if let i = index[fn.name], !found.functions[i].sites.contains(site) { found.functions[i].sites.append(site) }
+                if mayTakeAddress(r, code: elf.contents(section)) { found.addressUses.append(.taken(function: fn.name, site: site)) }
             }
         }
-        let moduleBTF = (try? kernel.types())?.moduleNames.contains(module) ?? false
-        if !moduleBTF && !order.isEmpty {
-            notes.append("no BTF for module \(module): references come from its .ko; getters and seq_file show functions are marked only where vmlinux BTF has the prototype (\(TypeLookupError.moduleBTFHowTo))")
+        return found
+    }
+
+    /// Whether an x86-64 code relocation may take the object's address instead of reading or writing it:
+    /// a RIP-relative field (PC32, PLT32) does only in lea (opcode 8D with ModRM mod=00 rm=101 right before
+    /// the disp32: the one encoding of lea with a RIP-relative operand); a GOT load (GOTPCREL, GOTPCRELX,
+    /// REX_GOTPCRELX) and an absolute field (64, 32, 32S: `mov $g, %rdi` under the kernel code model, or an
+    /// absolute operand, which kreach doesn't tell apart) may; so does any other type.
+    static func mayTakeAddress(_ r: ELFFile.Relocation, code: ArraySlice<UInt8>) -> Bool {
+        guard r.type == 2 || r.type == 4 else { return true }
+        guard r.offset >= 2, r.offset <= UInt64(code.count) else { return true }
+        let at = code.startIndex + Int(r.offset)
+        return code[at - 2] == 0x8D && code[at - 1] & 0xC7 == 0x05
+    }
+
+    /// The pointer hint, when it applies: only when the global's address is stored or taken somewhere (`uses`),
+    /// with that evidence. A global whose every use reads or writes it directly is never reached through a pointer.
+    func addressNote(module: String, global: String, uses: [AddressUse]) -> [String] {
+        guard !uses.isEmpty else { return [] }
+        var stored: [String] = []
+        var taken: [String] = []
+        for use in uses {
+            switch use {
+            case let .stored(section): if !stored.contains(section) { stored.append(section) }
+            case let .taken(_, site): taken.append(site)
+            }
         }
-        var hits: [WhereHit] = []
-        for name in order {
-            guard let (sectionName, sites) = byFunction[name], let first = sites.first else { continue }
-            hits.append(referenceHit(function: name, object: module, place: first, how: sectionName, sites: sites))
+        var evidence: [String] = []
+        if !stored.isEmpty { evidence.append("stored in " + stored.joined(separator: ", ")) }
+        if !taken.isEmpty { evidence.append("taken at " + taken.prefix(3).joined(separator: ", ") + (taken.count > 3 ? " and \(taken.count - 3) more" : "")) }
+        var note = "\(global)'s address is \(evidence.joined(separator: "; ")) (.ko relocations)"
+        if stored.contains("__param") {
+            note += "; a module parameter: the kernel's param_set_* functions write it through that pointer (/sys/module/\(module)/parameters)"
         }
-        notes += pointerHint(module: module, global: name)
-        return rank(hits)
+        return pointerHint(module: module, global: global).map { note + ": " + $0 }
     }
 
     /// A vmlinux global: the functions whose code references it, from a scan of kernel text (`TextScanner`).

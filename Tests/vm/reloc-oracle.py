@@ -2,11 +2,18 @@
 """Functions of a .ko whose code references a data object, from `objdump -dr` and `readelf -s`.
 
 The independent oracle for `kreach where MODULE:GLOBAL`: a PC-relative relocation's target is computed
-from the instruction's real end (address + byte count in objdump's listing), not assumed."""
+from the instruction's real end (address + byte count in objdump's listing), not assumed.
+
+With --address-taken, prints instead the uses that may take the object's address (what `where`'s pointer
+hint rests on), one per line: `stored SECTION` (a relocation in a data section: a static initializer, the
+__param table), `taken FUNCTION` (in code: an instruction objdump names lea, an absolute relocation (an
+immediate or absolute operand), a GOT load). Nothing when every use is a RIP-relative load or store."""
 import re, subprocess, sys, tempfile
 
-ko, name = sys.argv[1], sys.argv[2]
-nth = int(sys.argv[3]) if len(sys.argv) > 3 else None  # the Nth object of that name, in symbol-table order
+args = [a for a in sys.argv[1:] if a != "--address-taken"]
+address_taken = len(args) < len(sys.argv) - 1
+ko, name = args[0], args[1]
+nth = int(args[2]) if len(args) > 2 else None  # the Nth object of that name, in symbol-table order
 # Compressed modules (.ko.xz, .ko.zst: Debian from 6.12) are read through their decompressor.
 for suffix, tool in ((".xz", "xz"), (".zst", "zstd")):
     if ko.endswith(suffix):
@@ -31,29 +38,34 @@ for line in secs.splitlines():
 idx, value, size = target
 sec_name = next(n for n, i in section_names.items() if i == idx)
 dump = subprocess.run(["objdump", "-dr", ko], capture_output=True, text=True, check=True).stdout
-fn, last_addr, last_len, found = None, 0, 0, set()
+fn, last_addr, last_len, found, mnemonic, uses = None, 0, 0, set(), "", set()
+PC_RELATIVE = ("R_X86_64_PC32", "R_X86_64_PLT32", "R_X86_64_GOTPCREL", "R_X86_64_REX_GOTPCRELX", "R_X86_64_GOTPCRELX")
 for line in dump.splitlines():
     m = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
     if m:
         fn = m.group(1)
         continue
-    m = re.match(r"^\s+([0-9a-f]+):\t((?:[0-9a-f]{2} )+)", line)
+    m = re.match(r"^\s+([0-9a-f]+):\t((?:[0-9a-f]{2} )+)\s*(\S*)", line)
     if m:
         last_addr, last_len = int(m.group(1), 16), len(m.group(2).split())
+        if m.group(3):  # a continuation line of a long instruction has bytes only
+            mnemonic = m.group(3)
         continue
     m = re.match(r"^\s+([0-9a-f]+): (R_X86_64_\w+)\s+(\S+?)(?:([+-])0x([0-9a-f]+))?$", line)
     if not m or fn is None:
         continue
     off, kind, sym = int(m.group(1), 16), m.group(2), m.group(3)
     addend = int(m.group(5), 16) * (-1 if m.group(4) == "-" else 1) if m.group(5) else 0
-    if sym == name:
-        found.add(fn)
-    elif sym == sec_name:
+    hit = sym == name
+    if not hit and sym == sec_name:
         t = addend
-        if kind in ("R_X86_64_PC32", "R_X86_64_PLT32", "R_X86_64_GOTPCREL", "R_X86_64_REX_GOTPCRELX", "R_X86_64_GOTPCRELX"):
+        if kind in PC_RELATIVE:
             t = addend + (last_addr + last_len - off)  # S + A - P, with P the field and the instruction's real end
-        if value <= t < value + max(size, 1):
-            found.add(fn)
+        hit = value <= t < value + max(size, 1)
+    if hit:
+        found.add(fn)
+        if mnemonic.startswith("lea") or "GOTPC" in kind or kind not in PC_RELATIVE:
+            uses.add("taken " + fn)
 # module_init()/module_exit() make init_module/cleanup_module aliases of the real functions: name those.
 funcs = {}
 for line in syms.splitlines():
@@ -66,5 +78,26 @@ def real(name):
             others = [n for n in names if n not in ("init_module", "cleanup_module")]
             return others[0] if others else name
     return name
+if address_taken:
+    # Data sections (every relocation section but code's and debug info's): the address stored at build time.
+    rel = subprocess.run(["readelf", "-rW", ko], capture_output=True, text=True, check=True).stdout
+    section = None
+    for line in rel.splitlines():
+        m = re.match(r"^Relocation section '\.rela(\S+)'", line)
+        if m:
+            section = m.group(1)
+            continue
+        f = line.split()
+        if section is None or section.startswith((".text", ".init.text", ".exit.text", ".debug")) or len(f) < 5:
+            continue
+        m = re.match(r"^(\S+?)\s*([+-])\s*([0-9a-f]+)$", " ".join(f[4:]))
+        if not m:
+            continue
+        sym, addend = m.group(1), int(m.group(3), 16) * (-1 if m.group(2) == "-" else 1)
+        if sym == name or (sym == sec_name and value <= addend < value + max(size, 1)):
+            uses.add("stored " + section)
+    for u in sorted({u.split()[0] + " " + real(u.split()[1]) if u.startswith("taken") else u for u in uses}):
+        print(u)
+    sys.exit(0)
 for f in sorted({real(f) for f in found}):
     print(f)
