@@ -49,6 +49,9 @@ public struct WhereHit {
     public let suggestion: String?
     /// Every reference site in the function (`func+0xoff`), `place` being the first; empty for other kinds.
     public var sites: [String] = []
+    /// References only: the static `struct seq_operations` whose `.show` is this function (the .ko's relocation
+    /// says so): seq_read calls it once per item its start/next return when the file is read.
+    public var seqOperations: String?
 
     public init(kind: Kind, object: String, place: String, detail: String, depth: Int, verdict: ProbeVerdict?, suggestion: String?, sites: [String] = []) {
         self.kind = kind
@@ -323,9 +326,11 @@ public final class WhereAnalyzer {
             notes.append("no BTF for module \(module): references come from its .ko; getters and seq_file show functions are marked only where vmlinux BTF has the prototype (\(TypeLookupError.moduleBTFHowTo))")
         }
         var hits: [WhereHit] = []
+        let layout = seqOperationsLayout()
         for f in found.functions {
             guard let first = f.sites.first else { continue }
-            hits.append(referenceHit(function: f.name, object: module, place: first, how: f.section, sites: f.sites))
+            let operations = layout.flatMap { WhereAnalyzer.seqOperations(showing: f.name, in: mo, size: $0.size, showOffset: $0.show) }
+            hits.append(referenceHit(function: f.name, object: module, place: first, how: f.section, sites: f.sites, seqOperations: operations))
         }
         notes += addressNote(module: module, global: name, uses: found.addressUses)
         return rank(hits)
@@ -454,13 +459,16 @@ public final class WhereAnalyzer {
     /// its verdict, its mark (getter, seq_file show function) and the suggestion. One rule for vmlinux and
     /// modules: a getter is read with `kreach capture`, anything else gets `why`'s first probe.
     /// `how`: the text section (module) or the scan's form of the reference (vmlinux).
-    func referenceHit(function: String, object: String, place: String, how: String, sites: [String] = []) -> WhereHit {
+    /// `seqOperations`: the static seq_operations whose .show the function is (module relocations), if known.
+    func referenceHit(function: String, object: String, place: String, how: String, sites: [String] = [], seqOperations: String? = nil) -> WhereHit {
         let verdict = why.quickVerdict(function)
         let base = Kallsyms.baseName(of: function)
         let getter = isGetter(base, module: object)
         let detail: String
         if getter {
             detail = "getter (no pointer arguments, returns a scalar); \(how)"
+        } else if let seqOperations {
+            detail = "seq_file show function, the .show of seq_operations \(seqOperations): called once per item when its file is read; \(how)"
         } else if isSeqShow(base, module: object) {
             detail = "seq_file show function; \(how)"
         } else {
@@ -468,8 +476,45 @@ public final class WhereAnalyzer {
         }
         let suggestion = getter ? "kreach capture \(function)"
             : why.probes(for: verdict, function: function, btfFunction: hasBTFFunction(function, module: object)).first
-        return WhereHit(kind: .reference, object: object, place: place, detail: detail, depth: getter ? 0 : 1,
-                        verdict: verdict, suggestion: suggestion, sites: sites)
+        var hit = WhereHit(kind: .reference, object: object, place: place, detail: detail, depth: getter ? 0 : 1,
+                           verdict: verdict, suggestion: suggestion, sites: sites)
+        hit.seqOperations = seqOperations
+        return hit
+    }
+
+    /// sizeof(struct seq_operations) and the byte offset of its `show` member, from vmlinux BTF; nil without it.
+    func seqOperationsLayout() -> (size: UInt64, show: UInt64)? {
+        guard let vmlinux = try? kernel.types().vmlinux,
+              let id = vmlinux.lookup("seq_operations").first(where: { (try? vmlinux.kind(of: $0)) == .structure }),
+              let type = try? vmlinux.type(id), let show = type.members.first(where: { $0.name == "show" }),
+              show.bitfieldSize == 0, show.bitOffset % 8 == 0 else { return nil }
+        return (UInt64(type.size), UInt64(show.bitOffset / 8))
+    }
+
+    /// The data object of `mo` that is a `struct seq_operations` (`size` bytes) whose `.show` (at `showOffset`)
+    /// holds `function`: an absolute 64-bit relocation (R_X86_64_64) at that field naming the function, or its
+    /// section plus the function's offset. A static seq_operations is how proc_create_seq() and seq_open() files
+    /// are made; seq_read then calls .show once for each item .start/.next return (again for an item that
+    /// overflowed the buffer). nil when no such object names it (single_open() files build theirs at run time).
+    static func seqOperations(showing function: String, in mo: ModuleObject, size: UInt64, showOffset: UInt64) -> String? {
+        let symbols = mo.symbols
+        let candidates = symbols.enumerated().filter { $0.element.type == 2 && $0.element.name == function }
+        guard !candidates.isEmpty else { return nil }
+        let objects = symbols.filter { $0.type == 1 && $0.size == size }
+        guard !objects.isEmpty else { return nil }
+        for (sectionIndex, section) in mo.elf.sections.enumerated() where !section.name.hasPrefix(".debug") {
+            let holders = objects.filter { Int($0.section) == sectionIndex }
+            guard !holders.isEmpty else { continue }
+            for r in mo.elf.relocations(for: sectionIndex) where r.type == 1 && r.symbol < symbols.count {
+                guard let holder = holders.first(where: { r.offset == $0.value &+ showOffset }) else { continue }
+                let s = symbols[r.symbol]
+                let names = candidates.contains { (index, fn) in
+                    r.symbol == index || (s.type == 3 && s.section == fn.section && UInt64(bitPattern: Int64(bitPattern: s.value) &+ r.addend) == fn.value)
+                }
+                if names { return holder.name }
+            }
+        }
+        return nil
     }
 
     /// Whether `object`'s own BTF (a module's, or vmlinux's) has a FUNC named exactly `function` (fentry needs one).

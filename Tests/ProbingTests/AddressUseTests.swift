@@ -132,4 +132,75 @@ final class AddressUseTests: XCTestCase {
             XCTAssertEqual(Set(found.functions.map(\.name)), try oracle(dir + "/t.o", name, addressTaken: false), name)
         }
     }
+
+    /// A function that is the `.show` of a static struct seq_operations (layout from the capture's vmlinux BTF)
+    /// is found through the data relocation at that field, whether it names the function (a global) or its
+    /// section plus offset (a static); a function stored at another field, or in no seq_operations, is not.
+    /// The object is assembled here by binutils' as; readelf's relocation listing is the oracle for the fields.
+    func testShowOfAStaticSeqOperations() throws {
+        for tool in ["as", "readelf"] where !Run.available(tool) {
+            throw XCTSkip(Host.skipReason("\(tool) is not installed (the test assembles with binutils)"))
+        }
+        let kernel = try Kernel(source: .snapshot(try DebianCapture.directory()))
+        let a = WhereAnalyzer(kernel: kernel, why: WhyAnalyzer(kernel: kernel))
+        let layout = try XCTUnwrap(a.seqOperationsLayout(), "vmlinux BTF has struct seq_operations with a show member")
+        XCTAssertGreaterThanOrEqual(layout.size, layout.show + 8)
+        func ops(_ name: String, _ fields: [UInt64: String]) -> String {
+            var text = "    .globl \(name)\n    .type \(name), @object\n    .size \(name), \(layout.size)\n\(name):\n"
+            var at: UInt64 = 0
+            for (offset, function) in fields.sorted(by: { $0.key < $1.key }) {
+                if offset > at { text += "    .zero \(offset - at)\n" }
+                text += "    .quad \(function)\n"
+                at = offset + 8
+            }
+            if layout.size > at { text += "    .zero \(layout.size - at)\n" }
+            return text
+        }
+        let source = """
+                .text
+                .type f_show, @function
+            f_show:
+                movq g(%rip), %rax
+                ret
+                .size f_show, .-f_show
+                .globl f_global_show
+                .type f_global_show, @function
+            f_global_show:
+                ret
+                .size f_global_show, .-f_global_show
+                .type f_plain, @function
+            f_plain:
+                ret
+                .size f_plain, .-f_plain
+                .section .rodata
+            \(ops("show_ops", [layout.show: "f_show"]))\(ops("global_ops", [layout.show: "f_global_show"]))\(ops("decoy_ops", [0: "f_plain"]))    .data
+                .type g, @object
+                .size g, 8
+            g:  .quad 0
+
+            """
+        let dir = NSTemporaryDirectory() + "kreach-seqops-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileBytes.write(source, to: dir + "/t.s")
+        let assembled = try Run.command(["timeout", "60", "as", "--64", "-o", dir + "/t.o", dir + "/t.s"])
+        XCTAssertEqual(assembled.status, 0, assembled.stderr)
+        // The oracle: readelf's .rela.rodata lines (offset, type, symbol + addend).
+        let relocations = try Run.command(["timeout", "60", "readelf", "-rW", dir + "/t.o"]).stdout
+        let showField = String(format: "%016lx", layout.show)
+        XCTAssertTrue(relocations.split(separator: "\n").contains { $0.hasPrefix(showField) && $0.contains("R_X86_64_64") && $0.contains(".text + 0") },
+                      "a static's .show field is relocated as its section plus offset:\n\(relocations)")
+        let mo = try ModuleObject(module: "test", elf: try ELFFile(bytes: try FileBytes.read(dir + "/t.o"), source: "t.o"), sectionBases: [:])
+        func show(_ f: String) -> String? { WhereAnalyzer.seqOperations(showing: f, in: mo, size: layout.size, showOffset: layout.show) }
+        XCTAssertEqual(show("f_show"), "show_ops")
+        XCTAssertEqual(show("f_global_show"), "global_ops")
+        XCTAssertNil(show("f_plain"), "stored at .start, not .show")
+        XCTAssertNil(show("no_such_function"))
+        // And the reference hit carries it.
+        let index = try XCTUnwrap(mo.symbols.firstIndex { $0.name == "g" && $0.type == 1 })
+        XCTAssertEqual(WhereAnalyzer.references(to: index, in: mo).functions.map(\.name), ["f_show"])
+        let hit = a.referenceHit(function: "f_show", object: "test", place: "f_show+0x3", how: ".text", seqOperations: show("f_show"))
+        XCTAssertEqual(hit.seqOperations, "show_ops")
+        XCTAssertTrue(hit.detail.hasPrefix("seq_file show function, the .show of seq_operations show_ops: called once per item"), hit.detail)
+    }
 }

@@ -68,7 +68,7 @@ struct Where: ParsableCommand {
                 .object([("kind", .string(h.kind.rawValue)), ("object", .string(h.object)), ("place", .string(h.place)),
                          ("detail", .string(h.detail)), ("depth", .uint(UInt64(h.depth))),
                          ("verdict", h.verdict.map { .string($0.rawValue) } ?? .null), ("suggestion", h.suggestion.map(JSON.string) ?? .null),
-                         ("sites", .array(h.sites.map(JSON.string)))])
+                         ("sites", .array(h.sites.map(JSON.string))), ("seq_operations", h.seqOperations.map(JSON.string) ?? .null)])
             }).pretty)
             return
         }
@@ -112,10 +112,12 @@ extension Where {
         let called = counts.filter { $0.tree > 0 }.map(\.probe)
         let baseline = Dictionary(try counter.count(probes: called, command: "true").map { ($0.probe, $0.tree) }, uniquingKeysWith: { a, _ in a })
         let rows = counts.sorted { ($0.tree, $0.all) > ($1.tree, $1.all) }
+        // Functions that are the .show of a static seq_operations: called once per item when its file is read.
+        let perItem = Dictionary(hits.compactMap { h in h.seqOperations.map { ("kprobe:" + h.function, $0) } }, uniquingKeysWith: { a, _ in a })
         if options.json {
             print(JSON.array(rows.map {
                 .object([("probe", .string($0.probe)), ("calls", .uint(UInt64($0.tree))), ("baseline", .uint(UInt64(baseline[$0.probe] ?? 0))),
-                         ("system_wide", .uint(UInt64($0.all)))])
+                         ("system_wide", .uint(UInt64($0.all))), ("seq_operations", perItem[$0.probe].map(JSON.string) ?? .null)])
             }).pretty)
             return
         }
@@ -123,7 +125,8 @@ extension Where {
         print("baseline: the same count for `true`; system-wide: every process during the run")
         print("  calls\tbaseline\tsystem-wide\tprobe")
         for c in rows where c.tree > 0 || c.all > 0 {
-            print("  \(c.tree)\t\(baseline[c.probe] ?? 0)\t\(c.all)\t\(c.probe)")
+            let label = perItem[c.probe].map { "\t(.show of seq_operations \($0): once per item)" } ?? ""
+            print(Terminal.escaped("  \(c.tree)\t\(baseline[c.probe] ?? 0)\t\(c.all)\t\(c.probe)" + label))
         }
         let silent = counts.filter { $0.tree == 0 && $0.all == 0 }.count
         if silent > 0 { print("  (\(silent) not called)") }
