@@ -19,7 +19,11 @@ struct Where: ParsableCommand {
             Compiler clones (FUNC.isra.0) of a matching function are listed too: their signature may differ. Each function has its `kreach why` verdict.
             For a vmlinux global (`pid_max`): functions whose code references it, from a byte scan of kernel text
             read through kernel memory (RIP-relative and absolute 32-bit forms). Most direct first.
-            seq_file show functions among the references are marked (naming their /proc file is not done yet).
+            seq_file show functions among the references are marked; for a module, one that is the .show of a static
+            struct seq_operations (the .ko's relocations say so) is labelled "called once per item" (also in the
+            --trigger table). A note says what to try when the global's address is stored or taken (so code may
+            fill it through a pointer), with that evidence; none when every use reads or writes it in place.
+            Each function's suggestion is `kreach why`'s first probe (a getter's: a capture line).
             """)
 
     @OptionGroup var options: KernelOptions
