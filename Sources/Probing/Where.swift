@@ -547,7 +547,11 @@ public final class WhereAnalyzer {
     /// A seq_file show function: BTF prototype (struct seq_file *, void *).
     func isSeqShow(_ function: String, module: String) -> Bool {
         guard let (btf, _, params) = prototype(function, module: module), params.count == 2 else { return false }
-        return btf.describe(params[0]) == "struct seq_file *" && btf.describe(params[1]) == "void *"
+        // (struct seq_file *, void *): a pointer to the struct, and a pointer to void (type id 0).
+        guard (try? btf.kind(of: params[0])) == .pointer, (try? btf.kind(of: params[1])) == .pointer,
+              let file = try? btf.rawTarget(params[0]), file != 0, (try? btf.kind(of: file)) == .structure,
+              (try? btf.name(of: file)) == "seq_file" else { return false }
+        return (try? btf.rawTarget(params[1])) == 0
     }
 
     /// No pointer parameters and a scalar return (BTF prototype in the module or vmlinux).
