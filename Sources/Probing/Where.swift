@@ -326,10 +326,12 @@ public final class WhereAnalyzer {
             notes.append("no BTF for module \(module): references come from its .ko; getters and seq_file show functions are marked only where vmlinux BTF has the prototype (\(TypeLookupError.moduleBTFHowTo))")
         }
         var hits: [WhereHit] = []
-        let layout = seqOperationsLayout()
+        let seqShows = seqOperationsLayout().map { WhereAnalyzer.seqShowFunctions(in: mo, size: $0.size, showOffset: $0.show, others: $0.others) } ?? [:]
         for f in found.functions {
             guard let first = f.sites.first else { continue }
-            let operations = layout.flatMap { WhereAnalyzer.seqOperations(showing: f.name, in: mo, size: $0.size, showOffset: $0.show) }
+            // A BTF prototype, where there is one, must agree: (struct seq_file *, void *).
+            let base = Kallsyms.baseName(of: f.name)
+            let operations = seqShows[f.name].flatMap { prototype(base, module: module) == nil || isSeqShow(base, module: module) ? $0 : nil }
             hits.append(referenceHit(function: f.name, object: module, place: first, how: f.section, sites: f.sites, seqOperations: operations))
         }
         notes += addressNote(module: module, global: name, uses: found.addressUses)
@@ -482,39 +484,52 @@ public final class WhereAnalyzer {
         return hit
     }
 
-    /// sizeof(struct seq_operations) and the byte offset of its `show` member, from vmlinux BTF; nil without it.
-    func seqOperationsLayout() -> (size: UInt64, show: UInt64)? {
+    /// sizeof(struct seq_operations), the byte offset of its `show` member and those of its other members
+    /// (start, stop, next: seq_read calls each, so a real one fills them all), from vmlinux BTF; nil without it.
+    func seqOperationsLayout() -> (size: UInt64, show: UInt64, others: [UInt64])? {
         guard let vmlinux = try? kernel.types().vmlinux,
               let id = vmlinux.lookup("seq_operations").first(where: { (try? vmlinux.kind(of: $0)) == .structure }),
               let type = try? vmlinux.type(id), let show = type.members.first(where: { $0.name == "show" }),
-              show.bitfieldSize == 0, show.bitOffset % 8 == 0 else { return nil }
-        return (UInt64(type.size), UInt64(show.bitOffset / 8))
+              type.members.allSatisfy({ $0.bitfieldSize == 0 && $0.bitOffset % 8 == 0 }) else { return nil }
+        return (UInt64(type.size), UInt64(show.bitOffset / 8), type.members.filter { $0.name != "show" }.map { UInt64($0.bitOffset / 8) })
     }
 
-    /// The data object of `mo` that is a `struct seq_operations` (`size` bytes) whose `.show` (at `showOffset`)
-    /// holds `function`: an absolute 64-bit relocation (R_X86_64_64) at that field naming the function, or its
-    /// section plus the function's offset. A static seq_operations is how proc_create_seq() and seq_open() files
-    /// are made; seq_read then calls .show once for each item .start/.next return (again for an item that
-    /// overflowed the buffer). nil when no such object names it (single_open() files build theirs at run time).
-    static func seqOperations(showing function: String, in mo: ModuleObject, size: UInt64, showOffset: UInt64) -> String? {
+    /// The functions of `mo` that are the `.show` of a static `struct seq_operations` (`size` bytes, `.show` at
+    /// `showOffset`), by name, with that object's name: an absolute 64-bit relocation (R_X86_64_64) at the field
+    /// naming the function, or its section plus the function's offset. A static seq_operations is how
+    /// proc_create_seq() and seq_open() files are made; seq_read then calls .show once for each item .start/.next
+    /// return (again for an item that overflowed the buffer). single_open() files build theirs at run time:
+    /// not found here. One pass over the data relocations.
+    /// `others`: the offsets of the other members (start, stop, next), which must hold functions too: an object
+    /// that merely has the size is not taken for one.
+    static func seqShowFunctions(in mo: ModuleObject, size: UInt64, showOffset: UInt64, others: [UInt64]) -> [String: String] {
         let symbols = mo.symbols
-        let candidates = symbols.enumerated().filter { $0.element.type == 2 && $0.element.name == function }
-        guard !candidates.isEmpty else { return nil }
-        let objects = symbols.filter { $0.type == 1 && $0.size == size }
-        guard !objects.isEmpty else { return nil }
-        for (sectionIndex, section) in mo.elf.sections.enumerated() where !section.name.hasPrefix(".debug") {
-            let holders = objects.filter { Int($0.section) == sectionIndex }
-            guard !holders.isEmpty else { continue }
+        // Every pointer field of every object of that size, per section: field offset -> (object start, name).
+        var fields: [Int: [UInt64: (start: UInt64, name: String)]] = [:]
+        // Functions by (section, offset), for relocations against a section symbol.
+        var functions: [Int: [UInt64: String]] = [:]
+        for s in symbols {
+            if s.type == 1 && s.size == size {
+                for offset in others + [showOffset] { fields[Int(s.section), default: [:]][s.value &+ offset] = (s.value, s.name) }
+            }
+            if s.type == 2 && !s.name.isEmpty { functions[Int(s.section), default: [:]][s.value] = s.name }
+        }
+        var result: [String: String] = [:]
+        for (sectionIndex, holders) in fields where sectionIndex < mo.elf.sections.count {
+            // Per object start: the functions its fields hold, by field offset.
+            var filled: [UInt64: [UInt64: String]] = [:]
             for r in mo.elf.relocations(for: sectionIndex) where r.type == 1 && r.symbol < symbols.count {
-                guard let holder = holders.first(where: { r.offset == $0.value &+ showOffset }) else { continue }
+                guard let holder = holders[r.offset] else { continue }
                 let s = symbols[r.symbol]
-                let names = candidates.contains { (index, fn) in
-                    r.symbol == index || (s.type == 3 && s.section == fn.section && UInt64(bitPattern: Int64(bitPattern: s.value) &+ r.addend) == fn.value)
-                }
-                if names { return holder.name }
+                let function = s.type == 2 ? s.name
+                    : s.type == 3 ? functions[Int(s.section)]?[UInt64(bitPattern: Int64(bitPattern: s.value) &+ r.addend)] : nil
+                if let function { filled[holder.start, default: [:]][r.offset &- holder.start] = function }
+            }
+            for (start, byField) in filled where others.allSatisfy({ byField[$0] != nil }) {
+                if let show = byField[showOffset], result[show] == nil, let name = holders[start &+ showOffset]?.name { result[show] = name }
             }
         }
-        return nil
+        return result
     }
 
     /// Whether `object`'s own BTF (a module's, or vmlinux's) has a FUNC named exactly `function` (fentry needs one).

@@ -135,7 +135,8 @@ final class AddressUseTests: XCTestCase {
 
     /// A function that is the `.show` of a static struct seq_operations (layout from the capture's vmlinux BTF)
     /// is found through the data relocation at that field, whether it names the function (a global) or its
-    /// section plus offset (a static); a function stored at another field, or in no seq_operations, is not.
+    /// section plus offset (a static); a function stored at another member, or in an object of that size whose other
+    /// members hold no functions, is not.
     /// The object is assembled here by binutils' as; readelf's relocation listing is the oracle for the fields.
     func testShowOfAStaticSeqOperations() throws {
         for tool in ["as", "readelf"] where !Run.available(tool) {
@@ -156,8 +157,25 @@ final class AddressUseTests: XCTestCase {
             if layout.size > at { text += "    .zero \(layout.size - at)\n" }
             return text
         }
+        // A seq_operations fills every member (seq_read calls start, next, stop and show): f_seq stands for the others.
+        func full(_ show: String) -> [UInt64: String] {
+            var fields = [layout.show: show]
+            for o in layout.others { fields[o] = "f_seq" }
+            return fields
+        }
+        // f_plain at .start of a full one, and f_half as the .show of an object with nothing else: neither is a .show.
+        var decoy = full("f_seq")
+        decoy[try XCTUnwrap(layout.others.first)] = "f_plain"
         let source = """
                 .text
+                .type f_seq, @function
+            f_seq:
+                ret
+                .size f_seq, .-f_seq
+                .type f_half, @function
+            f_half:
+                ret
+                .size f_half, .-f_half
                 .type f_show, @function
             f_show:
                 movq g(%rip), %rax
@@ -173,7 +191,7 @@ final class AddressUseTests: XCTestCase {
                 ret
                 .size f_plain, .-f_plain
                 .section .rodata
-            \(ops("show_ops", [layout.show: "f_show"]))\(ops("global_ops", [layout.show: "f_global_show"]))\(ops("decoy_ops", [0: "f_plain"]))    .data
+            \(ops("show_ops", full("f_show")))\(ops("global_ops", full("f_global_show")))\(ops("half_ops", [layout.show: "f_half"]))\(ops("decoy_ops", decoy))    .data
                 .type g, @object
                 .size g, 8
             g:  .quad 0
@@ -188,13 +206,18 @@ final class AddressUseTests: XCTestCase {
         // The oracle: readelf's .rela.rodata lines (offset, type, symbol + addend).
         let relocations = try Run.command(["timeout", "60", "readelf", "-rW", dir + "/t.o"]).stdout
         let showField = String(format: "%016lx", layout.show)
-        XCTAssertTrue(relocations.split(separator: "\n").contains { $0.hasPrefix(showField) && $0.contains("R_X86_64_64") && $0.contains(".text + 0") },
+        let symbolTable = try Run.command(["timeout", "60", "readelf", "-sW", dir + "/t.o"]).stdout
+        let fShow = try XCTUnwrap(symbolTable.split(separator: "\n").map { $0.split(separator: " ") }.first { $0.last == "f_show" && $0.count >= 8 })
+        let fShowOffset = try XCTUnwrap(UInt64(fShow[1], radix: 16))
+        XCTAssertTrue(relocations.split(separator: "\n").contains { $0.hasPrefix(showField) && $0.contains("R_X86_64_64") && $0.hasSuffix(".text + \(String(fShowOffset, radix: 16))") },
                       "a static's .show field is relocated as its section plus offset:\n\(relocations)")
         let mo = try ModuleObject(module: "test", elf: try ELFFile(bytes: try FileBytes.read(dir + "/t.o"), source: "t.o"), sectionBases: [:])
-        func show(_ f: String) -> String? { WhereAnalyzer.seqOperations(showing: f, in: mo, size: layout.size, showOffset: layout.show) }
+        let shows = WhereAnalyzer.seqShowFunctions(in: mo, size: layout.size, showOffset: layout.show, others: layout.others)
+        func show(_ f: String) -> String? { shows[f] }
         XCTAssertEqual(show("f_show"), "show_ops")
         XCTAssertEqual(show("f_global_show"), "global_ops")
-        XCTAssertNil(show("f_plain"), "stored at .start, not .show")
+        XCTAssertNil(show("f_plain"), "stored at another member, not .show")
+        XCTAssertNil(show("f_half"), "an object of that size holding nothing but .show is not a seq_operations")
         XCTAssertNil(show("no_such_function"))
         // And the reference hit carries it.
         let index = try XCTUnwrap(mo.symbols.firstIndex { $0.name == "g" && $0.type == 1 })
