@@ -317,10 +317,10 @@ public final class Resolver {
         let get = try opsStruct.flatMap { try CType.btf(vmlinux, $0).member("get") }
         let types = mo.parameterTypes(paramSize: try paramType.size(), opsOffset: ops.bitOffset / 8, argOffset: arg.bitOffset / 8,
                                       getOffset: get.map { $0.bitOffset / 8 })
-        guard let typeName = types[name] else { return nil }
-        let base = typeName == "char *" ? "char" : typeName
+        guard let parameter = types[name] else { return nil }
+        let base = parameter == .charp ? "char" : parameter.cName
         guard let id = vmlinux.lookup(base).first(where: { (try? vmlinux.kind(of: $0)) == .int }) else { return nil }
-        return typeName == "char *" ? .pointer(.btf(vmlinux, id)) : .btf(vmlinux, id)
+        return parameter == .charp ? .pointer(.btf(vmlinux, id)) : .btf(vmlinux, id)
     }
 
     func isPerCPUVariable(_ btf: BTF, _ variable: TypeID) throws -> Bool {

@@ -56,8 +56,8 @@ extension WhereAnalyzer {
     /// bpftrace refuse the whole set), each once, most direct first, at most `limit`.
     public static func triggerProbes(_ hits: [WhereHit], limit: Int) -> [String] {
         var specs: [String] = []
-        for h in hits where h.kind == "parameter" || h.kind == "return" || h.kind == "reference" {
-            guard let v = h.verdict, v == "traceable" else { continue }
+        for h in hits where [.parameter, .return, .reference].contains(h.kind) {
+            guard h.verdict == .traceable else { continue }
             let spec = "kprobe:" + String(h.place.prefix { $0 != "+" })
             if !specs.contains(spec) { specs.append(spec) }
             if specs.count >= limit { break }

@@ -41,12 +41,12 @@ final class WhereQueryTests: XCTestCase {
     /// --trigger probes: traceable functions among parameter/return/reference hits, by exact name (a site
     /// `f+0x1c` probes `f`), each once, in order, at most the limit; other kinds and verdicts are left out.
     func testTriggerProbes() {
-        func hit(_ kind: String, _ place: String, _ verdict: String?) -> WhereHit {
+        func hit(_ kind: WhereHit.Kind, _ place: String, _ verdict: ProbeVerdict?) -> WhereHit {
             WhereHit(kind: kind, object: "vmlinux", place: place, detail: "", depth: 1, verdict: verdict, suggestion: nil)
         }
-        let hits = [hit("parameter", "a", "traceable"), hit("tracepoint", "sched:x", nil), hit("return", "b", "inlined"),
-                    hit("reference", "c+0x1c", "traceable"), hit("reference", "a+0x8", "traceable"), hit("return", "d", "traceable"),
-                    hit("parameter", "e", "traceable")]
+        let hits = [hit(.parameter, "a", .traceable), hit(.tracepoint, "sched:x", nil), hit(.return, "b", .inlined),
+                    hit(.reference, "c+0x1c", .traceable), hit(.reference, "a+0x8", .traceable), hit(.return, "d", .traceable),
+                    hit(.parameter, "e", .traceable)]
         XCTAssertEqual(WhereAnalyzer.triggerProbes(hits, limit: 10), ["kprobe:a", "kprobe:c", "kprobe:d", "kprobe:e"])
         XCTAssertEqual(WhereAnalyzer.triggerProbes(hits, limit: 2), ["kprobe:a", "kprobe:c"])
     }
