@@ -239,9 +239,12 @@ public final class BTF: @unchecked Sendable {
         return self
     }
 
-    func checkID(_ id: TypeID, at offset: Int?, _ what: String) throws(BTFError) {
+    /// Refuses an id past the last type. `what` names the referrer in the error; it is built only then
+    /// (this check runs for every member and parameter decoded).
+    @inline(__always)
+    func checkID(_ id: TypeID, at offset: Int?, _ what: @autoclosure () -> String) throws(BTFError) {
         guard id < endID else {
-            throw BTFError(objectName, "\(what) refers to type id \(id), but only ids below \(endID) exist", offset: offset)
+            throw BTFError(objectName, "\(what()) refers to type id \(id), but only ids below \(endID) exist", offset: offset)
         }
     }
 
