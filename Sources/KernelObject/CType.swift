@@ -16,6 +16,10 @@ public indirect enum CType {
     public func resolved() throws -> CType {
         guard case let .btf(btf, id) = self else { return self }
         let r = try btf.resolve(id)
+        // Only a pointer or an array changes the answer: a struct (task_struct: hundreds of member names)
+        // is not decoded here, its users decode it.
+        let kind = try btf.kind(of: r)
+        guard kind == .pointer || kind == .array else { return .btf(btf, r) }
         let t = try btf.type(r)
         switch t.kind {
         case .pointer: return .pointer(.btf(btf, t.target))
