@@ -257,10 +257,11 @@ public final class WhereAnalyzer {
 
     func rank(_ hits: [WhereHit]) -> [WhereHit] {
         let order = ["parameter": 0, "return": 1, "reference": 0, "clone": 2, "raw_tracepoint": 3, "tracepoint": 4]
-        return hits.sorted {
-            ((order[$0.kind] ?? 9), $0.depth, $0.object == "vmlinux" ? 1 : 0, $0.place)
-                < ((order[$1.kind] ?? 9), $1.depth, $1.object == "vmlinux" ? 1 : 0, $1.place)
-        }
+        // The numeric part of each key once per hit, not twice per comparison (struct sk_buff has thousands).
+        let keys = hits.map { ((order[$0.kind] ?? 9), $0.depth, $0.object == "vmlinux" ? 1 : 0) }
+        return hits.indices.sorted { a, b in
+            (keys[a].0, keys[a].1, keys[a].2, hits[a].place) < (keys[b].0, keys[b].1, keys[b].2, hits[b].place)
+        }.map { hits[$0] }
     }
 
     // MARK: - Globals
