@@ -180,9 +180,11 @@ public final class WhereAnalyzer {
         let k = table.kallsyms
         var hits: [WhereHit] = []
         var seen = Set<String>()
-        for i in k.indexes(baseOf: function) {
+        // The function itself, usually the whole chain, is skipped before building a symbol (whose ordinal
+        // numbers the chain).
+        for i in k.indexes(baseOf: function) where k.name(i) != function {
             let s = k.symbol(i)
-            guard s.isText, s.name != function, !s.isColdFragment, s.moduleName == object, seen.insert(s.name).inserted else { continue }
+            guard s.isText, !s.isColdFragment, s.moduleName == object, seen.insert(s.name).inserted else { continue }
             let verdict = why.quickVerdict(s.name)
             hits.append(WhereHit(kind: "clone", object: object, place: s.name,
                                  detail: "compiler clone of \(function): its signature may differ from the source's",
