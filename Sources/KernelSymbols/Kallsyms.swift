@@ -405,25 +405,25 @@ public final class Kallsyms {
         while capacity < hashes.count * 2 { capacity <<= 1 }
         let mask = capacity - 1
         var slots = [UInt32](repeating: 0, count: capacity)
-        var tails = [UInt32](repeating: 0, count: capacity)
         var next = [UInt32](repeating: 0, count: hashes.count)
         let p = buffer.pointer
         slots.withUnsafeMutableBufferPointer { table in
             hashes.withUnsafeBufferPointer { hs in
-                insert: for k in 0..<hs.count {
+                // Last symbol first, each put before its chain's head: chains come out in kallsyms order
+                // without a table of tails (a megabyte to fault in and clear).
+                insert: for k in stride(from: hs.count - 1, through: 0, by: -1) {
                     var slot = Int(hs[k]) & mask
                     while table[slot] != 0 {
                         let head = Int(table[slot] - 1)
                         if hs[head] == hs[k] && lengths[head] == lengths[k]
                             && memcmp(p + Int(starts[head]), p + Int(starts[k]), Int(lengths[k])) == 0 {
-                            next[Int(tails[slot])] = UInt32(k + 1)
-                            tails[slot] = UInt32(k)
+                            next[k] = table[slot]
+                            table[slot] = UInt32(k + 1)
                             continue insert
                         }
                         slot = (slot + 1) & mask
                     }
                     table[slot] = UInt32(k + 1)
-                    tails[slot] = UInt32(k)
                 }
             }
         }
