@@ -130,11 +130,12 @@ public final class ByteBuffer: @unchecked Sendable {
     /// A regular file that grows past its size while read is refused as too large when past `limit`.
     private static func readIntoReservation(_ fd: Int32, _ path: String, reserve: Int, first: UnsafeRawBufferPointer?,
                                             limit: FileLimit) throws(FileError) -> ByteBuffer {
-        // Mapped in whole 2 MiB huge pages: the kernel aligns only such a length to huge pages (since 6.12),
-        // and an unaligned start left the first megabytes to 4 KiB page faults (1,000 more for kallsyms).
+        // From 2 MiB up, mapped in whole 2 MiB huge pages: the kernel aligns only such a length to huge pages
+        // (since 6.12), and an unaligned start left the first megabytes to 4 KiB page faults (1,000 more for
+        // kallsyms). A smaller file keeps its size: a huge page would be 2 MiB to clear for a few bytes.
         // Reads still stop at `reserve`.
         let hugePage = 2 << 20
-        let mapped = (reserve + hugePage - 1) / hugePage * hugePage
+        let mapped = reserve < hugePage ? reserve : (reserve + hugePage - 1) / hugePage * hugePage
         let p = mmap(nil, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let storage = p, storage != MAP_FAILED else { throw .system(SystemError("reserve memory for", path, errno: errno)) }
         _ = madvise(storage, mapped, MADV_HUGEPAGE)
