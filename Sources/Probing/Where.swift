@@ -210,9 +210,11 @@ public final class WhereAnalyzer {
         let k = table.kallsyms
         var hits: [WhereHit] = []
         var seen = Set<String>()
-        for i in k.indexes(baseOf: function) {
+        // The function itself, usually the whole chain, is skipped before building a symbol (whose ordinal
+        // numbers the chain).
+        for i in k.indexes(baseOf: function) where k.name(i) != function {
             let s = k.symbol(i)
-            guard s.isText, s.name != function, !s.isColdFragment, s.moduleName == object, seen.insert(s.name).inserted else { continue }
+            guard s.isText, !s.isColdFragment, s.moduleName == object, seen.insert(s.name).inserted else { continue }
             let verdict = why.quickVerdict(s.name)
             hits.append(WhereHit(kind: .clone, object: object, place: s.name,
                                  detail: "compiler clone of \(function): its signature may differ from the source's",
@@ -287,10 +289,11 @@ public final class WhereAnalyzer {
     }
 
     func rank(_ hits: [WhereHit]) -> [WhereHit] {
-        hits.sorted {
-            ($0.kind.rank, $0.depth, $0.object == "vmlinux" ? 1 : 0, $0.place)
-                < ($1.kind.rank, $1.depth, $1.object == "vmlinux" ? 1 : 0, $1.place)
-        }
+        // The numeric part of each key once per hit, not twice per comparison (struct sk_buff has thousands).
+        let keys = hits.map { ($0.kind.rank, $0.depth, $0.object == "vmlinux" ? 1 : 0) }
+        return hits.indices.sorted { a, b in
+            (keys[a].0, keys[a].1, keys[a].2, hits[a].place) < (keys[b].0, keys[b].1, keys[b].2, hits[b].place)
+        }.map { hits[$0] }
     }
 
     // MARK: - Globals

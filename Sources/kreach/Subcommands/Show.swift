@@ -35,6 +35,7 @@ struct ReadOptions: ParsableArguments {
 
 struct Show: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "show",
         abstract: "Print the typed value of kernel globals and expressions (vmlinux and modules), no debuginfo needed.",
         discussion: """
             EXPR: `name`, `mod:name`, `mod`name` (DTrace style), `name#N`/`name@ADDR` for duplicates, `&x`, `*p`,

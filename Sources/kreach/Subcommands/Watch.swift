@@ -5,6 +5,7 @@ import KreachSupport
 
 struct Watch: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "watch",
         abstract: "Print a timestamped line whenever the value of an expression changes (Ctrl-C stops).",
         discussion: "Same expressions as `kreach show`. The first sample is always printed.")
 

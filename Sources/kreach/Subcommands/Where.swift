@@ -8,6 +8,7 @@ import ScriptGen
 
 struct Where: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "where",
         abstract: "Find where the kernel exposes a type or a module global: functions, tracepoints, references.",
         discussion: """
             TARGET is a type (`struct nlm_file`, `lockd:struct nlm_host`, `struct sk_buff`, `pid_t`) or a module
