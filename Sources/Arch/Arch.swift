@@ -66,6 +66,12 @@ public struct Arch: Sendable, CustomStringConvertible {
         definition.referencedAddress(relocation, symbolValue: symbolValue, addend: addend, code: code, field: field)
     }
 
+    /// Whether a code relocation may take the object's address (lea, an immediate, a GOT load) instead of
+    /// reading or writing the object.
+    public func mayTakeAddress(_ relocation: Relocation, code: ArraySlice<UInt8>, field: Int) -> Bool {
+        definition.mayTakeAddress(relocation, code: code, field: field)
+    }
+
     /// Bytes a text reference spans: a scan of text in chunks overlaps them by this minus one.
     public var textReferenceWidth: Int { definition.textReferenceWidth }
 
@@ -93,6 +99,9 @@ public protocol ArchDefinition: Sendable {
     /// Bytes of the instruction after a PC-relative field at `field` in `code` (an immediate operand): the
     /// CPU computes the displacement from the instruction's end. 0 when the field ends it.
     func bytesAfterField(in code: [UInt8], field: Int, width: Int) -> Int
+    /// Whether the code relocation `relocation` at `field` in `code` may put the object's address in a register
+    /// or memory (a pointer is made) rather than read or write the object in place.
+    func mayTakeAddress(_ relocation: Relocation, code: ArraySlice<UInt8>, field: Int) -> Bool
     var textReferenceWidth: Int { get }
     func textReferences(in bytes: UnsafeRawBufferPointer, at address: UInt64, to range: Range<UInt64>,
                         _ found: (TextReference) -> Void)

@@ -56,6 +56,17 @@ public struct X86_64: ArchDefinition {
     /// 0F BA (bt*), shld/shrd (0F A4/AC). Any other form has no immediate after the field. Without decoding
     /// from the function's start a byte before the opcode can't always be told from a prefix; Debian's
     /// brd, dummy and loop modules agree with objdump (ModuleReferencesTests).
+    /// A RIP-relative field (PC32, PLT32) takes the address only in lea (opcode 8D with ModRM mod=00 rm=101
+    /// right before the disp32: the one encoding of lea with a RIP-relative operand); a GOT load (GOTPCREL,
+    /// GOTPCRELX, REX_GOTPCRELX) and an absolute field (64, 32, 32S: `mov $g, %rdi` under the kernel code
+    /// model, or an absolute operand, which kreach doesn't tell apart) may; so does any other type.
+    public func mayTakeAddress(_ relocation: Relocation, code: ArraySlice<UInt8>, field: Int) -> Bool {
+        guard relocation.type == RelocationType.pc32.rawValue || relocation.type == RelocationType.plt32.rawValue else { return true }
+        guard field >= 2, field <= code.count else { return true }
+        let at = code.startIndex + field
+        return code[at - 2] == 0x8D && code[at - 1] & 0xC7 == 0x05
+    }
+
     public func bytesAfterField(in code: [UInt8], field: Int, width: Int) -> Int {
         guard width == 4, field >= 2, field <= code.count else { return 0 }
         let modrm = code[field - 1]

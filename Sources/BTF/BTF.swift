@@ -239,9 +239,12 @@ public final class BTF: @unchecked Sendable {
         return self
     }
 
-    func checkID(_ id: TypeID, at offset: Int?, _ what: String) throws(BTFError) {
+    /// Refuses an id past the last type. `what` names the referrer in the error; it is built only then
+    /// (this check runs for every member and parameter decoded).
+    @inline(__always)
+    func checkID(_ id: TypeID, at offset: Int?, _ what: @autoclosure () -> String) throws(BTFError) {
         guard id < endID else {
-            throw BTFError(objectName, "\(what) refers to type id \(id), but only ids below \(endID) exist", offset: offset)
+            throw BTFError(objectName, "\(what()) refers to type id \(id), but only ids below \(endID) exist", offset: offset)
         }
     }
 
@@ -270,6 +273,21 @@ public final class BTF: @unchecked Sendable {
         return s
     }
 
+    /// Whether the string at a (global) string offset is exactly `name`, compared in place (no String is
+    /// made); an offset outside the string sections is the error `string(at:usedAt:)` gives.
+    func string(at offset: UInt32, usedAt byteOffset: Int?, equals name: UnsafeRawBufferPointer) throws(BTFError) -> Bool {
+        let off = Int(offset)
+        if off < stringBase, let base { return try base.string(at: offset, usedAt: byteOffset, equals: name) }
+        let rel = off - stringBase
+        guard rel >= 0, rel < stringLength else { _ = try string(at: offset, usedAt: byteOffset); return false }
+        // The name and its NUL must both lie in the section.
+        guard name.count < stringLength - rel else { return false }
+        let p = buffer.pointer + stringStart + rel
+        guard p.load(fromByteOffset: name.count, as: UInt8.self) == 0 else { return false }
+        guard let n = name.baseAddress, !name.isEmpty else { return true }
+        return memcmp(p, n, name.count) == 0
+    }
+
     /// The name of `id` ("" when anonymous).
     public func name(of id: TypeID) throws(BTFError) -> String {
         if id == 0 { return "void" }
@@ -289,11 +307,12 @@ public final class BTF: @unchecked Sendable {
         let needle = Array(name.utf8) + [0]
         var found: [TypeID] = []
         if let base { for off in base.occurrences(of: needle) { probe(UInt32(off), into: &found) } }
-        forEachOccurrence(of: needle) { probe(UInt32(stringBase + $0), into: &found) }
+        for off in occurrences(of: needle) { probe(UInt32(stringBase + off), into: &found) }
         return found.sorted()
     }
 
-    /// Section-relative offsets of `needle` in the strings, remembered (each module asks its base again).
+    /// Section-relative offsets of `needle` in the strings, remembered (each module asks its base again, and
+    /// an expression evaluated again, by `watch` or a walk, looks its types up again).
     func occurrences(of needle: [UInt8]) -> [Int] {
         if let cached = occurrenceCache[needle] { return cached }
         var all: [Int] = []

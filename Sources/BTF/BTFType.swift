@@ -203,6 +203,38 @@ extension BTF {
         return t
     }
 
+    /// The first direct member of struct or union `id` named `name` (not one inside an anonymous member),
+    /// found by comparing name bytes in place: no other member is decoded (task_struct has hundreds).
+    /// Nil when `id` is not a struct or union or has no such member. The member's type id is checked.
+    public func directMember(named name: String, of id: TypeID) throws(BTFError) -> BTFMember? {
+        if id < firstID, let base { return try base.directMember(named: name, of: id) }
+        guard let off = recordOffset(id) else { try checkID(id, at: nil, "lookup"); return nil }
+        let info = buffer.u32(off + 4)
+        let kind = BTFKind(rawValue: UInt8((info >> 24) & BTFLayout.kindMask)) ?? .unknown
+        guard kind == .structure || kind == .union else { return nil }
+        let kindFlag = info >> 31 != 0
+        let body = off + BTFLayout.typeHeaderSize
+        let utf8 = Array(name.utf8)
+        guard !utf8.contains(0) else { return nil }
+        let found = utf8.withUnsafeBytes { n -> Result<BTFMember?, BTFError> in
+            do throws(BTFError) {
+                for i in 0..<Int(info & BTFLayout.vlenMask) {
+                    let m = body + i * 12
+                    guard try string(at: buffer.u32(m), usedAt: m, equals: n) else { continue }
+                    let type = buffer.u32(m + 4)
+                    try checkID(type, at: m + 4, "member \(i) of \(kind.label) \(id)")
+                    let raw = buffer.u32(m + 8)
+                    return .success(BTFMember(name: name, type: type, bitOffset: kindFlag ? raw & 0x00FF_FFFF : raw,
+                                              bitfieldSize: kindFlag ? raw >> 24 : 0))
+                }
+                return .success(nil)
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try found.get()
+    }
+
     /// Decodes every local type; the first malformed one is the error. Used by tests and `kreach type --check`.
     public func validateAll() throws(BTFError) {
         for id in localIDs { _ = try type(id) }

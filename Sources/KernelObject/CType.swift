@@ -16,6 +16,10 @@ public indirect enum CType {
     public func resolved() throws -> CType {
         guard case let .btf(btf, id) = self else { return self }
         let r = try btf.resolve(id)
+        // Only a pointer or an array changes the answer: a struct (task_struct: hundreds of member names)
+        // is not decoded here, its users decode it.
+        let kind = try btf.kind(of: r)
+        guard kind == .pointer || kind == .array else { return .btf(btf, r) }
         let t = try btf.type(r)
         switch t.kind {
         case .pointer: return .pointer(.btf(btf, t.target))
@@ -94,6 +98,10 @@ public indirect enum CType {
     /// A member by name, looking through anonymous struct/union members the way C does.
     /// Returns the member's type and its bit offset from the start of this type.
     func member(_ name: String) throws -> (type: CType, bitOffset: Int, bitfieldSize: Int)? {
+        // A direct member (the common case) without decoding the whole struct; else the full search.
+        if case let .btf(btf, id) = try resolved(), let m = try btf.directMember(named: name, of: id) {
+            return (.btf(btf, m.type), Int(m.bitOffset), Int(m.bitfieldSize))
+        }
         guard let (btf, t) = try record(), t.kind == .structure || t.kind == .union else { return nil }
         return try BTFMemberSearch.find(name, in: t, btf: btf, depth: 0)
     }

@@ -178,13 +178,12 @@ public final class Evaluator {
     // MARK: - Containers
 
     func readPointer(_ address: UInt64) throws -> UInt64 {
-        let b = try memory.read(address, count: 8)
-        return b.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        try memory.pointer(at: address, in: types.vmlinux)
     }
 
-    /// list_for_each_entry / hlist_for_each_entry / rbtree_inorder_for_each_entry, with cycle
-    /// detection and `maxEntries`.
-    func walk(_ helper: String, _ t: TypeName, _ headExpr: Expr, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> [Object] {
+    /// A container walk (Walkers/: one walker per kernel macro): types the entries and the link member,
+    /// checks the head's type, and maps walk errors to the expression.
+    func walk(_ helper: ContainerHelper, _ t: TypeName, _ headExpr: Expr, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> [Object] {
         let whole = Expr.number(0, range: range)
         let entryType = try resolveType(t, whole, source)
         var name = memberName, index = 0
@@ -206,58 +205,18 @@ public final class Evaluator {
         if let target = try pointerTarget(head.type) { head = try deref(head, target, headExpr, source) }
         guard let headAddress = head.address else { throw fail("the list head has no address", headExpr, source) }
         let headType = (try? head.type.record()).flatMap { $0?.1.name } ?? ""
-        var entries: [Object] = []
-        var seen = Set<UInt64>()
-        func add(_ node: UInt64) throws -> Bool {
-            guard seen.insert(node).inserted else {
-                throw ExpressionError.at("\(helper): the list loops back to 0x\(String(node, radix: 16)) after \(entries.count) entries", source: source, range: range)
-            }
-            if entries.count >= maxEntries {
-                warn("\(helper): stopped after \(maxEntries) entries (--max)")
-                return false
-            }
-            entries.append(Object(type: entryType, address: node &- linkOffset))
-            return true
+        guard helper.headTypes.contains(headType) else {
+            let wanted = helper.headTypes.map { "struct " + $0 }.joined(separator: " or ")
+            throw fail("\(helper.macro) needs a \(wanted), not \(head.type.name)", headExpr, source)
         }
-        switch helper {
-        case "list_for_each_entry":
-            guard headType == "list_head" else { throw fail("list_for_each_entry needs a struct list_head, not \(head.type.name)", headExpr, source) }
-            var node = try readPointer(headAddress)
-            while node != headAddress {
-                guard node != 0 else { throw ExpressionError.at("\(helper): NULL next pointer after \(entries.count) entries", source: source, range: range) }
-                guard try add(node) else { break }
-                node = try readPointer(node)
-            }
-        case "hlist_for_each_entry":
-            guard headType == "hlist_head" else { throw fail("hlist_for_each_entry needs a struct hlist_head, not \(head.type.name)", headExpr, source) }
-            var node = try readPointer(headAddress)
-            while node != 0 {
-                guard try add(node) else { break }
-                node = try readPointer(node)
-            }
-        default:  // rbtree_inorder_for_each_entry
-            guard headType == "rb_root" || headType == "rb_root_cached" else {
-                throw fail("rbtree_inorder_for_each_entry needs a struct rb_root, not \(head.type.name)", headExpr, source)
-            }
-            // rb_node: __rb_parent_color, rb_right, rb_left (offsets from BTF).
-            let rbNode = try resolveType(TypeName(module: nil, words: ["struct", "rb_node"], pointers: 0, arrayCount: nil, text: "struct rb_node"), whole, source)
-            guard let left = try rbNode.member("rb_left"), let right = try rbNode.member("rb_right") else {
-                throw fail("struct rb_node has no rb_left/rb_right", headExpr, source)
-            }
-            var stack: [UInt64] = []
-            var node = try readPointer(headAddress)
-            walking: while node != 0 || !stack.isEmpty {
-                while node != 0 {
-                    guard stack.count < 256 else { throw ExpressionError.at("\(helper): tree deeper than 256 (corrupt?)", source: source, range: range) }
-                    stack.append(node)
-                    node = try readPointer(node + UInt64(left.bitOffset / 8))
-                }
-                guard let top = stack.popLast() else { break }
-                guard try add(top) else { break walking }
-                node = try readPointer(top + UInt64(right.bitOffset / 8))
-            }
+        do {
+            let (entries, notes) = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
+                                                   vmlinux: types.vmlinux, maxEntries: maxEntries)
+            notes.forEach(warn)
+            return entries.map { Object(type: entryType, address: $0) }
+        } catch let error as WalkError {
+            throw ExpressionError.at(error.description, source: source, range: range)
         }
-        return entries
     }
 }
 

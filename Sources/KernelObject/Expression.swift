@@ -54,7 +54,7 @@ public indirect enum Expr {
     /// per_cpu(VAR, CPU)
     case perCPU(Expr, Expr, range: Range<Int>)
     /// list_for_each_entry(TYPE, HEAD, MEMBER) and friends: `helper` names the kernel macro.
-    case container(helper: String, TypeName, Expr, member: String, range: Range<Int>)
+    case container(helper: ContainerHelper, TypeName, Expr, member: String, range: Range<Int>)
     /// Script text kreach leaves to bpftrace (an index such as `$i` or `arg0`); only the script scanner asks for it.
     case opaque(String, range: Range<Int>)
 
@@ -72,8 +72,8 @@ public indirect enum Expr {
 ///
 /// Grammar: `name`, `mod:name`, ``mod`name``, `` `name `` (vmlinux), `name#N`, `name@ADDR`, integers
 /// (decimal, 0x hex), `current`, `&x`, `*p`, `-n`, `p->f`, `s.f`, `a[i]`, `(TYPE)x`, `(x)`,
-/// `per_cpu(VAR, CPU)`, `list_for_each_entry(TYPE, HEAD, MEMBER)`, `hlist_for_each_entry(TYPE, HEAD, MEMBER)`,
-/// `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)`.
+/// `per_cpu(VAR, CPU)`, and the container walks of `ContainerHelper` (`list_for_each_entry(TYPE, HEAD, MEMBER)`,
+/// `hlist_for_each_entry`, `hlist_nulls_for_each_entry`, `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)`, ...).
 public struct ExpressionParser {
     enum Token: Equatable {
         case ident(String)
@@ -100,7 +100,6 @@ public struct ExpressionParser {
     /// the tree all recurse once per level, so a 3 KB argument must not be able to overflow the stack.
     public static let maxDepth = 256
 
-    static let containerHelpers = ["list_for_each_entry", "hlist_for_each_entry", "rbtree_inorder_for_each_entry"]
     static let typeWords: Set<String> = ["struct", "union", "enum", "unsigned", "signed", "long", "short", "int", "char",
                                          "void", "_Bool", "bool", "const", "volatile", "float", "double"]
 
@@ -343,7 +342,7 @@ public struct ExpressionParser {
                 let close = try expect(")")
                 return try node(.perCPU(v, cpu, range: start.lowerBound..<close.upperBound), above: max(vDepth, lastDepth), at: start)
             }
-            if ExpressionParser.containerHelpers.contains(name) && peek == .punct("(") {
+            if let helper = ContainerHelper(rawValue: name), peek == .punct("(") {
                 pos += 1
                 let t = try typeName()
                 _ = try expect(",")
@@ -359,7 +358,7 @@ public struct ExpressionParser {
                     member += "[\(n)]"
                 }
                 let close = try expect(")")
-                return try node(.container(helper: name, t, head, member: member, range: start.lowerBound..<close.upperBound), above: lastDepth, at: start)
+                return try node(.container(helper: helper, t, head, member: member, range: start.lowerBound..<close.upperBound), above: lastDepth, at: start)
             }
             // mod:name and mod`name
             if peek == .punct(":") || peek == .punct("`") {

@@ -1,4 +1,6 @@
+import Memory
 import BTF
+import KernelSymbols
 import KreachSupport
 
 /// How objects are printed.
@@ -16,14 +18,36 @@ public struct FormatOptions {
 
 /// Prints objects the way drgn does: `(int)16384`, `(char [16])"swapper/0"`,
 /// `*(struct nlm_file *)0xffff… = { .f_count = (unsigned int)1, … }`, pointers with `<symbol+0xoff>`.
+///
+/// It reads memory (the objects, strings behind `char *`) and symbols (to name pointers) itself, and keeps
+/// what the user should be told (untyped symbols, arrays cut at `maxElements`) in `notes`, which the
+/// caller takes with `takeNotes()`.
 public final class ObjectFormatter {
-    let ev: Evaluator
+    let memory: KernelMemory
+    /// The symbol table, asked for only when a pointer is printed (reading kallsyms is slow); nil: none.
+    let symbols: () -> SymbolTable?
     public var options: FormatOptions
+    /// Notes gathered since the last `takeNotes()`, each once, in order.
+    public private(set) var notes: [String] = []
 
-    public init(evaluator: Evaluator, options: FormatOptions = FormatOptions()) {
-        self.ev = evaluator
+    public init(memory: KernelMemory, symbols: @escaping () -> SymbolTable?, options: FormatOptions = FormatOptions()) {
+        self.memory = memory
+        self.symbols = symbols
         self.options = options
     }
+
+    /// A formatter reading through `evaluator`'s memory and symbols.
+    public convenience init(evaluator: Evaluator, options: FormatOptions = FormatOptions()) {
+        self.init(memory: evaluator.memory, symbols: { [weak evaluator] in try? evaluator?.symbols }, options: options)
+    }
+
+    /// The notes gathered so far; clears them.
+    public func takeNotes() -> [String] {
+        defer { notes = [] }
+        return notes
+    }
+
+    func note(_ text: String) { if !notes.contains(text) { notes.append(text) } }
 
     /// One object, with its type, as `kreach show` prints it.
     public func text(_ object: Object) throws -> String {
@@ -50,7 +74,7 @@ public final class ObjectFormatter {
             if case .untyped(let size) = o.type, size == 0 { return o }
             let size = try o.type.size()
             guard size <= 1 << 20 else { throw ExpressionError.plain("\(o.type.name) is \(size) bytes; print a member instead") }
-            copy.bytes = try o.load(ev.memory)
+            copy.bytes = try o.load(memory)
         }
         return copy
     }
@@ -90,13 +114,13 @@ public final class ObjectFormatter {
     func pointer(_ v: UInt64, to target: CType) -> String {
         var text = "0x" + String(v, radix: 16)
         // <symbol+0xoff> only near a symbol: kallsyms has no sizes, and a far offset names nothing.
-        if v != 0, let table = try? ev.symbols, let (_, off) = table.kallsyms.nearest(to: v, moduleRanges: table.moduleRanges), off < 0x10000,
+        if v != 0, let table = symbols(), let (_, off) = table.kallsyms.nearest(to: v, moduleRanges: table.moduleRanges), off < 0x10000,
            let where_ = table.describe(address: v) {
             text += " <\(where_)>"
         }
         // char *: the string too, when it can be read.
         if v != 0, let (_, t) = try? target.record(), t.kind == .int, t.size == 1,
-           let bytes = try? ev.memory.read(v, count: 256) {
+           let bytes = try? memory.read(v, count: 256) {
             text += " = " + quoted(bytes)
         }
         return text
@@ -120,7 +144,7 @@ public final class ObjectFormatter {
     func raw(_ o: Object) throws -> String {
         guard case .untyped(let size) = o.type, let address = o.address else { return "?" }
         if size == 0 { return "(function)0x\(String(address, radix: 16))" + (o.note.map { " <\($0)>" } ?? "") }
-        let bytes = try o.load(ev.memory)
+        let bytes = try o.load(memory)
         let hex = bytes.prefix(64).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: " ")
         var text = "(untyped, \(size) bytes at 0x\(String(address, radix: 16)))" + hex + (bytes.count > 64 ? " ..." : "")
         if [1, 2, 4, 8].contains(size) {
@@ -129,7 +153,7 @@ public final class ObjectFormatter {
             text += " = \(v)"
         }
         let name = o.note.map { String($0.prefix { $0 != " " }) } ?? "SYMBOL"
-        ev.warn("\(o.note ?? "this symbol"): give its type with a cast, e.g. (int)\(name) or (struct foo *)&\(name)")
+        note("\(o.note ?? "this symbol"): give its type with a cast, e.g. (int)\(name) or (struct foo *)&\(name)")
         return text
     }
 
@@ -139,7 +163,7 @@ public final class ObjectFormatter {
         case .untyped:
             return try raw(o)
         case .pointer(let target):
-            return pointer(try o.scalar(ev.memory), to: target)
+            return pointer(try o.scalar(memory), to: target)
         case let .array(element, count):
             let elementSize = try element.size()
             if let (_, et) = try element.record(), et.kind == .int, et.size == 1, (et.intEncoding & 2 != 0 || et.name.hasSuffix("char")) {
@@ -155,17 +179,20 @@ public final class ObjectFormatter {
             }
             // Like drgn, trailing zero elements are left out.
             items = Array(items.prefix(lastNonZero + 1))
-            if count > options.maxElements && lastNonZero == options.maxElements - 1 { items.append("...") }
+            if count > options.maxElements && lastNonZero == options.maxElements - 1 {
+                items.append("...")
+                note("\(o.type.name): showing the first \(options.maxElements) of \(count) elements")
+            }
             return "{ " + items.joined(separator: ", ") + (items.isEmpty ? "}" : " }")
         case let .btf(btf, id):
             let r = try btf.type(id)
             switch r.kind {
             case .int:
-                let v = try o.scalar(ev.memory)
+                let v = try o.scalar(memory)
                 if r.intEncoding & 4 != 0 { return v != 0 ? "true" : "false" }
                 return integer(v, signed: r.isSigned, size: Int(r.size))
             case .enumeration, .enum64:
-                let v = try o.scalar(ev.memory)
+                let v = try o.scalar(memory)
                 if let e = r.enumerators.first(where: { $0.bits == v || (r.size < 8 && $0.bits & ((1 << (UInt64(r.size) * 8)) - 1) == v & ((1 << (UInt64(r.size) * 8)) - 1)) }) {
                     return e.name
                 }
@@ -222,10 +249,10 @@ public final class ObjectFormatter {
         switch try o.type.resolved() {
         case .untyped(let size):
             if size == 0 { return .object([("function", .string(o.note ?? ""))]) }
-            let bytes = try o.load(ev.memory)
+            let bytes = try o.load(memory)
             return .object([("raw", .string(bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()))])
         case .pointer:
-            return .string("0x" + String(try o.scalar(ev.memory), radix: 16))
+            return .string("0x" + String(try o.scalar(memory), radix: 16))
         case let .array(element, count):
             let elementSize = try element.size()
             if let (_, et) = try element.record(), et.kind == .int, et.size == 1, (et.intEncoding & 2 != 0 || et.name.hasSuffix("char")) {
@@ -233,6 +260,7 @@ public final class ObjectFormatter {
             }
             if depth >= options.depth { return .null }
             var items: [JSON] = []
+            if count > options.maxElements { note("\(o.type.name): showing the first \(options.maxElements) of \(count) elements") }
             for i in 0..<min(count, options.maxElements) {
                 items.append(try jsonValue(try sub(o, element, bitOffset: i * elementSize * 8, bitfieldSize: 0), depth: depth + 1))
             }
@@ -241,11 +269,11 @@ public final class ObjectFormatter {
             let r = try btf.type(id)
             switch r.kind {
             case .int:
-                let v = try o.scalar(ev.memory)
+                let v = try o.scalar(memory)
                 if r.intEncoding & 4 != 0 { return .bool(v != 0) }
                 return r.isSigned ? .int(Int64(bitPattern: v)) : .uint(v)
             case .enumeration, .enum64:
-                let v = try o.scalar(ev.memory)
+                let v = try o.scalar(memory)
                 if let e = r.enumerators.first(where: { $0.bits == v }) { return .string(e.name) }
                 return r.isSigned ? .int(Int64(bitPattern: v)) : .uint(v)
             case .structure, .union:

@@ -54,7 +54,7 @@ final class ModuleParameters {
                 }
                 continue
             }
-            var typeName = ModuleObject.opsTypes[opsName]
+            var typeName = ModuleParameterType(ops: opsName)?.cName
             if typeName == nil, let getMember {
                 // ops->get names the type when the ops are the module's own.
                 let getter = try e.readPointer(ops + UInt64(getMember.bitOffset / 8))
@@ -65,7 +65,7 @@ final class ModuleParameters {
                         result[arg] = .pointer(.btf(vmlinux, char))
                         continue
                     }
-                    typeName = ModuleObject.getterTypes[getterName]
+                    typeName = ModuleParameterType(getter: getterName)?.cName
                 }
             }
             guard let typeName,

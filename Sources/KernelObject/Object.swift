@@ -68,5 +68,5 @@ public struct Object {
 /// What an expression produced: one object, or the entries a container helper walked.
 public enum Evaluation {
     case object(Object)
-    case entries([Object], helper: String)
+    case entries([Object], helper: ContainerHelper)
 }

@@ -317,10 +317,10 @@ public final class Resolver {
         let get = try opsStruct.flatMap { try CType.btf(vmlinux, $0).member("get") }
         let types = mo.parameterTypes(paramSize: try paramType.size(), opsOffset: ops.bitOffset / 8, argOffset: arg.bitOffset / 8,
                                       getOffset: get.map { $0.bitOffset / 8 })
-        guard let typeName = types[name] else { return nil }
-        let base = typeName == "char *" ? "char" : typeName
+        guard let parameter = types[name] else { return nil }
+        let base = parameter == .charp ? "char" : parameter.cName
         guard let id = vmlinux.lookup(base).first(where: { (try? vmlinux.kind(of: $0)) == .int }) else { return nil }
-        return typeName == "char *" ? .pointer(.btf(vmlinux, id)) : .btf(vmlinux, id)
+        return parameter == .charp ? .pointer(.btf(vmlinux, id)) : .btf(vmlinux, id)
     }
 
     func isPerCPUVariable(_ btf: BTF, _ variable: TypeID) throws -> Bool {
@@ -509,7 +509,9 @@ public final class Resolver {
                case .constant(let cpus)? = try? settle(.load(.constant(nr.address), size: 4, signed: false)) {
                 guard c < cpus else { throw fail("CPU \(c) does not exist (nr_cpu_ids is \(cpus))", cpu, source) }
             }
-            let base = try settle(.load(Value.plus(.constant(offsets.address), Value.times(n, 8)), size: 8, signed: false))
+            // __per_cpu_offset is unsigned long[NR_CPUS]: one pointer-sized slot per CPU.
+            let slot = Int(types.vmlinux.pointerSize)
+            let base = try settle(.load(Value.plus(.constant(offsets.address), Value.times(n, Int64(slot))), size: slot, signed: false))
             var note = "per_cpu(\(g.symbol.name))"
             if case .constant(let c) = n { note = "per_cpu(\(g.symbol.name), \(c))" }
             return Resolved(type: g.type, place: Value.plus(base, .constant(g.symbol.address)), note: note)

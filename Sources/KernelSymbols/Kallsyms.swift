@@ -238,12 +238,19 @@ public final class Kallsyms {
                 // Address: hex digits up to a space.
                 var addr: UInt64 = 0
                 var digits = 0
-                while i < lineEnd {
-                    let v = hexValue[Int(p[i])]
-                    if v > 15 { break }
-                    addr = addr << 4 | UInt64(v)
-                    digits += 1
-                    i += 1
+                // A 64-bit kernel's 16 digits, 8 at a time; else (8 digits, or an error) one at a time.
+                if lineEnd - i > 16, p[i + 16] == 32, let value = Kallsyms.hex16(p + i) {
+                    addr = value
+                    digits = 16
+                    i += 16
+                } else {
+                    while i < lineEnd {
+                        let v = hexValue[Int(p[i])]
+                        if v > 15 { break }
+                        addr = addr << 4 | UInt64(v)
+                        digits += 1
+                        i += 1
+                    }
                 }
                 guard digits > 0, digits <= 16, i + 2 < lineEnd, p[i] == 32 else {
                     throw .malformed(source: source, line: line, reason: digits > 16 ? "address longer than 16 hex digits" : "expected a hex address and a space")
@@ -342,6 +349,35 @@ public final class Kallsyms {
         return t
     }()
 
+    /// The value of the 16 hex digits (either case) at `p`, nil if a byte is not one.
+    @inline(__always)
+    static func hex16(_ p: UnsafePointer<UInt8>) -> UInt64? {
+        let raw = UnsafeRawPointer(p)
+        guard let high = hex8(UInt64(littleEndian: raw.loadUnaligned(as: UInt64.self))),
+              let low = hex8(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))) else { return nil }
+        return high << 32 | low
+    }
+
+    /// The value of 8 ASCII hex digits packed in `w` (the first, most significant, in the lowest byte),
+    /// nil if a byte is not one. Byte-parallel: a byte's top bit after adding 0x80 - lo is set when the
+    /// byte is >= lo (bytes are below 0x80 by then, so no carry crosses into the next byte).
+    @inline(__always)
+    static func hex8(_ w: UInt64) -> UInt64? {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let tops = ones &* 0x80
+        guard w & tops == 0 else { return nil }
+        func atLeast(_ x: UInt64, _ lo: UInt64) -> UInt64 { (x &+ ones &* (0x80 - lo)) & tops }
+        let lower = w | ones &* 0x20  // 'A'-'F' -> 'a'-'f'; only they land in 'a'-'f'
+        let digit = atLeast(w, 0x30) & ~atLeast(w, 0x3A)
+        let letter = atLeast(lower, 0x61) & ~atLeast(lower, 0x67)
+        guard digit | letter == tops else { return nil }
+        // Each byte's value ('0'-'9' -> 0-9, 'a'-'f' -> 10-15), then pairs, quads and the 8 combined.
+        var n = (lower & (ones &* 0x0F)) &+ ((lower >> 6) & ones) &* 9
+        n = (n & 0x0F00_0F00_0F00_0F00) >> 8 | (n & 0x000F_000F_000F_000F) << 4
+        n = (n & 0x00FF_0000_00FF_0000) >> 16 | (n & 0x0000_00FF_0000_00FF) << 8
+        return (n & 0x0000_FFFF_0000_0000) >> 32 | (n & 0x0000_0000_0000_FFFF) << 16
+    }
+
     /// Hash of `length` bytes, 8 at a time.
     @inline(__always)
     static func hash(_ p: UnsafePointer<UInt8>, _ length: Int) -> UInt64 {
@@ -369,25 +405,25 @@ public final class Kallsyms {
         while capacity < hashes.count * 2 { capacity <<= 1 }
         let mask = capacity - 1
         var slots = [UInt32](repeating: 0, count: capacity)
-        var tails = [UInt32](repeating: 0, count: capacity)
         var next = [UInt32](repeating: 0, count: hashes.count)
         let p = buffer.pointer
         slots.withUnsafeMutableBufferPointer { table in
             hashes.withUnsafeBufferPointer { hs in
-                insert: for k in 0..<hs.count {
+                // Last symbol first, each put before its chain's head: chains come out in kallsyms order
+                // without a table of tails (a megabyte to fault in and clear).
+                insert: for k in stride(from: hs.count - 1, through: 0, by: -1) {
                     var slot = Int(hs[k]) & mask
                     while table[slot] != 0 {
                         let head = Int(table[slot] - 1)
                         if hs[head] == hs[k] && lengths[head] == lengths[k]
                             && memcmp(p + Int(starts[head]), p + Int(starts[k]), Int(lengths[k])) == 0 {
-                            next[Int(tails[slot])] = UInt32(k + 1)
-                            tails[slot] = UInt32(k)
+                            next[k] = table[slot]
+                            table[slot] = UInt32(k + 1)
                             continue insert
                         }
                         slot = (slot + 1) & mask
                     }
                     table[slot] = UInt32(k + 1)
-                    tails[slot] = UInt32(k)
                 }
             }
         }

@@ -18,23 +18,6 @@ public struct ModuleObject {
         self.sectionBases = sectionBases
     }
 
-    /// param_ops_<type> -> BTF base type name.
-    public static let opsTypes: [String: String] = [
-        "param_ops_byte": "unsigned char", "param_ops_short": "short int", "param_ops_ushort": "short unsigned int",
-        "param_ops_int": "int", "param_ops_uint": "unsigned int", "param_ops_hexint": "unsigned int",
-        "param_ops_long": "long int", "param_ops_ulong": "long unsigned int",
-        "param_ops_ullong": "long long unsigned int", "param_ops_bool": "_Bool",
-        "param_ops_bool_enable_only": "_Bool", "param_ops_invbool": "_Bool", "param_ops_charp": "char *",
-    ]
-
-    /// Custom ops (module_param_cb) usually keep a standard getter: param_get_<type>.
-    public static let getterTypes: [String: String] = [
-        "param_get_byte": "unsigned char", "param_get_short": "short int", "param_get_ushort": "short unsigned int",
-        "param_get_int": "int", "param_get_uint": "unsigned int", "param_get_hexint": "unsigned int",
-        "param_get_long": "long int", "param_get_ulong": "long unsigned int", "param_get_ullong": "long long unsigned int",
-        "param_get_bool": "_Bool", "param_get_invbool": "_Bool", "param_get_charp": "char *",
-    ]
-
     /// Data objects (STT_OBJECT) named `name`, with the kallsyms-style letter and load address.
     public func objects(named name: String) -> [KernelSymbol] {
         var found: [KernelSymbol] = []
@@ -54,26 +37,26 @@ public struct ModuleObject {
         return all.count == 1 ? all[0].size : nil
     }
 
-    /// Variable name -> BTF base type name ("char *" for charp) for every parameter whose ops or getter is
-    /// a standard one. Offsets are those of struct kernel_param / kernel_param_ops in this kernel's BTF.
-    public func parameterTypes(paramSize: Int, opsOffset: Int, argOffset: Int, getOffset: Int?) -> [String: String] {
+    /// Variable name -> parameter type for every parameter whose ops or getter is a standard one. Offsets are
+    /// those of struct kernel_param / kernel_param_ops in this kernel's BTF.
+    public func parameterTypes(paramSize: Int, opsOffset: Int, argOffset: Int, getOffset: Int?) -> [String: ModuleParameterType] {
         guard paramSize > 0, let p = elf.sections.firstIndex(where: { $0.name == "__param" }) else { return [:] }
         var relocs: [UInt64: ELFFile.Relocation] = [:]
         for r in elf.relocations(for: p) { relocs[r.offset] = r }
-        var result: [String: String] = [:]
+        var result: [String: ModuleParameterType] = [:]
         for i in 0..<(elf.sections[p].size / paramSize) {
             let base = UInt64(i * paramSize)
             guard let ops = relocs[base + UInt64(opsOffset)], let arg = relocs[base + UInt64(argOffset)],
                   ops.symbol < symbols.count, arg.symbol < symbols.count else { continue }
             let opsSymbol = symbols[ops.symbol]
-            var type: String?
+            var type: ModuleParameterType?
             if opsSymbol.section == 0 {
-                type = ModuleObject.opsTypes[opsSymbol.name]
+                type = ModuleParameterType(ops: opsSymbol.name)
             } else if let getOffset, Int(opsSymbol.section) < elf.sections.count {
                 // The module's own ops: which getter does its .get hold?
                 let at = UInt64(bitPattern: Int64(bitPattern: opsSymbol.value) &+ ops.addend) &+ UInt64(getOffset)
                 if let get = elf.relocations(for: Int(opsSymbol.section)).first(where: { $0.offset == at }), get.symbol < symbols.count {
-                    type = ModuleObject.getterTypes[symbols[get.symbol].name]
+                    type = ModuleParameterType(getter: symbols[get.symbol].name)
                 }
             }
             guard let type else { continue }
@@ -85,5 +68,40 @@ public struct ModuleObject {
             if let name, !name.isEmpty { result[name] = type }
         }
         return result
+    }
+}
+
+/// A module parameter's type, as the kernel's `param_ops_<type>` (module_param) or, for a module's own
+/// ops (module_param_cb), its standard getter `param_get_<type>` names it (kernel/params.c).
+public enum ModuleParameterType: String, Sendable, CaseIterable {
+    case byte, short, ushort, int, uint, hexint, long, ulong, ullong, bool, invbool, charp
+
+    /// From a `param_ops_*` symbol name (`param_ops_bool_enable_only` is a bool); nil for any other name.
+    public init?(ops symbol: String) {
+        guard symbol.hasPrefix("param_ops_") else { return nil }
+        let suffix = symbol.dropFirst("param_ops_".count)
+        self.init(rawValue: suffix == "bool_enable_only" ? "bool" : String(suffix))
+    }
+
+    /// From a `param_get_*` getter name; nil for any other name.
+    public init?(getter symbol: String) {
+        guard symbol.hasPrefix("param_get_") else { return nil }
+        self.init(rawValue: String(symbol.dropFirst("param_get_".count)))
+    }
+
+    /// The C type as BTF names it ("long unsigned int"; "char *" for charp).
+    public var cName: String {
+        switch self {
+        case .byte: "unsigned char"
+        case .short: "short int"
+        case .ushort: "short unsigned int"
+        case .int: "int"
+        case .uint, .hexint: "unsigned int"
+        case .long: "long int"
+        case .ulong: "long unsigned int"
+        case .ullong: "long long unsigned int"
+        case .bool, .invbool: "_Bool"
+        case .charp: "char *"
+        }
     }
 }

@@ -6,7 +6,9 @@
 public enum Terminal {
     /// `text` with its control characters escaped; `layout` keeps newlines and tabs (for multi-line output).
     public static func escaped(_ text: String, layout: Bool = true) -> String {
-        guard text.unicodeScalars.contains(where: { isControl($0, layout: layout) }) else { return text }
+        // Bytes first (cheaper than scalars): a control character is a byte below 0x20, DEL, or 0xC2 0x80-0x9F.
+        guard text.utf8.contains(where: { ($0 < 0x20 && !(layout && ($0 == 10 || $0 == 9))) || $0 == 0x7F || $0 == 0xC2 }),
+              text.unicodeScalars.contains(where: { isControl($0, layout: layout) }) else { return text }
         var out = ""
         out.reserveCapacity(text.utf8.count + 16)
         for s in text.unicodeScalars {

@@ -8,8 +8,34 @@ import KreachSupport
 
 /// One place where the kernel exposes a type or a global.
 public struct WhereHit {
-    /// parameter, return, raw_tracepoint, tracepoint, reference
-    public let kind: String
+    /// What kind of place: the raw value is the word `where` prints and `where --json` emits.
+    public enum Kind: String, Sendable, CaseIterable {
+        /// A function taking the type (`argN`).
+        case parameter
+        /// A function returning the type.
+        case `return`
+        /// A compiler clone of a matching function (no BTF FUNC of its own).
+        case clone
+        /// A function whose code references the global.
+        case reference
+        /// A raw tracepoint whose `btf_trace_*` prototype carries the type.
+        case rawTracepoint = "raw_tracepoint"
+        /// A tracepoint whose format has a field of the type.
+        case tracepoint
+
+        /// Listing order: most direct first.
+        var rank: Int {
+            switch self {
+            case .parameter, .reference: 0
+            case .return: 1
+            case .clone: 2
+            case .rawTracepoint: 3
+            case .tracepoint: 4
+            }
+        }
+    }
+
+    public let kind: Kind
     /// vmlinux or the module.
     public let object: String
     /// The function, tracepoint (system:event) or reference site (func+0xoff).
@@ -18,14 +44,17 @@ public struct WhereHit {
     public let detail: String
     /// Pointer depth to the target (0 by value); for ranking.
     public let depth: Int
-    /// The `why` verdict in one word (functions only).
-    public let verdict: String?
+    /// The `why` verdict (functions only).
+    public let verdict: ProbeVerdict?
     /// A suggested next step (a probe, a capture line).
     public let suggestion: String?
     /// Every reference site in the function (`func+0xoff`), `place` being the first; empty for other kinds.
     public var sites: [String] = []
+    /// References only: the static `struct seq_operations` whose `.show` is this function (the .ko's relocation
+    /// says so): seq_read calls it once per item its start/next return when the file is read.
+    public var seqOperations: String?
 
-    public init(kind: String, object: String, place: String, detail: String, depth: Int, verdict: String?, suggestion: String?, sites: [String] = []) {
+    public init(kind: Kind, object: String, place: String, detail: String, depth: Int, verdict: ProbeVerdict?, suggestion: String?, sites: [String] = []) {
         self.kind = kind
         self.object = object
         self.place = place
@@ -114,11 +143,11 @@ public final class WhereAnalyzer {
                     let verdict = why.verdictForBTFFunction(name)
                     for (i, d) in found {
                         if i < 0 {
-                            hits.append(WhereHit(kind: "return", object: btf.objectName, place: name, detail: "returns \(btf.describe(ret))",
+                            hits.append(WhereHit(kind: .return, object: btf.objectName, place: name, detail: "returns \(btf.describe(ret))",
                                                  depth: d, verdict: verdict, suggestion: verdict.probeable ? "kreach capture \(name)" : nil))
                         } else {
                             let p = proto.params[i]
-                            hits.append(WhereHit(kind: "parameter", object: btf.objectName, place: name,
+                            hits.append(WhereHit(kind: .parameter, object: btf.objectName, place: name,
                                                  detail: "arg\(i) \(p.name): \(btf.describe(p.type))", depth: d, verdict: verdict,
                                                  suggestion: verdict.probeable ? "kreach capture \(name) --arg \(i)" : nil))
                         }
@@ -135,7 +164,7 @@ public final class WhereAnalyzer {
                     for (i, p) in params.enumerated().dropFirst() {
                         if let d = try depth(btf, p, target, memo, btf === types.vmlinux ? nil : baseMemo) {
                             let tp = String(name.dropFirst("btf_trace_".count))
-                            hits.append(WhereHit(kind: "raw_tracepoint", object: btf.objectName, place: tp,
+                            hits.append(WhereHit(kind: .rawTracepoint, object: btf.objectName, place: tp,
                                                  detail: "arg\(i - 1): \(btf.describe(p))", depth: d, verdict: nil,
                                                  suggestion: "rawtracepoint:\(tp)"))
                         }
@@ -181,13 +210,16 @@ public final class WhereAnalyzer {
         let k = table.kallsyms
         var hits: [WhereHit] = []
         var seen = Set<String>()
-        for i in k.indexes(baseOf: function) {
+        // The function itself, usually the whole chain, is skipped before building a symbol (whose ordinal
+        // numbers the chain).
+        for i in k.indexes(baseOf: function) where k.name(i) != function {
             let s = k.symbol(i)
-            guard s.isText, s.name != function, !s.isColdFragment, s.moduleName == object, seen.insert(s.name).inserted else { continue }
+            guard s.isText, !s.isColdFragment, s.moduleName == object, seen.insert(s.name).inserted else { continue }
             let verdict = why.quickVerdict(s.name)
-            hits.append(WhereHit(kind: "clone", object: object, place: s.name,
+            hits.append(WhereHit(kind: .clone, object: object, place: s.name,
                                  detail: "compiler clone of \(function): its signature may differ from the source's",
-                                 depth: depths.min() ?? 0, verdict: verdict, suggestion: verdict.probeable ? "kprobe:\(s.name)" : nil))
+                                 depth: depths.min() ?? 0, verdict: verdict,
+                                 suggestion: why.probes(for: verdict, function: s.name, btfFunction: false).first))
         }
         return hits
     }
@@ -224,7 +256,7 @@ public final class WhereAnalyzer {
             guard declares(decl, typeName) else { continue }
             let words = decl.split(whereSeparator: { (c: Character) -> Bool in c == " " || c == "*" })
             let fieldName: String = words.last.map { String($0) } ?? decl
-            hits.append(WhereHit(kind: "tracepoint", object: "vmlinux", place: "\(system):\(event)", detail: "field \(decl)",
+            hits.append(WhereHit(kind: .tracepoint, object: "vmlinux", place: "\(system):\(event)", detail: "field \(decl)",
                                  depth: decl.filter { $0 == "*" }.count, verdict: nil, suggestion: "tracepoint:\(system):\(event) { args->\(fieldName) }"))
         }
         return hits
@@ -257,11 +289,11 @@ public final class WhereAnalyzer {
     }
 
     func rank(_ hits: [WhereHit]) -> [WhereHit] {
-        let order = ["parameter": 0, "return": 1, "reference": 0, "clone": 2, "raw_tracepoint": 3, "tracepoint": 4]
-        return hits.sorted {
-            ((order[$0.kind] ?? 9), $0.depth, $0.object == "vmlinux" ? 1 : 0, $0.place)
-                < ((order[$1.kind] ?? 9), $1.depth, $1.object == "vmlinux" ? 1 : 0, $1.place)
-        }
+        // The numeric part of each key once per hit, not twice per comparison (struct sk_buff has thousands).
+        let keys = hits.map { ($0.kind.rank, $0.depth, $0.object == "vmlinux" ? 1 : 0) }
+        return hits.indices.sorted { a, b in
+            (keys[a].0, keys[a].1, keys[a].2, hits[a].place) < (keys[b].0, keys[b].1, keys[b].2, hits[b].place)
+        }.map { hits[$0] }
     }
 
     // MARK: - Globals
@@ -292,28 +324,53 @@ public final class WhereAnalyzer {
             }
             guard targets.count == 1 else { throw KernelError("\(query): no data object of \(module).ko is loaded at \(Hex.address(chosen))") }
         }
-        let targetIndex = targets[0].offset
-        let functions = try ModuleReferences.functions(referencing: targetIndex, in: elf, symbols: symbols, source: "\(module).ko")
-        let order = functions.map(\.name)
-        let byFunction = Dictionary(functions.map { ($0.name, (section: $0.section, sites: $0.sites)) }, uniquingKeysWith: { a, _ in a })
+        let found = try WhereAnalyzer.references(to: targets[0].offset, in: mo)
         let moduleBTF = (try? kernel.types())?.moduleNames.contains(module) ?? false
-        if !moduleBTF && !order.isEmpty {
+        if !moduleBTF && !found.functions.isEmpty {
             notes.append("no BTF for module \(module): references come from its .ko; getters and seq_file show functions are marked only where vmlinux BTF has the prototype (\(TypeLookupError.moduleBTFHowTo))")
         }
         var hits: [WhereHit] = []
-        for name in order {
-            guard let (sectionName, sites) = byFunction[name], let first = sites.first else { continue }
-            let verdict = why.quickVerdict(name)
-            let base = Kallsyms.baseName(of: name)
-            let getter = isGetter(base, module: module)
-            let seqShow = isSeqShow(base, module: module)
-            hits.append(WhereHit(kind: "reference", object: module, place: first,
-                                 detail: getter ? "getter (no pointer arguments, returns a scalar)" : (seqShow ? "seq_file show function (prints it to a /proc or debugfs file)" : sectionName),
-                                 depth: getter ? 0 : 1, verdict: verdict,
-                                 suggestion: getter ? "kreach capture \(name)" : (verdict.probeable ? "kprobe:\(name)" : nil), sites: sites))
+        let seqShows = seqOperationsLayout().map { WhereAnalyzer.seqShowFunctions(in: mo, size: $0.size, showOffset: $0.show, others: $0.others) } ?? [:]
+        for f in found.functions {
+            guard let first = f.sites.first else { continue }
+            // A BTF prototype, where there is one, must agree: (struct seq_file *, void *).
+            let base = Kallsyms.baseName(of: f.name)
+            let operations = seqShows[f.name].flatMap { prototype(base, module: module) == nil || isSeqShow(base, module: module) ? $0 : nil }
+            hits.append(referenceHit(function: f.name, object: module, place: first, how: f.section, sites: f.sites, seqOperations: operations))
         }
-        notes += pointerHint(module: module, global: name)
+        notes += addressNote(module: module, global: name, uses: found.addressUses)
         return rank(hits)
+    }
+
+    public typealias AddressUse = ModuleReferences.AddressUse
+    public typealias GlobalReferences = ModuleReferences.GlobalReferences
+
+    /// The functions of `mo` whose code references object `targetIndex` and the uses of its address, from
+    /// the .ko's relocations decoded for its architecture (`ModuleReferences`).
+    public static func references(to targetIndex: Int, in mo: ModuleObject) throws -> GlobalReferences {
+        try ModuleReferences.references(to: targetIndex, in: mo.elf, symbols: mo.symbols, source: "\(mo.module).ko")
+    }
+
+    /// The pointer hint, when it applies: only when the global's address is stored or taken somewhere (`uses`),
+    /// with that evidence. A global whose every use reads or writes it directly is never reached through a pointer.
+    func addressNote(module: String, global: String, uses: [AddressUse]) -> [String] {
+        guard !uses.isEmpty else { return [] }
+        var stored: [String] = []
+        var taken: [String] = []
+        for use in uses {
+            switch use {
+            case let .stored(section): if !stored.contains(section) { stored.append(section) }
+            case let .taken(_, site): taken.append(site)
+            }
+        }
+        var evidence: [String] = []
+        if !stored.isEmpty { evidence.append("stored in " + stored.joined(separator: ", ")) }
+        if !taken.isEmpty { evidence.append("taken at " + taken.prefix(3).joined(separator: ", ") + (taken.count > 3 ? " and \(taken.count - 3) more" : "")) }
+        var note = "\(global)'s address is \(evidence.joined(separator: "; ")) (.ko relocations)"
+        if stored.contains("__param") {
+            note += "; a module parameter: the kernel's param_set_* functions write it through that pointer (/sys/module/\(module)/parameters)"
+        }
+        return pointerHint(module: module, global: global).map { note + ": " + $0 }
     }
 
     /// A vmlinux global: the functions whose code references it, from a scan of kernel text (`TextScanner`).
@@ -337,16 +394,98 @@ public final class WhereAnalyzer {
             guard let (k, off) = table.kallsyms.nearest(to: h.address, moduleRanges: table.moduleRanges) else { continue }
             let fn = table.kallsyms.symbol(k)
             guard fn.isText, seen.insert(fn.name).inserted else { continue }
-            let verdict = why.quickVerdict(fn.name)
-            let getter = isGetter(fn.baseName, module: "vmlinux")
-            let seqShow = isSeqShow(fn.baseName, module: "vmlinux")
-            hits.append(WhereHit(kind: "reference", object: "vmlinux", place: "\(fn.name)+0x\(String(off, radix: 16))",
-                                 detail: getter ? "getter (no pointer arguments, returns a scalar); \(h.kind)" : (seqShow ? "seq_file show function; \(h.kind)" : "\(h.kind)"),
-                                 depth: getter ? 0 : 1, verdict: verdict,
-                                 suggestion: getter ? "kreach capture \(fn.name)" : (verdict == "traceable" ? "kprobe:\(fn.name)" : nil)))
+            hits.append(referenceHit(function: fn.name, object: "vmlinux", place: "\(fn.name)+0x\(String(off, radix: 16))", how: "\(h.kind)"))
         }
         notes.append("vmlinux references come from a byte scan of kernel text (\(text.count >> 20) MiB): RIP-relative and absolute 32-bit forms; a rare random match is possible")
         return rank(hits)
+    }
+
+    /// The hit for `function` (a kallsyms name, clone suffix kept), whose code in `object` references a global:
+    /// its verdict, its mark (getter, seq_file show function) and the suggestion. One rule for vmlinux and
+    /// modules: a getter is read with `kreach capture`, anything else gets `why`'s first probe.
+    /// `how`: the text section (module) or the scan's form of the reference (vmlinux).
+    /// `seqOperations`: the static seq_operations whose .show the function is (module relocations), if known.
+    func referenceHit(function: String, object: String, place: String, how: String, sites: [String] = [], seqOperations: String? = nil) -> WhereHit {
+        let verdict = why.quickVerdict(function)
+        let base = Kallsyms.baseName(of: function)
+        let getter = isGetter(base, module: object)
+        let detail: String
+        if getter {
+            detail = "getter (no pointer arguments, returns a scalar); \(how)"
+        } else if let seqOperations {
+            detail = "seq_file show function, the .show of seq_operations \(seqOperations): called once per item when its file is read; \(how)"
+        } else if isSeqShow(base, module: object) {
+            detail = "seq_file show function; \(how)"
+        } else {
+            detail = how
+        }
+        let suggestion = getter ? "kreach capture \(function)"
+            : why.probes(for: verdict, function: function, btfFunction: hasBTFFunction(function, module: object)).first
+        var hit = WhereHit(kind: .reference, object: object, place: place, detail: detail, depth: getter ? 0 : 1,
+                           verdict: verdict, suggestion: suggestion, sites: sites)
+        hit.seqOperations = seqOperations
+        return hit
+    }
+
+    /// sizeof(struct seq_operations), the byte offset of its `show` member and those of its other members
+    /// (start, stop, next: seq_read calls each, so a real one fills them all), from vmlinux BTF; nil without it.
+    func seqOperationsLayout() -> (size: UInt64, show: UInt64, others: [UInt64])? {
+        guard let vmlinux = try? kernel.types().vmlinux,
+              let id = vmlinux.lookup("seq_operations").first(where: { (try? vmlinux.kind(of: $0)) == .structure }),
+              let type = try? vmlinux.type(id), let show = type.members.first(where: { $0.name == "show" }),
+              type.members.allSatisfy({ $0.bitfieldSize == 0 && $0.bitOffset % 8 == 0 }) else { return nil }
+        return (UInt64(type.size), UInt64(show.bitOffset / 8), type.members.filter { $0.name != "show" }.map { UInt64($0.bitOffset / 8) })
+    }
+
+    /// The functions of `mo` that are the `.show` of a static `struct seq_operations` (`size` bytes, `.show` at
+    /// `showOffset`), by name, with that object's name: an absolute 64-bit relocation (R_X86_64_64) at the field
+    /// naming the function, or its section plus the function's offset. A static seq_operations is how
+    /// proc_create_seq() and seq_open() files are made; seq_read then calls .show once for each item .start/.next
+    /// return (again for an item that overflowed the buffer). single_open() files build theirs at run time:
+    /// not found here. One pass over the data relocations.
+    /// `others`: the offsets of the other members (start, stop, next), which must hold functions too: an object
+    /// that merely has the size is not taken for one.
+    static func seqShowFunctions(in mo: ModuleObject, size: UInt64, showOffset: UInt64, others: [UInt64]) -> [String: String] {
+        let symbols = mo.symbols
+        // Every pointer field of every object of that size, per section: field offset -> (object start, name).
+        var fields: [Int: [UInt64: (start: UInt64, name: String)]] = [:]
+        // Functions by (section, offset), for relocations against a section symbol.
+        var functions: [Int: [UInt64: String]] = [:]
+        for s in symbols {
+            if s.type == 1 && s.size == size {
+                for offset in others + [showOffset] { fields[Int(s.section), default: [:]][s.value &+ offset] = (s.value, s.name) }
+            }
+            if s.type == 2 && !s.name.isEmpty { functions[Int(s.section), default: [:]][s.value] = s.name }
+        }
+        var result: [String: String] = [:]
+        for (sectionIndex, holders) in fields where sectionIndex < mo.elf.sections.count {
+            // Per object start: the functions its fields hold, by field offset.
+            var filled: [UInt64: [UInt64: String]] = [:]
+            for r in mo.elf.relocations(for: sectionIndex) where r.type == 1 && r.symbol < symbols.count {
+                guard let holder = holders[r.offset] else { continue }
+                let s = symbols[r.symbol]
+                let function = s.type == 2 ? s.name
+                    : s.type == 3 ? functions[Int(s.section)]?[UInt64(bitPattern: Int64(bitPattern: s.value) &+ r.addend)] : nil
+                if let function { filled[holder.start, default: [:]][r.offset &- holder.start] = function }
+            }
+            for (start, byField) in filled where others.allSatisfy({ byField[$0] != nil }) {
+                if let show = byField[showOffset], result[show] == nil, let name = holders[start &+ showOffset]?.name { result[show] = name }
+            }
+        }
+        return result
+    }
+
+    /// Whether `object`'s own BTF (a module's, or vmlinux's) has a FUNC named exactly `function` (fentry needs one).
+    func hasBTFFunction(_ function: String, module object: String) -> Bool {
+        guard let types = try? kernel.types() else { return false }
+        let btf: BTF
+        if object == "vmlinux" {
+            btf = types.vmlinux
+        } else {
+            guard types.moduleNames.contains(object), let m = try? types.module(object) else { return false }
+            btf = m
+        }
+        return btf.lookup(function).contains { (try? btf.kind(of: $0)) == .function && btf.owner(of: $0) === btf }
     }
 
     /// `function`'s BTF prototype: from the module's BTF when it has one, else from vmlinux BTF (a
@@ -366,7 +505,11 @@ public final class WhereAnalyzer {
     /// A seq_file show function: BTF prototype (struct seq_file *, void *).
     func isSeqShow(_ function: String, module: String) -> Bool {
         guard let (btf, _, params) = prototype(function, module: module), params.count == 2 else { return false }
-        return btf.describe(params[0]) == "struct seq_file *" && btf.describe(params[1]) == "void *"
+        // (struct seq_file *, void *): a pointer to the struct, and a pointer to void (type id 0).
+        guard (try? btf.kind(of: params[0])) == .pointer, (try? btf.kind(of: params[1])) == .pointer,
+              let file = try? btf.rawTarget(params[0]), file != 0, (try? btf.kind(of: file)) == .structure,
+              (try? btf.name(of: file)) == "seq_file" else { return false }
+        return (try? btf.rawTarget(params[1])) == 0
     }
 
     /// No pointer parameters and a scalar return (BTF prototype in the module or vmlinux).
@@ -392,8 +535,4 @@ public final class WhereAnalyzer {
         let typeName = btf.describe(resolved)
         return ["code that fills \(global) through a pointer doesn't reference it: `kreach where '\(module):\(typeName)'` lists the functions that take a \(typeName)"]
     }
-}
-
-extension String {
-    public var probeable: Bool { self == "traceable" || self == "kprobe-only" || self == "clone-only" || self == "fentry-unconfirmed" }
 }

@@ -39,14 +39,44 @@ public struct TracingLists {
     }
 }
 
+/// `kreach why`'s verdict on a function: whether and how it can be probed. The raw value is the word
+/// `why` prints and `why --json`/`where --json` emit.
+public enum ProbeVerdict: String, Sendable, CaseIterable {
+    /// In available_filter_functions: kprobe, and fentry when BTF has the FUNC.
+    case traceable
+    /// Text, but not ftrace-able (notrace), or available_filter_functions unreadable so ftrace-ability is unknown.
+    case kprobeOnly = "kprobe-only"
+    /// In the kprobe blacklist.
+    case blacklisted
+    /// Only compiler clones (.isra/.constprop/.part) are in kallsyms.
+    case cloneOnly = "clone-only"
+    /// A .cold fragment: not an entry point.
+    case coldFragment = "cold-fragment"
+    /// A BTF FUNC without a symbol.
+    case inlined
+    /// In neither kallsyms nor BTF.
+    case absent
+    /// A data symbol.
+    case notAFunction = "not-a-function"
+    /// No kprobes and available_filter_functions unreadable: fentry may attach (BTF has the FUNC).
+    case fentryUnconfirmed = "fentry-unconfirmed"
+    /// kallsyms unreadable.
+    case unknown
+
+    /// Some probe may attach.
+    public var probeable: Bool { [.traceable, .kprobeOnly, .cloneOnly, .fentryUnconfirmed].contains(self) }
+}
+
 /// Whether and how a function can be probed, and why not.
 public struct Verdict {
-    /// One word: traceable, kprobe-only, blacklisted, clone-only, cold-fragment, inlined, absent.
-    public let word: String
+    public let verdict: ProbeVerdict
     /// Human-readable lines: what was found, what follows, which probes to use.
     public let lines: [String]
     /// Probe specs that should attach (bpftrace syntax), best first.
     public let probes: [String]
+
+    /// The verdict's word (traceable, kprobe-only, …), as `why` prints it.
+    public var word: String { verdict.rawValue }
 }
 
 /// Decides probe-ability from kallsyms (is it text?), available_filter_functions (ftrace-able, so not
@@ -79,36 +109,56 @@ public struct WhyAnalyzer {
     }
 
     /// The verdict for one symbol name as it is in kallsyms (clone suffix included).
-    func symbolVerdict(_ s: KernelSymbol) -> (String, String) {
+    func symbolVerdict(_ s: KernelSymbol) -> (ProbeVerdict, String) {
         let name = s.name
-        if s.isColdFragment { return ("cold-fragment", "\(name): a .cold fragment (the unlikely half of a function), not an entry point") }
-        if let bl = lists.blacklist, bl.contains(name) { return ("blacklisted", "\(name): in the kprobe blacklist: kprobes refuse it") }
+        if s.isColdFragment { return (.coldFragment, "\(name): a .cold fragment (the unlikely half of a function), not an entry point") }
+        if let bl = lists.blacklist, bl.contains(name) { return (.blacklisted, "\(name): in the kprobe blacklist: kprobes refuse it") }
         if let aff = lists.filterFunctions {
-            if aff.contains(name) { return ("traceable", "\(name): in available_filter_functions: ftrace-able (kprobe, and fentry when BTF has it)") }
-            return ("kprobe-only", "\(name): text, but not in available_filter_functions (notrace, or not ftrace-able): a raw kprobe may attach (perf probe, kprobe_events); bpftrace refuses it, and fentry can't")
+            if aff.contains(name) { return (.traceable, "\(name): in available_filter_functions: ftrace-able (kprobe, and fentry when BTF has it)") }
+            return (.kprobeOnly, "\(name): text, but not in available_filter_functions (notrace, or not ftrace-able): a raw kprobe may attach (perf probe, kprobe_events); bpftrace refuses it, and fentry can't")
         }
-        return ("kprobe-only", "\(name): text; available_filter_functions unreadable, so whether it is ftrace-able is unknown")
+        return (.kprobeOnly, "\(name): text; available_filter_functions unreadable, so whether it is ftrace-able is unknown")
+    }
+
+    /// The bpftrace probes to suggest for the kallsyms function `name` with this verdict, best first: the one
+    /// rule `why` and every `where` suggestion use. `btfFunction`: BTF has a FUNC of exactly this name (fentry
+    /// needs one; a clone has none). bpftrace itself refuses what isn't in available_filter_functions, so a
+    /// kprobe is suggested for kprobe-only only while that list is unreadable (ftrace-ability unknown).
+    public func probes(for verdict: ProbeVerdict, function name: String, btfFunction: Bool) -> [String] {
+        let unconfirmed = lists.filterFunctions == nil
+        switch verdict {
+        case .traceable, .fentryUnconfirmed:
+            break
+        case .kprobeOnly where unconfirmed:
+            break
+        default:
+            return []
+        }
+        var probes: [String] = []
+        if btfFunction { probes.append("\(fentry):\(name)") }
+        if kprobes && verdict != .fentryUnconfirmed { probes.append("kprobe:\(name)") }
+        return probes
     }
 
     /// The verdict for a function that has a BTF FUNC record, from the lists alone when they can be read:
     /// pahole writes a FUNC only for a function with a symbol of that exact name, so kallsyms (the slow
     /// read) isn't needed to know it is text.
-    public func verdictForBTFFunction(_ name: String) -> String {
-        if let bl = lists.blacklist, bl.contains(name) { return "blacklisted" }
+    public func verdictForBTFFunction(_ name: String) -> ProbeVerdict {
+        if let bl = lists.blacklist, bl.contains(name) { return .blacklisted }
         guard let aff = lists.filterFunctions else {
             // Unknown whether it is ftrace-able: the same words `why` uses for that case.
-            return kprobes ? "kprobe-only" : "fentry-unconfirmed"
+            return kprobes ? .kprobeOnly : .fentryUnconfirmed
         }
-        return aff.contains(name) ? "traceable" : "kprobe-only"
+        return aff.contains(name) ? .traceable : .kprobeOnly
     }
 
-    /// The verdict word alone, from kallsyms and the lists (no BTF search): for long `where` listings.
-    public func quickVerdict(_ name: String) -> String {
-        guard let table = try? kernel.symbols() else { return "unknown" }
+    /// The verdict alone, from kallsyms and the lists (no BTF search): for long `where` listings.
+    public func quickVerdict(_ name: String) -> ProbeVerdict {
+        guard let table = try? kernel.symbols() else { return .unknown }
         let k = table.kallsyms
         if let exact = k.indexes(named: name).first(where: { k.symbol($0).isText }) { return symbolVerdict(k.symbol(exact)).0 }
         let clones = k.indexes(baseOf: name).map(k.symbol).filter { $0.isText && !$0.isColdFragment }
-        return clones.isEmpty ? "inlined" : "clone-only"
+        return clones.isEmpty ? .inlined : .cloneOnly
     }
 
     public func why(_ function: String) throws -> Verdict {
@@ -117,12 +167,15 @@ public struct WhyAnalyzer {
         let text = all.filter(\.isText)
         let exact = text.filter { $0.name == function }
         let clones = text.filter { $0.name != function }
-        let btf = try btfFunction(Kallsyms.baseName(of: function))
+        let base = Kallsyms.baseName(of: function)
+        let btf = try btfFunction(base)
+        // fentry needs a FUNC of the exact name: a clone asked for by name has only its source's.
+        let exactBTF = base == function ? btf != nil : try btfFunction(function) != nil
         var lines: [String] = []
         var probes: [String] = []
         if !all.isEmpty && text.isEmpty {
             let s = all[0]
-            return Verdict(word: "not-a-function", lines: ["\(function) is a \(s.section) symbol (\(s.typeLetter)), not a function: read it with `kreach show`"], probes: [])
+            return Verdict(verdict: .notAFunction, lines: ["\(function) is a \(s.section) symbol (\(s.typeLetter)), not a function: read it with `kreach show`"], probes: [])
         }
         if let problem = lists.filterFunctionsProblem {
             lines.append("note: available_filter_functions unreadable (\(problem)): ftrace-ability is unknown, so 'traceable' can't be confirmed")
@@ -131,43 +184,38 @@ public struct WhyAnalyzer {
             lines.append("note: kprobe blacklist unreadable (\(problem)): a blacklisted function would look probe-able")
         }
         if !kprobes { lines.append("note: this kernel has no kprobes (no kprobe PMU or kprobe_events): only fentry/fexit and tracepoints") }
-        func add(_ s: KernelSymbol) {
-            let (word, line) = symbolVerdict(s)
+        /// A clone's line and its probes (clones have no BTF FUNC of their own).
+        func addClone(_ s: KernelSymbol) {
+            let (verdict, line) = symbolVerdict(s)
             lines.append(line + (s.module.map { " [\($0)]" } ?? ""))
-            // Suggestions are bpftrace probes: bpftrace itself refuses what isn't in available_filter_functions.
-            guard kprobes, word == "traceable" || (word == "kprobe-only" && lists.filterFunctions == nil) else { return }
-            probes.append("kprobe:\(s.name)")
+            probes += self.probes(for: verdict, function: s.name, btfFunction: false).filter { !probes.contains($0) }
         }
         if !exact.isEmpty {
-            exact.forEach(add)
-            var word = symbolVerdict(exact[0]).0
-            if btf != nil && word == "traceable" { probes.insert("\(fentry):\(function)", at: 0) }
-            if btf != nil && word == "kprobe-only" && lists.filterFunctions == nil {
+            for s in exact { lines.append(symbolVerdict(s).1 + (s.module.map { " [\($0)]" } ?? "")) }
+            var verdict = symbolVerdict(exact[0]).0
+            if exactBTF && verdict == .kprobeOnly && lists.filterFunctions == nil && !kprobes {
                 // Can't tell whether it is ftrace-able; fentry is the only kind left to try without kprobes.
-                probes.insert("\(fentry):\(function)", at: 0)
-                if !kprobes {
-                    word = "fentry-unconfirmed"
-                    lines.append("\(fentry):\(function) may attach (BTF has the FUNC), unconfirmed without available_filter_functions")
-                }
+                verdict = .fentryUnconfirmed
+                lines.append("\(fentry):\(function) may attach (BTF has the FUNC), unconfirmed without available_filter_functions")
             }
+            probes = self.probes(for: verdict, function: function, btfFunction: exactBTF)
             if !clones.isEmpty { lines.append("also clones: " + clones.map(\.name).joined(separator: ", ")) }
-            clones.forEach(add)
-            return Verdict(word: word, lines: lines, probes: probes)
+            clones.forEach(addClone)
+            return Verdict(verdict: verdict, lines: lines, probes: probes)
         }
         if !clones.isEmpty {
             lines.insert("\(function) exists only as compiler clones (the original was inlined or specialized):", at: 0)
-            clones.forEach(add)
+            clones.forEach(addClone)
             lines.append("a clone's signature may differ from the source (arguments removed or reordered by .isra/.constprop)")
-            let entries = clones.filter { !$0.isColdFragment }
-            let words = entries.map { symbolVerdict($0).0 }
-            let word = words.contains("traceable") || words.contains("kprobe-only") ? "clone-only" : (words.first ?? "cold-fragment")
-            return Verdict(word: word, lines: lines, probes: probes)
+            let verdicts = clones.filter { !$0.isColdFragment }.map { symbolVerdict($0).0 }
+            let verdict: ProbeVerdict = verdicts.contains(.traceable) || verdicts.contains(.kprobeOnly) ? .cloneOnly : (verdicts.first ?? .coldFragment)
+            return Verdict(verdict: verdict, lines: lines, probes: probes)
         }
         if let (b, id) = btf {
             lines.insert("\(function) has a BTF FUNC in \(b.objectName) (\(b.describe(id))) but no symbol in kallsyms: inlined into every caller", at: 0)
-            return Verdict(word: "inlined", lines: lines, probes: [])
+            return Verdict(verdict: .inlined, lines: lines, probes: [])
         }
         lines.insert("\(function) is in neither kallsyms nor BTF: inlined into every caller, or a macro (both are possible); probe a caller instead", at: 0)
-        return Verdict(word: "absent", lines: lines, probes: [])
+        return Verdict(verdict: .absent, lines: lines, probes: [])
     }
 }

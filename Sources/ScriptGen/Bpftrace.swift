@@ -121,8 +121,3 @@ public struct ScriptRunError: Error, CustomStringConvertible {
     public let description: String
     public init(_ d: String) { description = d }
 }
-
-extension Substring {
-    /// The first occurrence of `target` (ScriptScanner's comment skip; the standard library's `firstRange(of:)`).
-    func range(of target: String) -> Range<Substring.Index>? { firstRange(of: target) }
-}

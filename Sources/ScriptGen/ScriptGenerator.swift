@@ -80,7 +80,7 @@ public final class ScriptGenerator {
                 guard j < chars.count, chars[j] == ")" else {
                     throw ScriptScanner.error("unterminated @kreach.capture(", at: i..<(i + d.count), chars: chars, file: file)
                 }
-                let args = String(chars[(i + d.count)..<j]).split(separator: ",").map { String($0).trimmingSpaces() }
+                let args = String(chars[(i + d.count)..<j]).split(separator: ",").map { String($0).trimming() }
                 guard let capture, let function = args.first, !function.isEmpty, args.count <= 2 else {
                     throw ScriptScanner.error("@kreach.capture(FUNC[, NAME]) needs a function name", at: i..<(j + 1), chars: chars, file: file)
                 }
@@ -315,7 +315,7 @@ public final class ScriptGenerator {
                 continue
             }
             if rest.hasPrefix("/*") {
-                i = rest.dropFirst(2).range(of: "*/")?.upperBound ?? script.endIndex
+                i = rest.dropFirst(2).firstRange(of: "*/")?.upperBound ?? script.endIndex
                 continue
             }
             if c == "\"" {
@@ -552,7 +552,7 @@ struct ScriptScanner {
         var q = p - 1
         while q >= 0 && chars[q] != "(" && chars[q] != "\n" && chars[q] != ")" { q -= 1 }
         guard q >= 0, chars[q] == "(" else { return nil }
-        let inside = String(chars[(q + 1)..<p]).trimmingSpaces()
+        let inside = String(chars[(q + 1)..<p]).trimming()
         var words = inside
         while words.hasSuffix("*") || words.hasSuffix(" ") { words.removeLast() }
         let ok = !words.isEmpty && words.allSatisfy { ScriptScanner.isIdent($0) || $0 == " " || $0 == ":" }
@@ -577,14 +577,5 @@ struct ScriptScanner {
         while lo < hi && (chars[lo] == " " || chars[lo] == "\t") { lo += 1 }
         while hi > lo && (chars[hi - 1] == " " || chars[hi - 1] == "\t") { hi -= 1 }
         return lo..<hi
-    }
-}
-
-extension String {
-    func trimmingSpaces() -> String {
-        var s = Substring(self)
-        while s.first == " " { s = s.dropFirst() }
-        while s.last == " " { s = s.dropLast() }
-        return String(s)
     }
 }

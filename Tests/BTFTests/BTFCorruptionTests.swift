@@ -88,6 +88,13 @@ final class BTFCorruptionTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("string offset 2147483632 is outside the string section"), "\(e)")
         }
         XCTAssertThrowsError(try btf.validateAll())
+        // A member's name offset past the strings: the direct member search reports it the same way.
+        b = bytes
+        put32(&b, record + 12, 0x7FFF_FFF0)
+        XCTAssertThrowsError(try parse(b).directMember(named: "prev", of: id)) { e in
+            XCTAssertEqual((e as? BTFError)?.offset, record + 12)
+            XCTAssertTrue("\(e)".contains("string offset 2147483632 is outside the string section"), "\(e)")
+        }
     }
 
     func testTypeRecordCorruption() throws {
@@ -107,6 +114,11 @@ final class BTFCorruptionTests: XCTestCase {
         put32(&b, record + 12 + 4, 0x00FF_0000)
         let broken = try parse(b)
         XCTAssertThrowsError(try broken.type(task)) { e in
+            XCTAssertTrue("\(e)".contains("member 0 of struct \(task) refers to type id 16711680"), "\(e)")
+            XCTAssertEqual((e as? BTFError)?.offset, record + 16)
+        }
+        let first = try base.type(task).members[0].name
+        XCTAssertThrowsError(try broken.directMember(named: first, of: task)) { e in
             XCTAssertTrue("\(e)".contains("member 0 of struct \(task) refers to type id 16711680"), "\(e)")
             XCTAssertEqual((e as? BTFError)?.offset, record + 16)
         }

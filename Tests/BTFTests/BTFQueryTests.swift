@@ -41,6 +41,39 @@ final class BTFQueryTests: XCTestCase {
         XCTAssertTrue(try vmlinux.lookup("ask_struct").allSatisfy { try vmlinux.name(of: $0) == "ask_struct" })
     }
 
+    func testDirectMemberAgreesWithDecodedMembers() throws {
+        let (vmlinux, lockd) = try objects()
+        // Every struct and union of lockd (member names in the base's strings and its own) and every 29th
+        // of vmlinux: each member name finds the first member so named, with its type and offsets.
+        for btf in [vmlinux, lockd] {
+            var checked = 0
+            for id in stride(from: btf.firstID, to: btf.endID, by: btf === vmlinux ? 29 : 1) {
+                let kind = try btf.kind(of: id)
+                guard kind == .structure || kind == .union else {
+                    XCTAssertNil(try btf.directMember(named: "next", of: id), "\(kind.label) \(id) has no members")
+                    continue
+                }
+                let members = try btf.type(id).members
+                for m in members {
+                    let first = try XCTUnwrap(members.first { $0.name == m.name })
+                    XCTAssertEqual(try btf.directMember(named: m.name, of: id), first, "\(btf.objectName) \(id).\(m.name)")
+                    checked += 1
+                }
+                if let name = members.first(where: { $0.name.count > 1 })?.name {
+                    // A prefix or an extension of a member's name is not that member.
+                    for other in [String(name.dropLast()), name + "x"] {
+                        XCTAssertEqual(try btf.directMember(named: other, of: id), members.first { $0.name == other }, "\(id).\(other)")
+                    }
+                }
+            }
+            XCTAssertGreaterThan(checked, 100)
+        }
+        let nlmFile = try one(lockd, "nlm_file", .structure)
+        XCTAssertEqual(try lockd.directMember(named: "f_count", of: nlmFile)?.bitOffset, 196 * 8)
+        XCTAssertNil(try lockd.directMember(named: "no_such_member", of: nlmFile))
+        XCTAssertNil(try lockd.directMember(named: "f_count\0", of: nlmFile), "a NUL in the name never matches")
+    }
+
     func testSplitBTFKeepsModuleTypesApartFromBase() throws {
         let (vmlinux, lockd) = try objects()
         XCTAssertEqual(lockd.firstID, 100_751)

@@ -20,7 +20,7 @@ final class FuzzRegressionTests: XCTestCase {
     func parameterTypes(_ bytes: [UInt8]) throws -> [String: String] {
         let elf = try ELFFile(bytes: bytes, source: "test")
         return try ModuleObject(module: "test", elf: elf, sectionBases: [:])
-            .parameterTypes(paramSize: 40, opsOffset: 16, argOffset: 32, getOffset: 16)
+            .parameterTypes(paramSize: 40, opsOffset: 16, argOffset: 32, getOffset: 16).mapValues(\.cName)
     }
 
     func testParameterTypesMatchModinfo() throws {

@@ -160,6 +160,21 @@ final class KallsymsTests: XCTestCase {
             XCTAssertThrowsError(try parse(text), message) { XCTAssertTrue("\($0)".contains(message), "\($0) vs \(message)") }
         }
         XCTAssertEqual(try parse("ffffffff81000000 T " + String(repeating: "n", count: 512) + "\n").name(0).count, 512)
+        // Addresses: every hex digit in either case at every position of 16 (read 8 bytes at a time), and 8-digit
+        // addresses (a 32-bit kernel), agree with the standard library's parse; any other byte among them is an error.
+        let addresses = ["0123456789abcdef", "fedcba9876543210", "0123456789ABCDEF", "FEDCBA9876543210", "fFfFfFfF8100aAbB",
+                         "ffffffff81000000", "0000000000000001", "c0ffee00", "9"]
+        let parsed = try parse(addresses.map { $0 + " T x\n" }.joined())
+        XCTAssertEqual((0..<parsed.count).map { parsed.address($0) }, addresses.map { UInt64($0, radix: 16) })
+        for position in 0..<16 {
+            for bad: UInt8 in [0x10, 0x2F, 0x3A, 0x40, 0x47, 0x60, 0x67, 0x20, 0x09, 0xC0, 0xE6] {
+                var line = Array("ffffffff81000000 T x\n".utf8)
+                line[position] = bad
+                XCTAssertThrowsError(try Kallsyms(buffer: ByteBuffer(line), source: "k"), "byte \(bad) at \(position)") {
+                    XCTAssertTrue("\($0)".contains("k:1: malformed kallsyms line"), "\($0)")
+                }
+            }
+        }
         // kptr_restrict: every address zero.
         XCTAssertThrowsError(try parse("0000000000000000 T _stext\n0000000000000000 t x\t[brd]\n")) { error in
             XCTAssertEqual(error as? SymbolError, .addressesHidden(source: "k"))

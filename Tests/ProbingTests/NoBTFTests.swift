@@ -68,7 +68,7 @@ final class NoBTFTests: XCTestCase {
         }
         XCTAssertGreaterThan(defining.count, 1, "the capture defines rpc_action in several modules")
         let hits = try a.whereType("rpc_action")
-        XCTAssertTrue(hits.contains { $0.kind == "parameter" && $0.object == "sunrpc" && $0.place == "rpc_sleep_on" && $0.detail.hasPrefix("arg2 action: rpc_action") })
+        XCTAssertTrue(hits.contains { $0.kind == .parameter && $0.object == "sunrpc" && $0.place == "rpc_sleep_on" && $0.detail.hasPrefix("arg2 action: rpc_action") })
         let note = try XCTUnwrap(a.notes.first { $0.contains("rpc_action is defined in \(defining.count) objects") }, "\(a.notes)")
         for m in defining { XCTAssertTrue(note.contains("\(m): rpc_action = void (*)(struct rpc_task *)"), note) }
         // Different kinds under one name stay an error listing each.
@@ -96,7 +96,7 @@ final class NoBTFTests: XCTestCase {
         }
         XCTAssertFalse(expected.isEmpty)
         let hits = try a.whereType("struct lruvec")
-        XCTAssertEqual(Set(hits.filter { $0.kind == "clone" }.map(\.place)), expected)
+        XCTAssertEqual(Set(hits.filter { $0.kind == .clone }.map(\.place)), expected)
         let clone = try XCTUnwrap(hits.first { $0.place == "lru_gen_add_folio.constprop.0" })
         XCTAssertTrue(clone.detail.contains("signature may differ"), clone.detail)
         XCTAssertTrue(a.notes.contains { $0.contains("clones") })

@@ -20,7 +20,7 @@ final class WhereTests: XCTestCase {
     func testModuleTypeMatchesPrototypeText() throws {
         let (a, _) = try analyzer()
         let hits = try a.whereType("lockd:struct nlm_file")
-        let found = Set(hits.filter { $0.kind == "parameter" || $0.kind == "return" }.map { "\($0.object):\($0.place)" })
+        let found = Set(hits.filter { $0.kind == .parameter || $0.kind == .return }.map { "\($0.object):\($0.place)" })
         let dir = try DebianCapture.directory()
         var expected = Set<String>()
         for module in try FileManager.default.contentsOfDirectory(atPath: dir + "/btf") where module != "vmlinux" {
@@ -32,20 +32,20 @@ final class WhereTests: XCTestCase {
         let lookup = try XCTUnwrap(hits.first { $0.place == "nlm_lookup_file" })
         XCTAssertEqual(lookup.detail, "arg1 result: struct nlm_file **")
         XCTAssertEqual(lookup.depth, 2)
-        XCTAssertEqual(lookup.verdict, "traceable")
+        XCTAssertEqual(lookup.verdict, .traceable)
         XCTAssertEqual(lookup.suggestion, "kreach capture nlm_lookup_file --arg 1")
         // Most direct first: single pointers before double.
-        let depths = hits.filter { $0.kind == "parameter" }.map(\.depth)
+        let depths = hits.filter { $0.kind == .parameter }.map(\.depth)
         XCTAssertEqual(depths, depths.sorted())
     }
 
     func testVmlinuxTypeFunctionsReturnsAndRawTracepoints() throws {
         let (a, _) = try analyzer()
         let hits = try a.whereType("struct sk_buff")
-        XCTAssertTrue(hits.contains { $0.kind == "parameter" && $0.place == "kfree_skb_reason" && $0.detail.hasPrefix("arg0 skb: struct sk_buff *") })
-        XCTAssertTrue(hits.contains { $0.kind == "return" && $0.place == "__alloc_skb" && $0.detail == "returns struct sk_buff *" })
-        XCTAssertTrue(hits.contains { $0.kind == "raw_tracepoint" && $0.place == "kfree_skb" && $0.suggestion == "rawtracepoint:kfree_skb" })
-        XCTAssertTrue(hits.contains { $0.kind == "parameter" && $0.object == "dummy" && $0.place == "dummy_xmit" }, "module functions too")
+        XCTAssertTrue(hits.contains { $0.kind == .parameter && $0.place == "kfree_skb_reason" && $0.detail.hasPrefix("arg0 skb: struct sk_buff *") })
+        XCTAssertTrue(hits.contains { $0.kind == .return && $0.place == "__alloc_skb" && $0.detail == "returns struct sk_buff *" })
+        XCTAssertTrue(hits.contains { $0.kind == .rawTracepoint && $0.place == "kfree_skb" && $0.suggestion == "rawtracepoint:kfree_skb" })
+        XCTAssertTrue(hits.contains { $0.kind == .parameter && $0.object == "dummy" && $0.place == "dummy_xmit" }, "module functions too")
         // Functions that take a struct containing an sk_buff by pointer are not matches.
         XCTAssertFalse(hits.contains { $0.detail.contains("sk_buff_head") })
         XCTAssertThrowsError(try a.whereType("int")) { XCTAssertTrue("\($0)".contains("where takes a named struct"), "\($0)") }
@@ -64,7 +64,7 @@ final class WhereTests: XCTestCase {
         let hits = try a.whereType("struct " + structName)
         let parts = file.split(separator: "/")
         let event = "\(parts[parts.count - 3]):\(parts[parts.count - 2])"
-        XCTAssertTrue(hits.contains { $0.kind == "tracepoint" && $0.place == event }, "\(event) for struct \(structName)")
+        XCTAssertTrue(hits.contains { $0.kind == .tracepoint && $0.place == event }, "\(event) for struct \(structName)")
     }
 
     func testGlobalsNeedTheModuleObject() throws {

@@ -5,6 +5,7 @@ import ScriptGen
 
 struct Capture: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "capture",
         abstract: "Print a bpftrace snippet that stores what FUNC returns (or receives) in a global map.",
         discussion: """
             kretprobe/kprobe when the kernel has kprobes, else fexit/fentry (kretfunc/kfunc before bpftrace 0.19);

@@ -43,6 +43,7 @@ struct ScriptOptions: ParsableArguments {
 
 struct Gen: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "gen",
         abstract: "Print the plain bpftrace script for a script that names kernel globals (mod`var).",
         discussion: """
             In the script, a kernel global is written DTrace-style: lockd`nlm_files, brd`rd_size, or `pid_max for

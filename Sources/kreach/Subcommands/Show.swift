@@ -41,13 +41,15 @@ struct ReadOptions: ParsableArguments {
 
 struct Show: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "show",
         abstract: "Print the typed value of kernel globals and expressions (vmlinux and modules), no debuginfo needed.",
         discussion: """
             EXPR: `name`, `mod:name`, `mod`name` (DTrace style), `name#N`/`name@ADDR` for duplicates, `&x`, `*p`,
             `p->f`, `s.f`, `a[i]`, casts `(TYPE)x` such as `(int)pid_max` or `*(struct nlm_file *)0xffff...`,
             integers, `current` (kreach's own task), `per_cpu(VAR, CPU)`.
             Container walks (the kernel's macros): `list_for_each_entry(TYPE, HEAD, MEMBER)`,
-            `hlist_for_each_entry(TYPE, HEAD, MEMBER)`, `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)`;
+            `list_for_each_entry_reverse`, `hlist_for_each_entry(TYPE, HEAD, MEMBER)`, `hlist_nulls_for_each_entry`,
+            `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)` (a struct rb_root or rb_root_cached);
             each entry is printed, or only --fields (member paths such as pid,comm,mm->map_count), at most --max.
             A global's type comes from a cast, a BTF VAR, its module's parameter table, or is unknown (raw bytes).
             """)
@@ -74,43 +76,18 @@ struct Show: ParsableCommand {
         let (ev, fmt) = try read.evaluator(kernel, core: core)
         ev.maxEntries = max
         let fieldList = fields.map { $0.split(separator: ",").map { $0.trimming(" ") } } ?? []
+        let renderer = ShowRenderer(evaluator: ev, formatter: fmt, fields: fieldList, json: options.json)
         var results: [JSON] = []
         var failed = false
         for expr in expressions {
-            ev.clearWarnings()
-            do {
-                switch try ev.evaluate(expr) {
-                case .object(let o):
-                    if options.json {
-                        results.append(.object([("expression", .string(expr)), ("type", .string(o.type.name)),
-                                                ("address", o.address.map { .string("0x" + String($0, radix: 16)) } ?? .null),
-                                                ("value", try fmt.json(o))]))
-                    } else {
-                        print(try fmt.text(o))
-                    }
-                case .entries(let entries, _):
-                    var rows: [JSON] = []
-                    for entry in entries {
-                        let address = entry.address.map { "0x" + String($0, radix: 16) } ?? "?"
-                        if fieldList.isEmpty {
-                            if options.json { rows.append(.object([("address", .string(address)), ("value", try fmt.json(entry))])) } else { print(try fmt.text(entry)) }
-                        } else {
-                            var parts: [String] = []
-                            var jf: [(String, JSON)] = []
-                            for f in fieldList {
-                                let v = try ev.evaluate(field: f, of: entry)
-                                if options.json { jf.append((f, try fmt.json(v))) } else { parts.append("\(f)=\(try fmt.compact(v))") }
-                            }
-                            if options.json { rows.append(.object([("address", .string(address)), ("fields", .object(jf))])) } else { print(address + " " + parts.joined(separator: " ")) }
-                        }
-                    }
-                    if options.json { results.append(.object([("expression", .string(expr)), ("count", .uint(UInt64(entries.count))), ("entries", .array(rows))])) }
-                }
-            } catch {
+            let r = renderer.render(expr)
+            r.lines.forEach { print($0) }
+            if let json = r.json { results.append(json) }
+            if let error = r.error {
                 StandardError.write("kreach: \(error)")
                 failed = true
             }
-            for w in ev.warnings { StandardError.write("kreach: note: \(w)") }
+            for n in r.notes { StandardError.write("kreach: note: \(n)") }
         }
         if options.json { print(JSON.array(results).pretty) }
         if failed { throw Failure(message: "", code: 1) }

@@ -4,6 +4,7 @@ import KreachSupport
 
 struct Snapshot: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "snapshot",
         abstract: "Capture the live kernel's metadata into DIR, for --kernel DIR anywhere.",
         discussion: """
             Captures kallsyms, /proc/modules, all of /sys/kernel/btf, available_filter_functions, available_events

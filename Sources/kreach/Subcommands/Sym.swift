@@ -5,6 +5,7 @@ import KreachSupport
 
 struct Sym: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "sym",
         abstract: "Find kernel symbols (vmlinux and modules) by name, glob or address.",
         discussion: """
             PATTERN forms:

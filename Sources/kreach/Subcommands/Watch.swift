@@ -3,11 +3,9 @@ import Glibc
 import KernelObject
 import KreachSupport
 
-/// Set by SIGINT/SIGTERM; the loop exits cleanly at the next check.
-nonisolated(unsafe) var watchStop: sig_atomic_t = 0
-
 struct Watch: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "watch",
         abstract: "Print a timestamped line whenever the value of an expression changes (Ctrl-C stops).",
         discussion: "Same expressions as `kreach show`. The first sample is always printed.")
 
@@ -29,51 +27,27 @@ struct Watch: ParsableCommand {
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
     }
 
-    static func parseInterval(_ text: String) -> Double? {
-        let units: [(String, Double)] = [("ms", 0.001), ("us", 0.000001), ("s", 1), ("m", 60)]
-        for (suffix, scale) in units where text.hasSuffix(suffix) {
-            guard let v = Double(text.dropLast(suffix.count)), v > 0 else { return nil }
-            return v * scale
-        }
-        return Double(text).flatMap { $0 > 0 ? $0 : nil }
-    }
+    static func parseInterval(_ text: String) -> Double? { Sampler.parseInterval(text) }
 
     func run() throws {
         let kernel = try options.openKernel()
         let (ev, fmt) = try read.evaluator(kernel)
-        let seconds = Watch.parseInterval(interval) ?? 1
-        signal(SIGINT) { _ in watchStop = 1 }
-        signal(SIGTERM) { _ in watchStop = 1 }
-        var last: [String?] = Array(repeating: nil, count: expressions.count)
-        var samples = 0
-        while watchStop == 0 {
-            for (i, expr) in expressions.enumerated() {
-                var text: String
-                do {
-                    switch try ev.evaluate(expr) {
-                    case .object(let o): text = try fmt.compact(o)
-                    case .entries(let e, _): text = "\(e.count) entries"
-                    }
-                } catch {
-                    text = "error: " + ((error as? ExpressionError)?.message ?? "\(error)")
-                }
-                if text != last[i] {
-                    print("\(Watch.timestamp()) \(expr) = \(text)")
-                    last[i] = text
-                }
+        let sampler = Sampler(evaluator: ev, formatter: fmt, expressions: expressions, interval: Watch.parseInterval(interval) ?? 1, count: count)
+        try sampler.run(onChange: { change in
+            let text: String
+            switch change.reading {
+            case .value(let v): text = v
+            case .entries(let n): text = "\(n) entries"
+            case .error(let message): text = "error: " + message
             }
+            print("\(Watch.timestamp(change.time)) \(change.expression) = \(text)")
+        }, afterSample: { _ in
             fflush(nil)  // all output streams (Swift 6 forbids naming the global stdout)
-            samples += 1
-            if let count, samples >= count { break }
-            var ts = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - Double(Int(seconds))) * 1e9))
-            var left = timespec()
-            while watchStop == 0 && nanosleep(&ts, &left) != 0 && errno == EINTR { ts = left }
-        }
+        })
     }
 
-    static func timestamp() -> String {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
+    /// HH:MM:SS.mmm local time.
+    static func timestamp(_ ts: timespec) -> String {
         var t = time_t(ts.tv_sec)
         var parts = tm()
         localtime_r(&t, &parts)

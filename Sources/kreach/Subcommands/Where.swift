@@ -8,6 +8,7 @@ import ScriptGen
 
 struct Where: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "where",
         abstract: "Find where the kernel exposes a type or a module global: functions, tracepoints, references.",
         discussion: """
             TARGET is a type (`struct nlm_file`, `lockd:struct nlm_host`, `struct sk_buff`, `pid_t`) or a module
@@ -20,7 +21,11 @@ struct Where: ParsableCommand {
             Compiler clones (FUNC.isra.0) of a matching function are listed too: their signature may differ. Each function has its `kreach why` verdict.
             For a vmlinux global (`pid_max`): functions whose code references it, from a byte scan of kernel text
             read through kernel memory (RIP-relative and absolute 32-bit forms). Most direct first.
-            seq_file show functions among the references are marked (naming their /proc file is not done yet).
+            seq_file show functions among the references are marked; for a module, one that is the .show of a static
+            struct seq_operations (the .ko's relocations say so) is labelled "called once per item" (also in the
+            --trigger table). A note says what to try when the global's address is stored or taken (so code may
+            fill it through a pointer), with that evidence; none when every use reads or writes it in place.
+            Each function's suggestion is `kreach why`'s first probe (a getter's: a capture line).
             """)
 
     @OptionGroup var options: KernelOptions
@@ -44,21 +49,7 @@ struct Where: ParsableCommand {
         let kernel = try options.openKernel()
         let kfunc = (try? Bpftrace.find())?.usesKfuncNames ?? false
         let analyzer = WhereAnalyzer(kernel: kernel, why: WhyAnalyzer(kernel: kernel, fentryName: kfunc ? "kfunc" : "fentry"))
-        var hits: [WhereHit]
-        let name = target.replacingBacktick()
-        let bare = name.split(separator: ":").last.map(String.init) ?? name
-        // A type when BTF names one (a typedef defined in several modules too) and no symbol has that name.
-        let namesType = ((try? kernel.types().find(TypeQuery.parse(name))) ?? []).isEmpty == false
-        if target.contains(" ") || namesType && (try? kernel.symbols().resolve(name)) == nil {
-            hits = try analyzer.whereType(target)
-        } else if name.contains(":") && !name.hasPrefix("vmlinux:") {
-            hits = try analyzer.whereGlobal(name)
-        } else {
-            guard case .live = kernel.source else {
-                throw Failure(message: "references to vmlinux globals come from kernel text, which a snapshot doesn't have", code: 1)
-            }
-            hits = try analyzer.whereVmlinuxGlobal(bare, memory: try MemoryChoice.auto.open())
-        }
+        var hits = try analyzer.hits(for: WhereQuery(target, kernel: kernel), memory: { try MemoryChoice.auto.open() })
         for n in analyzer.notes { StandardError.write("kreach: note: \(n)") }
         if hits.isEmpty { throw Failure(message: "nothing found that exposes \(target)", code: 1) }
         if let trigger { return try runTrigger(hits, trigger) }
@@ -66,23 +57,23 @@ struct Where: ParsableCommand {
         if limit > 0 { hits = Array(hits.prefix(limit)) }
         if options.json {
             print(JSON.array(hits.map { h in
-                .object([("kind", .string(h.kind)), ("object", .string(h.object)), ("place", .string(h.place)),
+                .object([("kind", .string(h.kind.rawValue)), ("object", .string(h.object)), ("place", .string(h.place)),
                          ("detail", .string(h.detail)), ("depth", .uint(UInt64(h.depth))),
-                         ("verdict", h.verdict.map(JSON.string) ?? .null), ("suggestion", h.suggestion.map(JSON.string) ?? .null),
-                         ("sites", .array(h.sites.map(JSON.string)))])
+                         ("verdict", h.verdict.map { .string($0.rawValue) } ?? .null), ("suggestion", h.suggestion.map(JSON.string) ?? .null),
+                         ("sites", .array(h.sites.map(JSON.string))), ("seq_operations", h.seqOperations.map(JSON.string) ?? .null)])
             }).pretty)
             return
         }
-        var lastKind = ""
+        var lastKind: WhereHit.Kind?
         for h in hits {
             if h.kind != lastKind {
-                print("\(h.kind):")
+                print("\(h.kind.rawValue):")
                 lastKind = h.kind
             }
             var line = "  \(h.place)"
             if h.object != "vmlinux" { line += " [\(h.object)]" }
             line += "  \(h.detail)"
-            if let v = h.verdict { line += "  (\(v))" }
+            if let v = h.verdict { line += "  (\(v.rawValue))" }
             if let s = h.suggestion { line += "  -> \(s)" }
             if h.sites.count > 1 && !sites { line += "  [\(h.sites.count) sites]" }
             print(Terminal.escaped(line))
@@ -96,15 +87,7 @@ extension Where {
     /// Counts calls of the candidates while the command runs, most called first.
     func runTrigger(_ hits: [WhereHit], _ command: String) throws {
         let bpftrace = try Bpftrace.find()
-        var specs: [String] = []
-        for h in hits where h.kind == "parameter" || h.kind == "return" || h.kind == "reference" {
-            // Exact names only: a clone or a fentry-only function would make bpftrace refuse the whole set.
-            guard let v = h.verdict, v == "traceable" else { continue }
-            let function = String(h.place.prefix { $0 != "+" })
-            let spec = "kprobe:" + function
-            if !specs.contains(spec) { specs.append(spec) }
-            if specs.count >= probes { break }
-        }
+        let specs = WhereAnalyzer.triggerProbes(hits, limit: probes)
         guard !specs.isEmpty else { throw Failure(message: "no probe-able candidate to confirm", code: 1) }
         let counter = TriggerCounter(bpftrace: bpftrace)
         let counts = try counter.count(probes: specs, command: command)
@@ -113,10 +96,12 @@ extension Where {
         let called = counts.filter { $0.tree > 0 }.map(\.probe)
         let baseline = Dictionary(try counter.count(probes: called, command: "true").map { ($0.probe, $0.tree) }, uniquingKeysWith: { a, _ in a })
         let rows = counts.sorted { ($0.tree, $0.all) > ($1.tree, $1.all) }
+        // Functions that are the .show of a static seq_operations: called once per item when its file is read.
+        let perItem = Dictionary(hits.compactMap { h in h.seqOperations.map { ("kprobe:" + h.function, $0) } }, uniquingKeysWith: { a, _ in a })
         if options.json {
             print(JSON.array(rows.map {
                 .object([("probe", .string($0.probe)), ("calls", .uint(UInt64($0.tree))), ("baseline", .uint(UInt64(baseline[$0.probe] ?? 0))),
-                         ("system_wide", .uint(UInt64($0.all)))])
+                         ("system_wide", .uint(UInt64($0.all))), ("seq_operations", perItem[$0.probe].map(JSON.string) ?? .null)])
             }).pretty)
             return
         }
@@ -124,13 +109,10 @@ extension Where {
         print("baseline: the same count for `true`; system-wide: every process during the run")
         print("  calls\tbaseline\tsystem-wide\tprobe")
         for c in rows where c.tree > 0 || c.all > 0 {
-            print("  \(c.tree)\t\(baseline[c.probe] ?? 0)\t\(c.all)\t\(c.probe)")
+            let label = perItem[c.probe].map { "\t(.show of seq_operations \($0): once per item)" } ?? ""
+            print(Terminal.escaped("  \(c.tree)\t\(baseline[c.probe] ?? 0)\t\(c.all)\t\(c.probe)" + label))
         }
         let silent = counts.filter { $0.tree == 0 && $0.all == 0 }.count
         if silent > 0 { print("  (\(silent) not called)") }
     }
-}
-
-extension String {
-    func replacingBacktick() -> String { String(map { $0 == "`" ? ":" : $0 }) }
 }

@@ -6,6 +6,7 @@ import ScriptGen
 
 struct Why: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "why",
         abstract: "Explain whether a function can be probed (kprobe, fentry) and why not, from the kernel's own lists.",
         discussion: """
             Verdicts: traceable (in available_filter_functions: kprobe and fentry), kprobe-only (text but not

@@ -1,0 +1,14 @@
+import BTF
+import Memory
+
+extension KernelMemory {
+    /// The kernel pointer stored at `address`, `btf.pointerSize` bytes (the size of `long` in the kernel's BTF,
+    /// as libbpf decides it), little-endian like every architecture in `Arch.known`. The container walkers,
+    /// per_cpu and the module parameter table read every pointer they follow here.
+    func pointer(at address: UInt64, in btf: BTF) throws -> UInt64 {
+        let b = try read(address, count: Int(btf.pointerSize))
+        var v: UInt64 = 0
+        for (k, byte) in b.prefix(8).enumerated() { v |= UInt64(byte) << (8 * UInt64(k)) }
+        return v
+    }
+}

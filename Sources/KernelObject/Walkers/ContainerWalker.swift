@@ -1,0 +1,125 @@
+import Memory
+import BTF
+
+/// The kernel's container-walking macros kreach evaluates (`list_for_each_entry(TYPE, HEAD, MEMBER)` and
+/// friends), named as in the kernel headers. Each has a walker in its own file, one per kernel header.
+public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvertible {
+    /// include/linux/list.h
+    case listForEachEntry = "list_for_each_entry"
+    case listForEachEntryReverse = "list_for_each_entry_reverse"
+    /// include/linux/list.h (hlist)
+    case hlistForEachEntry = "hlist_for_each_entry"
+    /// include/linux/list_nulls.h
+    case hlistNullsForEachEntry = "hlist_nulls_for_each_entry"
+    /// include/linux/rbtree.h
+    case rbtreeInorderForEachEntry = "rbtree_inorder_for_each_entry"
+
+    /// The macro's name, as written in an expression.
+    public var macro: String { rawValue }
+    public var description: String { rawValue }
+
+    /// The walker that implements the macro.
+    var walker: any ContainerWalker.Type {
+        switch self {
+        case .listForEachEntry: return ListWalker.self
+        case .listForEachEntryReverse: return ListReverseWalker.self
+        case .hlistForEachEntry: return HListWalker.self
+        case .hlistNullsForEachEntry: return HListNullsWalker.self
+        case .rbtreeInorderForEachEntry: return RBTreeWalker.self
+        }
+    }
+
+    /// The BTF struct names a head may have (`list_head`).
+    public var headTypes: [String] { walker.headTypes }
+
+    /// Walks the container whose head (a struct `headType`, one of `headTypes`) is at `head`: the entry
+    /// addresses (node - `linkOffset`) in the macro's order, at most `maxEntries`, and notes (a walk cut short).
+    /// A loop, a NULL where the container has none, or a tree deeper than 256 is an error.
+    public func walk(head: UInt64, headType: String, linkOffset: UInt64, memory: KernelMemory, vmlinux: BTF,
+                     maxEntries: Int) throws -> (entries: [UInt64], warnings: [String]) {
+        var w = Walk(helper: self, memory: memory, vmlinux: vmlinux, headType: headType, linkOffset: linkOffset, maxEntries: maxEntries)
+        try walker.walk(head: head, &w)
+        return (w.entries, w.warnings)
+    }
+}
+
+/// Walks one kind of kernel container from the address of its head, yielding the address of each
+/// node (the link member inside an entry), in the macro's order.
+protocol ContainerWalker {
+    static var helper: ContainerHelper { get }
+    /// The BTF struct names (without `struct `) the head may have.
+    static var headTypes: [String] { get }
+    /// Visits the nodes from `head` (a struct of one of `headTypes`, named by `walk.headType`), adding each
+    /// to `walk` until the container ends or `walk.add` says to stop.
+    static func walk(head: UInt64, _ walk: inout Walk) throws
+}
+
+/// Why a walk stopped short: the structure in memory is not a well-formed container.
+public enum WalkError: Error, CustomStringConvertible, Equatable {
+    /// A node was reached twice.
+    case loop(ContainerHelper, node: UInt64, after: Int)
+    /// A next pointer was NULL where the container never has one.
+    case nullNext(ContainerHelper, after: Int)
+    /// An rbtree deeper than `RBTreeWalker.maxDepth`.
+    case tooDeep(ContainerHelper, limit: Int)
+    /// vmlinux BTF lacks a struct member the walker reads (`struct rb_node` without `rb_left`).
+    case missingMember(structure: String, member: String)
+
+    public var description: String {
+        switch self {
+        case let .loop(h, node, after): return "\(h.macro): the list loops back to 0x\(String(node, radix: 16)) after \(after) entries"
+        case let .nullNext(h, after): return "\(h.macro): NULL next pointer after \(after) entries"
+        case let .tooDeep(h, limit): return "\(h.macro): tree deeper than \(limit) (corrupt?)"
+        case let .missingMember(s, m): return "vmlinux BTF has no struct \(s) with a member \(m)"
+        }
+    }
+}
+
+/// One walk in progress: the memory, the layout facts, the bounds, and what was collected.
+struct Walk {
+    let helper: ContainerHelper
+    let memory: KernelMemory
+    /// vmlinux BTF, for the offsets of the kernel's link structs (list_head.next, rb_node.rb_left, ...).
+    let vmlinux: BTF
+    /// The head's struct name (one of the walker's `headTypes`).
+    let headType: String
+    /// Offset of the link member inside an entry: entry = node - linkOffset (container_of).
+    let linkOffset: UInt64
+    /// Entries collected at most; more stops the walk with a warning.
+    let maxEntries: Int
+    private(set) var entries: [UInt64] = []
+    private(set) var warnings: [String] = []
+    private var seen = Set<UInt64>()
+
+    init(helper: ContainerHelper, memory: KernelMemory, vmlinux: BTF, headType: String, linkOffset: UInt64, maxEntries: Int) {
+        self.helper = helper
+        self.memory = memory
+        self.vmlinux = vmlinux
+        self.headType = headType
+        self.linkOffset = linkOffset
+        self.maxEntries = maxEntries
+    }
+
+    /// Adds the entry containing `node`; false when `maxEntries` is reached (the walk should stop).
+    /// A node seen before is a loop: an error.
+    mutating func add(_ node: UInt64) throws -> Bool {
+        guard seen.insert(node).inserted else { throw WalkError.loop(helper, node: node, after: entries.count) }
+        if entries.count >= maxEntries {
+            warnings.append("\(helper.macro): stopped after \(maxEntries) entries (--max)")
+            return false
+        }
+        entries.append(node &- linkOffset)
+        return true
+    }
+
+    /// The byte offset of `member` in vmlinux's `struct structure`.
+    func offset(of member: String, in structure: String) throws -> UInt64 {
+        for id in vmlinux.lookup(structure) where (try? vmlinux.kind(of: id)) == .structure {
+            if let m = try CType.btf(vmlinux, id).member(member) { return UInt64(m.bitOffset / 8) }
+        }
+        throw WalkError.missingMember(structure: structure, member: member)
+    }
+
+    /// The pointer stored at `address`.
+    func pointer(at address: UInt64) throws -> UInt64 { try memory.pointer(at: address, in: vmlinux) }
+}

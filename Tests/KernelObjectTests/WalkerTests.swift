@@ -1,0 +1,156 @@
+import Foundation
+import Glibc
+import XCTest
+import Memory
+@testable import KernelObject
+import KernelSource
+import KreachSupport
+import KreachTestSupport
+
+/// The container walkers (Sources/KernelObject/Walkers) on the live kernel, from heads reached through
+/// `current`, against the kernel's own listings in /proc.
+final class WalkerTests: XCTestCase {
+    func evaluator() throws -> (Evaluator, ObjectFormatter) {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: BPF needs CAP_BPF + CAP_PERFMON, kallsyms CAP_SYSLOG")) }
+        let ev = try Evaluator(kernel: try Kernel(source: .live), memory: try BPFMemory())
+        return (ev, ObjectFormatter(evaluator: ev))
+    }
+
+    func entries(_ ev: Evaluator, _ source: String) throws -> [Object] {
+        guard case .entries(let entries, _) = try ev.evaluate(source) else { throw FixtureError("\(source) is not a walk") }
+        return entries
+    }
+
+    func field(_ ev: Evaluator, _ fmt: ObjectFormatter, _ name: String, _ entries: [Object]) throws -> [String] {
+        try entries.map { try fmt.compact(try ev.evaluate(field: name, of: $0)) }
+    }
+
+    /// This thread's children (task_struct.children, linked through sibling) walked forward are the pids
+    /// /proc/thread-self/children lists (the kernel walks the same list, oldest first); reversed, the reverse.
+    func testChildrenListForwardAndReverseMatchProc() throws {
+        let (ev, fmt) = try evaluator()
+        guard FileManager.default.fileExists(atPath: "/proc/thread-self/children") else {
+            throw XCTSkip(Host.skipReason("no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN off)"))
+        }
+        var children: [Child] = []
+        defer {
+            for c in children {
+                c.signal(SIGKILL)
+                _ = try? c.wait(timeout: Run.defaultTimeout)
+            }
+        }
+        for _ in 0..<3 { children.append(try Child(["sleep", "600"])) }
+        let listed = try FileBytes.readText("/proc/thread-self/children").split(separator: " ").map(String.init)
+        XCTAssertEqual(Set(listed), Set(children.map { String($0.pid) }), "the kernel lists the three children")
+        let forward = try field(ev, fmt, "pid", try entries(ev, "list_for_each_entry(struct task_struct, &current->children, sibling)"))
+        XCTAssertEqual(forward, listed)
+        let reverse = try field(ev, fmt, "pid", try entries(ev, "list_for_each_entry_reverse(struct task_struct, &current->children, sibling)"))
+        XCTAssertEqual(reverse, listed.reversed())
+        // Bounded the same way: the newest child only.
+        ev.maxEntries = 1
+        XCTAssertEqual(try field(ev, fmt, "pid", try entries(ev, "list_for_each_entry_reverse(struct task_struct, &current->children, sibling)")),
+                       [listed.last ?? ""])
+        XCTAssertTrue(ev.warnings.contains("list_for_each_entry_reverse: stopped after 1 entries (--max)"), "\(ev.warnings)")
+    }
+
+    /// A listening TCP socket sits in a listening-hash bucket (struct inet_listen_hashbucket), an hlist_nulls
+    /// chain ended by an odd "nulls" value. Its node's pprev points at the pointer to it (the bucket's first or
+    /// the previous node's next), so read as a head it starts the walk at our socket; the walk then ends at the
+    /// nulls marker. Every entry is a socket /proc/net/tcp{,6} lists as listening (state 0A) on its port.
+    /// (Listening on INADDR_ANY needs no interface up, not even loopback.)
+    func testHlistNullsWalkOfATCPListeningChain() throws {
+        let (ev, fmt) = try evaluator()
+        // Feature detection: listeners are on hlist_nulls chains since the listening hash's nulls_head.
+        let bucket = ev.types.vmlinux.lookup("inet_listen_hashbucket").first { (try? ev.types.vmlinux.kind(of: $0)) == .structure }
+        guard let bucket, try CType.btf(ev.types.vmlinux, bucket).member("nulls_head") != nil else {
+            throw XCTSkip(Host.skipReason("this kernel's listening hash is not an hlist_nulls (no inet_listen_hashbucket.nulls_head)"))
+        }
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(listener, 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        func withSockaddr<T>(_ a: inout sockaddr_in, _ body: (UnsafeMutablePointer<sockaddr>) -> T) -> T {
+            withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1, body) }
+        }
+        XCTAssertEqual(withSockaddr(&address) { bind(listener, $0, length) }, 0)
+        XCTAssertEqual(listen(listener, 1), 0)
+        XCTAssertEqual(withSockaddr(&address) { getsockname(listener, $0, &length) }, 0)
+        let port = UInt16(bigEndian: address.sin_port)
+
+        let sk = "((struct socket *)current->files->fdt->fd[\(listener)]->private_data)->sk"
+        let walk = "hlist_nulls_for_each_entry(struct sock_common, (struct hlist_nulls_head *)\(sk)->__sk_common.skc_nulls_node.pprev, skc_nulls_node)"
+        let chain = try entries(ev, walk)
+        XCTAssertGreaterThanOrEqual(chain.count, 1)
+        XCTAssertEqual(chain.first?.address, try ev.evaluate(sk).objectValue().scalar(ev.memory), "the walk starts at our socket")
+        let ports = try field(ev, fmt, "skc_num", chain)
+        XCTAssertEqual(ports.first, String(port))
+        var listening = Set<String>()
+        for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            guard let text = try? FileBytes.readText(file) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let f = line.split(separator: " ")
+                guard f.count > 3, f[3] == "0A", let l = f[1].split(separator: ":").last, let p = UInt16(l, radix: 16) else { continue }
+                listening.insert(String(p))
+            }
+        }
+        XCTAssertTrue(listening.contains(String(port)), "/proc/net/tcp lists our listener")
+        for p in ports { XCTAssertTrue(listening.contains(p), "walked a socket on port \(p), which /proc/net/tcp doesn't list as listening") }
+        // The head's type is checked.
+        XCTAssertThrowsError(try ev.evaluate("hlist_nulls_for_each_entry(struct sock_common, &\(sk)->__sk_common.skc_nulls_node, skc_nulls_node)")) {
+            XCTAssertTrue("\($0)".contains("hlist_nulls_for_each_entry needs a struct hlist_nulls_head, not struct hlist_nulls_node"), "\($0)")
+        }
+    }
+
+    /// epoll keeps its watched files in an rb_root_cached ordered by (file, fd); /proc/PID/fdinfo/EPFD lists
+    /// them in that order (ep_show_fdinfo walks rb_first_cached/rb_next). The walk gives the same fds, through
+    /// the rb_root_cached and through the rb_root inside it.
+    func testRbtreeWalkOfEpollItemsMatchesFdinfo() throws {
+        let (ev, fmt) = try evaluator()
+        // glibc's epoll calls through dlsym (the Glibc module has no epoll); struct epoll_event is packed:
+        // u32 events, u64 data.
+        func symbol<T>(_ name: String, _: T.Type) throws -> T {
+            guard let p = dlsym(UnsafeMutableRawPointer(bitPattern: 0), name) else { throw FixtureError("glibc has no \(name)") }
+            return unsafeBitCast(p, to: T.self)
+        }
+        let epollCreate1 = try symbol("epoll_create1", (@convention(c) (Int32) -> Int32).self)
+        let epollCtl = try symbol("epoll_ctl", (@convention(c) (Int32, Int32, Int32, UnsafeRawPointer) -> Int32).self)
+        let ep = epollCreate1(0)
+        XCTAssertGreaterThanOrEqual(ep, 0)
+        var fds: [Int32] = []
+        defer { for fd in fds + [ep] where fd >= 0 { close(fd) } }
+        for _ in 0..<3 {
+            var p: [Int32] = [0, 0]
+            XCTAssertEqual(pipe(&p), 0)
+            fds += p
+        }
+        for fd in fds.reversed() {  // inserted out of order
+            var event = [UInt8](repeating: 0, count: 12)
+            event[0] = 1  // EPOLLIN
+            event[4] = UInt8(fd)
+            XCTAssertEqual(event.withUnsafeBytes { epollCtl(ep, 1 /* EPOLL_CTL_ADD */, fd, $0.baseAddress!) }, 0)
+        }
+        let fdinfo = try FileBytes.readText("/proc/self/fdinfo/\(ep)")
+        let listed = fdinfo.split(separator: "\n").compactMap { line -> String? in
+            guard line.hasPrefix("tfd:") else { return nil }
+            return line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.map(String.init)
+        }
+        XCTAssertEqual(Set(listed), Set(fds.map { String($0) }))
+        let root = "((struct eventpoll *)current->files->fdt->fd[\(ep)]->private_data)->rbr"
+        let cached = try field(ev, fmt, "ffd.fd", try entries(ev, "rbtree_inorder_for_each_entry(struct epitem, &\(root), rbn)"))
+        XCTAssertEqual(cached, listed)
+        let plain = try field(ev, fmt, "ffd.fd", try entries(ev, "rbtree_inorder_for_each_entry(struct epitem, &\(root).rb_root, rbn)"))
+        XCTAssertEqual(plain, listed)
+        XCTAssertThrowsError(try ev.evaluate("rbtree_inorder_for_each_entry(struct epitem, &\(root).rb_leftmost, rbn)")) {
+            XCTAssertTrue("\($0)".contains("needs a struct rb_root or struct rb_root_cached"), "\($0)")
+        }
+    }
+}
+
+extension Evaluation {
+    func objectValue() throws -> Object {
+        guard case .object(let o) = self else { throw FixtureError("not an object") }
+        return o
+    }
+}
