@@ -52,7 +52,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // In-process benchmarks (Benchmarks/run compares them with libbpf and cat).
-        .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "Memory", "KernelSymbols", "KernelSource", "KernelObject"]),
+        .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "Memory", "KernelSymbols", "KernelSource", "KernelObject", "Exporter"]),
         // libFuzzer harnesses (Tests/fuzz/run builds them with -sanitize=fuzzer); a normal build replays inputs.
         .executableTarget(name: "kreach-fuzz", dependencies: ["Memory", "BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport", "Probing", "ScriptGen"],
                           path: "Sources/KreachFuzz"),

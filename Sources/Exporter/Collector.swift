@@ -14,6 +14,8 @@ public final class Collector {
     let memory: KernelMemory
     let openKernel: () throws -> Kernel
     var kernel: Kernel?
+    /// Expressions resolved once per resolution (by metric name); failures fall back to evaluating per scrape.
+    var compiled: [String: CompiledExpression?] = [:]
     var evaluator: Evaluator?
     var formatter: ObjectFormatter?
     /// The module identities the evaluator was built against.
@@ -79,6 +81,7 @@ public final class Collector {
             evaluator = ev
             formatter = ObjectFormatter(evaluator: ev)
             resolvedModules = before
+            compiled = [:]
         }
         guard let ev = evaluator, let fmt = formatter else { return [] }
         var families: [Family] = []
@@ -109,6 +112,10 @@ public final class Collector {
     func read(_ metric: MetricConfig, _ ev: Evaluator, _ fmt: ObjectFormatter) throws -> [Sample] {
         switch metric.source {
         case .expression(let text):
+            if compiled[metric.name] == nil { compiled[metric.name] = .some(try? ev.compile(text)) }
+            if let c = compiled[metric.name] ?? nil {
+                return [Sample(labels: metric.constantLabels, value: try ev.number(c).text)]
+            }
             guard case .object(let o) = try ev.evaluate(text) else {
                 throw ExpressionError.plain("`\(text)` is a container walk: use `walk:` with `value:` and `label_fields:`")
             }

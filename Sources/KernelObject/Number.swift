@@ -24,3 +24,26 @@ extension Object {
         return signed ? .signed(Int64(bitPattern: v)) : .unsigned(v)
     }
 }
+
+/// An expression resolved once, memory-free (symbols, types, member offsets; pointers stay symbolic loads),
+/// for reading again and again: each `number(_:)` only reads memory. Valid while the symbols it resolved
+/// stay where they are (an exporter resolves again when the module list changes).
+public struct CompiledExpression {
+    public let source: String
+    let resolved: Resolved
+}
+
+extension Evaluator {
+    /// `source` resolved without memory; nil for a container walk (walks read as they go).
+    public func compile(_ source: String) throws -> CompiledExpression? {
+        let expr = try ExpressionParser.parse(source, isTypeName: { [weak self] in self?.isTypeName($0) ?? false })
+        if case .container = expr { return nil }
+        defer { resolver.clearWarnings() }
+        return CompiledExpression(source: source, resolved: try resolver.resolve(expr, source))
+    }
+
+    /// The value of a compiled scalar expression now.
+    public func number(_ compiled: CompiledExpression) throws -> ScalarNumber {
+        try object(compiled.resolved).number(memory)
+    }
+}
