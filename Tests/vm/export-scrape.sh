@@ -19,7 +19,7 @@ metrics:
     type: gauge
     expr: current->tgid
 YAML
-timeout 250 kreach export --config "$dir/c.yaml" > "$dir/out" 2> "$dir/err" &
+kreach export --config "$dir/c.yaml" > "$dir/out" 2> "$dir/err" &  # bounded by the case's TIMEOUT; killed on exit
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
 # The event: the exporter's "listening" line (bounded wait).
