@@ -9,6 +9,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
     ],
     targets: [
         // The only C: thin wrappers over libc/syscalls Swift can't call directly (GNU memmem, bpf()), and
@@ -36,14 +38,21 @@ let package = Package(
         .target(name: "ScriptGen", dependencies: ["BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport"]),
         // Discovery: where data is exposed, whether functions can be probed.
         .target(name: "Probing", dependencies: ["Arch", "Memory", "BTF", "CKreach", "KernelSource", "KernelSymbols", "KreachSupport"]),
+        // `kreach export`: a Prometheus exporter of config expressions (YAML config, text format, HTTP).
+        .target(name: "Exporter", dependencies: [
+            "KernelObject", "KernelSource", "KernelSymbols", "Memory", "KreachSupport",
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
         .executableTarget(
             name: "kreach",
             dependencies: [
-                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "Memory", "KernelObject", "ScriptGen", "Probing",
+                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "Memory", "KernelObject", "ScriptGen", "Probing", "Exporter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // In-process benchmarks (Benchmarks/run compares them with libbpf and cat).
-        .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "Memory", "KernelSymbols", "KernelSource", "KernelObject"]),
+        .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "Memory", "KernelSymbols", "KernelSource", "KernelObject", "Exporter"]),
         // libFuzzer harnesses (Tests/fuzz/run builds them with -sanitize=fuzzer); a normal build replays inputs.
         .executableTarget(name: "kreach-fuzz", dependencies: ["Memory", "BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport", "Probing", "ScriptGen"],
                           path: "Sources/KreachFuzz"),
@@ -59,6 +68,7 @@ let package = Package(
         .testTarget(name: "KreachSupportTests", dependencies: ["KreachSupport"]),
         .testTarget(name: "ArchTests", dependencies: ["Arch", "KernelSymbols", "KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "VMCoreTests", dependencies: ["Arch", "Memory", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "ExporterTests", dependencies: ["Exporter", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]
 )

@@ -1,5 +1,7 @@
 import Memory
 import BTF
+import Exporter
+import Foundation
 import Glibc
 import KernelObject
 import KernelSource
@@ -85,6 +87,30 @@ do {
         }
         print("walk_entries \(count)")
         print("walk_entries_per_second_median \(Int(median(rates)))")
+    case "export":
+        // One exporter scrape of COUNT metrics (current->FIELD, cycling over scalar fields) through one
+        // loaded BPF program: the scrape's median and the per-metric cost.
+        let count = Int(path) ?? 100
+        let fields = ["pid", "tgid", "prio", "static_prio", "normal_prio", "rt_priority", "flags", "on_cpu", "exit_code", "policy"]
+        var yaml = "metrics:\n"
+        for i in 0..<count {
+            yaml += "  - {name: m\(i), help: h, type: gauge, expr: \"current->\(fields[i % fields.count])\"}\n"
+        }
+        let collector = Collector(config: try ExporterConfig(yaml: yaml, file: "bench"), memory: try BPFMemory())
+        _ = collector.collect()  // first scrape resolves: timed apart
+        var times: [Double] = []
+        for _ in 0..<n {
+            let t0 = now()
+            let families = collector.collect()
+            times.append(now() - t0)
+            guard families.filter({ !$0.samples.isEmpty }).count == count + 5 else {
+                StandardError.write("kreach-bench: a metric failed: \(collector.lastErrors)")
+                exit(1)
+            }
+        }
+        print("export_metrics \(count)")
+        print("export_scrape_median_us \(Int(median(times)))")
+        print("export_per_metric_median_us \(String(format: "%.1f", median(times) / Double(count)))")
     case "duplicates":
         // One name listed FILE (a count) times in kallsyms and available_filter_functions: load and index,
         // resolve the last `#N`, list every match with its ordinal, build the name set. Linear: see DuplicateCLITests.

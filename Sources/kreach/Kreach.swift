@@ -13,7 +13,7 @@ struct Kreach: ParsableCommand {
             Every read-only command takes --kernel DIR to work on a snapshot made by `kreach snapshot DIR`.
             """,
         version: "0.1.0",
-        subcommands: [Sym.self, TypeCommand.self, Show.self, Watch.self, Gen.self, RunScript.self, Capture.self, Where.self, Why.self, Snapshot.self])
+        subcommands: [Sym.self, TypeCommand.self, Show.self, Watch.self, Gen.self, RunScript.self, Capture.self, Where.self, Why.self, Snapshot.self, Export.self])
 
     /// Maps errors to kreach's exit codes: library errors 1, usage errors 2.
     static func main() {
