@@ -14,6 +14,8 @@ let package = Package(
         // The only C: thin wrappers over libc/syscalls Swift can't call directly (GNU memmem, bpf()), and
         // in-process decompression (liblzma, libzstd, zlib: Debian liblzma-dev, libzstd-dev, zlib1g-dev).
         .target(name: "CKreach", linkerSettings: [.linkedLibrary("lzma"), .linkedLibrary("zstd"), .linkedLibrary("z")]),
+        // Capstone (Debian libcapstone-dev), flattened to what type inference needs: a C shim, no unions in Swift.
+        .target(name: "CCapstone", linkerSettings: [.linkedLibrary("capstone")]),
         // Byte files, JSON output, globs, shared error type. No kernel knowledge.
         .target(name: "KreachSupport", dependencies: ["CKreach"]),
         // BTF bytes -> types, C and JSON rendering. Deterministic: same bytes, same result.
@@ -36,10 +38,13 @@ let package = Package(
         .target(name: "ScriptGen", dependencies: ["BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport"]),
         // Discovery: where data is exposed, whether functions can be probed.
         .target(name: "Probing", dependencies: ["Arch", "Memory", "BTF", "CKreach", "KernelSource", "KernelSymbols", "KreachSupport"]),
+        // Types of globals without debuginfo, inferred from the kernel's code (disassembly of the image on disk
+        // and of kernel text) and data, checked against BTF.
+        .target(name: "TypeInference", dependencies: ["Arch", "BTF", "CCapstone", "KernelSource", "KernelSymbols", "KreachSupport"]),
         .executableTarget(
             name: "kreach",
             dependencies: [
-                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "Memory", "KernelObject", "ScriptGen", "Probing",
+                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "Memory", "KernelObject", "ScriptGen", "Probing", "TypeInference",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // In-process benchmarks (Benchmarks/run compares them with libbpf and cat).
@@ -58,6 +63,7 @@ let package = Package(
         .testTarget(name: "ProbingTests", dependencies: ["Arch", "Probing", "Memory", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "KreachSupportTests", dependencies: ["KreachSupport"]),
         .testTarget(name: "ArchTests", dependencies: ["Arch", "KernelSymbols", "KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "TypeInferenceTests", dependencies: ["TypeInference", "BTF", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]
 )

@@ -1,0 +1,276 @@
+import Arch
+import BTF
+import KernelSymbols
+import KreachSupport
+
+/// What type inference concluded about one global.
+public struct InferredType: Sendable {
+    /// A type the evidence supports, with how many pieces of evidence point at it and what they are.
+    public struct Candidate: Sendable {
+        /// The type in vmlinux BTF (typedef names kept).
+        public let type: TypeID
+        public let votes: Int
+        /// Short descriptions of the evidence ("passed to init_waitqueue_head() as 1st parameter").
+        public let sources: [String]
+    }
+    public let name: String
+    public let address: UInt64
+    /// Bytes to the next kallsyms symbol (the only size a live kernel tells).
+    public let extent: UInt64?
+    /// The type, when the evidence agrees and fits the extent.
+    public let type: TypeID?
+    /// One line naming the evidence ("type inferred from 14 call sites").
+    public let note: String
+    /// Every candidate, most supported first.
+    public let candidates: [Candidate]
+    /// All evidence found.
+    public let evidence: [Evidence]
+}
+
+/// Types of vmlinux globals inferred from the kernel image's code (`KernelImage`) through BTF prototypes,
+/// for a kernel whose kallsyms lists data symbols. Addresses in kallsyms are the running (KASLR-slid)
+/// ones; the image's are link-time ones: `slide` is the difference, from `_text`.
+public final class TypeInferrer {
+    public let image: KernelImage
+    public let kallsyms: Kallsyms
+    public let btf: BTF
+    public let arch: Arch
+    /// Running address minus link-time address.
+    public let slide: UInt64
+    /// Link-time ranges of code: `_stext`–`_etext` and `_sinittext`–`_einittext`.
+    public let textRanges: [Range<UInt64>]
+    let decoder: any InstructionDecoder
+    /// Sorted link-time function starts and their names.
+    let starts: [UInt64]
+    let functions: FunctionIndex
+
+    public init(image: KernelImage, kallsyms: Kallsyms, btf: BTF) throws {
+        self.image = image
+        self.kallsyms = kallsyms
+        self.btf = btf
+        arch = try Arch(elfMachine: image.machine, source: image.source)
+        decoder = try makeDecoder(for: arch)
+        func symbol(_ name: String) throws -> UInt64 {
+            guard let i = kallsyms.indexes(named: name, module: "vmlinux").first else {
+                throw KernelImageError(source: image.source, message: "kallsyms has no \(name), needed to place the image")
+            }
+            return kallsyms.address(i)
+        }
+        slide = try symbol("_text") &- image.textAddress
+        var ranges: [Range<UInt64>] = []
+        for (start, end) in [("_stext", "_etext"), ("_sinittext", "_einittext")] {
+            let s = try symbol(start) &- slide, e = try symbol(end) &- slide
+            guard s < e, image.bytes(s..<e) != nil else {
+                throw KernelImageError(source: image.source,
+                                       message: "\(start)–\(end) of kallsyms is not in the image: the image is not the running kernel's")
+            }
+            ranges.append(s..<e)
+        }
+        textRanges = ranges
+        // Function starts: vmlinux text symbols inside those ranges.
+        var names: [UInt64: String] = [:]
+        for i in 0..<kallsyms.count where kallsyms.module(i) == nil {
+            let letter = kallsyms.typeLetter(i)
+            guard letter == UInt8(ascii: "T") || letter == UInt8(ascii: "t") else { continue }
+            let a = kallsyms.address(i) &- slide
+            guard ranges.contains(where: { $0.contains(a) }), names[a] == nil else { continue }
+            names[a] = kallsyms.name(i)
+        }
+        starts = names.keys.sorted()
+        functions = FunctionIndex(btf: btf, names: names)
+        try checkImageMatches()
+    }
+
+    /// The image must be the running kernel's: its code at `_text` is compared with kallsyms' function
+    /// starts (each of the first text symbols must start an instruction... cheaply: be inside text).
+    func checkImageMatches() throws {
+        guard starts.count > 16 else {
+            throw KernelImageError(source: image.source, message: "kallsyms lists no functions in the image's text")
+        }
+    }
+
+    /// The link-time range of the function containing `address`.
+    func function(containing address: UInt64) -> Range<UInt64>? {
+        var lo = 0, hi = starts.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if starts[mid] <= address { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo > 0 else { return nil }
+        let start = starts[lo - 1]
+        guard let text = textRanges.first(where: { $0.contains(start) }) else { return nil }
+        let end = lo < starts.count ? min(starts[lo], text.upperBound) : text.upperBound
+        return start..<end
+    }
+
+    /// A vmlinux data symbol kallsyms lists: its index, running address and extent.
+    public struct DataSymbol: Sendable {
+        public let index: Int
+        public let name: String
+        public let address: UInt64
+        public let extent: UInt64?
+    }
+
+    /// The data symbol (kallsyms letters d, b, r in either case) at or below running `address`.
+    func dataSymbol(containing address: UInt64) -> (index: Int, offset: UInt64)? {
+        guard let (i, offset) = kallsyms.nearest(to: address), kallsyms.module(i) == nil else { return nil }
+        switch kallsyms.typeLetter(i) | 0x20 {
+        case UInt8(ascii: "d"), UInt8(ascii: "b"), UInt8(ascii: "r"): return (i, offset)
+        default: return nil
+        }
+    }
+
+    public func dataSymbol(named name: String) throws -> DataSymbol {
+        let found = kallsyms.indexes(named: name, module: "vmlinux").filter {
+            let l = kallsyms.typeLetter($0) | 0x20
+            return l == UInt8(ascii: "d") || l == UInt8(ascii: "b") || l == UInt8(ascii: "r")
+        }
+        guard let i = found.first else { throw KernelImageError(source: "kallsyms", message: "no vmlinux data symbol \(name)") }
+        guard found.count == 1 else {
+            throw KernelImageError(source: "kallsyms", message: "\(found.count) vmlinux data symbols are named \(name)")
+        }
+        return describe(i)
+    }
+
+    func describe(_ i: Int) -> DataSymbol {
+        let a = kallsyms.address(i)
+        return DataSymbol(index: i, name: kallsyms.name(i), address: a, extent: kallsyms.nextAddress(after: a).map { $0 - a })
+    }
+
+    // MARK: One global
+
+    /// Infers the type of one global: finds the code that refers to it (every text position whose bytes,
+    /// as a reference, point into it), decodes the functions holding those positions, and decides.
+    public func infer(_ symbol: DataSymbol) -> InferredType { infer(symbol, depth: 0) }
+
+    private var memo: [Int: InferredType] = [:]
+    private var inProgress = Set<Int>()
+
+    func infer(_ symbol: DataSymbol, depth: Int) -> InferredType {
+        if let known = memo[symbol.index] { return known }
+        inProgress.insert(symbol.index)
+        defer { inProgress.remove(symbol.index) }
+        let result = inferUncached(symbol, depth: depth)
+        memo[symbol.index] = result
+        return result
+    }
+
+    private func inferUncached(_ symbol: DataSymbol, depth: Int) -> InferredType {
+        let link = symbol.address &- slide
+        let size = max(symbol.extent ?? 1, 1)
+        let target = link..<(link &+ size)
+        var referencing = Set<UInt64>()
+        var ranges: [Range<UInt64>] = []
+        for text in textRanges {
+            guard let bytes = image.bytes(text) else { continue }
+            bytes.withUnsafeBytes { raw in
+                arch.textReferences(in: raw, at: text.lowerBound, to: target) { hit in
+                    if let f = function(containing: hit.address), referencing.insert(f.lowerBound).inserted { ranges.append(f) }
+                }
+            }
+        }
+        var evidence: [Evidence] = []
+        let collector = EvidenceCollector(decoder: decoder, functions: functions) { address, kind in
+            if target.contains(address) { evidence.append(Evidence(offset: address - link, kind: kind)) }
+        }
+        for f in ranges {
+            image.bytes(f)?.withUnsafeBytes { collector.scan($0, range: f) }
+        }
+        // Typed globals whose initial value points here.
+        if depth < TypeInferrer.maxHolderDepth {
+            var asked = Set<Int>()
+            for (holder, at) in holders(of: target) where !inProgress.contains(holder.index) {
+                guard asked.count < TypeInferrer.maxHolders || asked.contains(holder.index) else { break }
+                asked.insert(holder.index)
+                let h = infer(describe(holder.index), depth: depth + 1)
+                guard let ht = h.type else { continue }
+                for slot in pointerSlots(of: ht) where slot.offset == holder.offset {
+                    evidence.append(Evidence(offset: at - link, kind: .storedIn(holder: h.name, at: slot.offset, type: slot.pointee)))
+                }
+            }
+        }
+        return decide(symbol, evidence)
+    }
+
+    /// How many globals deep `infer` follows pointers to a global (init_task → init_nsproxy → init_uts_ns).
+    static let maxHolderDepth = 3
+    /// How many distinct holders of one global are asked.
+    static let maxHolders = 8
+
+    /// Data symbols whose initial bytes (the image's data) hold an address inside link-time `target`, at
+    /// 8-byte aligned places: (the holder and offset into it, the address held).
+    func holders(of target: Range<UInt64>) -> [(holder: (index: Int, offset: UInt64), address: UInt64)] {
+        var found: [((Int, UInt64), UInt64)] = []
+        for s in image.segments {
+            image.bytes.withUnsafeBytes { raw in
+                let base = s.offset
+                var o = (8 - s.address % 8) % 8
+                while o + 8 <= UInt64(s.size) {
+                    let w = raw.loadUnaligned(fromByteOffset: base + Int(o), as: UInt64.self)
+                    if target.contains(w), let (i, off) = dataSymbol(containing: s.address + o &+ slide), found.count < 64 {
+                        found.append(((i, off), w))
+                    }
+                    o += 8
+                }
+            }
+        }
+        return found.map { (holder: (index: $0.0.0, offset: $0.0.1), address: $0.1) }
+    }
+
+    private var slotCache: [TypeID: [(offset: UInt64, pointee: TypeID)]] = [:]
+
+    /// Every pointer inside an object of type `id` (through structs, unions and arrays), with its offset
+    /// and what it points to (`FunctionIndex.pointee` rules). At most 4096 per type.
+    func pointerSlots(of id: TypeID) -> [(offset: UInt64, pointee: TypeID)] {
+        if let known = slotCache[id] { return known }
+        var slots: [(UInt64, TypeID)] = []
+        func walk(_ t: TypeID, _ at: UInt64, _ depth: Int) {
+            guard depth < TypeDecision.maxDepth, slots.count < 4096, let r = try? btf.resolve(t), let ty = try? btf.type(r) else { return }
+            switch ty.kind {
+            case .pointer:
+                if let p = functions.pointee(of: r) { slots.append((at, p)) }
+            case .structure, .union:
+                for m in ty.members where m.bitfieldSize == 0 && m.bitOffset % 8 == 0 { walk(m.type, at + UInt64(m.bitOffset / 8), depth + 1) }
+            case .array:
+                guard let es = try? btf.size(of: ty.arrayElement), es >= 8 else { return }
+                for k in 0..<min(UInt64(ty.arrayCount), 256) { walk(ty.arrayElement, at + k * es, depth + 1) }
+            default: break
+            }
+        }
+        walk(id, 0, 0)
+        let result = slots.map { (offset: $0.0, pointee: $0.1) }
+        slotCache[id] = result
+        return result
+    }
+
+    // MARK: Every global
+
+    /// Infers every vmlinux data symbol at once: one pass decoding all of the image's text.
+    public func inferAll() -> [InferredType] {
+        functions.indexAll()
+        var byAddress: [UInt64: [Evidence.Kind]] = [:]
+        let collector = EvidenceCollector(decoder: decoder, functions: functions) { address, kind in
+            byAddress[address, default: []].append(kind)
+        }
+        for (n, start) in starts.enumerated() {
+            guard let text = textRanges.first(where: { $0.contains(start) }) else { continue }
+            let end = n + 1 < starts.count ? min(starts[n + 1], text.upperBound) : text.upperBound
+            image.bytes(start..<end)?.withUnsafeBytes { collector.scan($0, range: start..<end) }
+        }
+        var bySymbol: [Int: [Evidence]] = [:]
+        for (address, kinds) in byAddress {
+            guard let (i, offset) = dataSymbol(containing: address &+ slide) else { continue }
+            for k in kinds { bySymbol[i, default: []].append(Evidence(offset: offset, kind: k)) }
+        }
+        return bySymbol.keys.sorted().map { decide(describe($0), bySymbol[$0] ?? []) }
+    }
+
+    // MARK: Deciding
+
+    /// Chooses a type from the evidence, or none with ranked candidates (see `TypeDecision`).
+    func decide(_ symbol: DataSymbol, _ evidence: [Evidence]) -> InferredType {
+        let d = TypeDecision(btf: btf, extent: symbol.extent, evidence: evidence)
+        return InferredType(name: symbol.name, address: symbol.address, extent: symbol.extent, type: d.type,
+                            note: d.note, candidates: d.candidates, evidence: evidence)
+    }
+}
