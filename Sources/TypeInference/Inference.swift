@@ -81,11 +81,31 @@ public final class TypeInferrer {
         try checkImageMatches()
     }
 
-    /// The image must be the running kernel's: its code at `_text` is compared with kallsyms' function
-    /// starts (each of the first text symbols must start an instruction... cheaply: be inside text).
+    /// The image must be the running kernel's: direct calls in its code must land on the starts of the
+    /// functions kallsyms lists (sampled over the text; at least 90% of at most 2,000 calls).
     func checkImageMatches() throws {
         guard starts.count > 16 else {
             throw KernelImageError(source: image.source, message: "kallsyms lists no functions in the image's text")
+        }
+        let known = Set(starts)
+        var calls = 0, landed = 0
+        let stride = max(1, starts.count / 400)
+        for n in Swift.stride(from: 0, to: starts.count - 1, by: stride) where calls < 2000 {
+            let range = starts[n]..<starts[n + 1]
+            guard range.count < 1 << 16, textRanges.contains(where: { $0.contains(range.lowerBound) }) else { continue }
+            image.bytes(range)?.withUnsafeBytes { raw in
+                decoder.decode(raw, at: range.lowerBound) { _, fact, _ in
+                    if case .call(let target) = fact, textRanges.contains(where: { $0.contains(target) }) {
+                        calls += 1
+                        if known.contains(target) { landed += 1 }
+                    }
+                    return true
+                }
+            }
+        }
+        guard calls >= 20, landed * 10 >= calls * 9 else {
+            throw KernelImageError(source: image.source,
+                                   message: "is not the running kernel's image: \(landed) of \(calls) calls in its code land on functions kallsyms lists")
         }
     }
 
@@ -130,6 +150,15 @@ public final class TypeInferrer {
             throw KernelImageError(source: "kallsyms", message: "\(found.count) vmlinux data symbols are named \(name)")
         }
         return describe(i)
+    }
+
+    /// Every vmlinux data symbol kallsyms lists.
+    public func dataSymbols() -> [DataSymbol] {
+        (0..<kallsyms.count).filter { i in
+            guard kallsyms.module(i) == nil else { return false }
+            let l = kallsyms.typeLetter(i) | 0x20
+            return l == UInt8(ascii: "d") || l == UInt8(ascii: "b") || l == UInt8(ascii: "r")
+        }.map(describe)
     }
 
     func describe(_ i: Int) -> DataSymbol {
