@@ -205,8 +205,9 @@ public final class TypeInferrer {
         for f in ranges {
             image.bytes(f)?.withUnsafeBytes { collector.scan($0, range: f) }
         }
-        // Typed globals whose initial value points here.
-        if depth < TypeInferrer.maxHolderDepth {
+        // Typed globals whose initial value points here, when the code alone doesn't type it.
+        let fromCode = decide(symbol, evidence)
+        if fromCode.type == nil && depth < TypeInferrer.maxHolderDepth {
             var asked = Set<Int>()
             for (holder, at) in holders(of: target) where !inProgress.contains(holder.index) {
                 guard asked.count < TypeInferrer.maxHolders || asked.contains(holder.index) else { break }
@@ -217,8 +218,9 @@ public final class TypeInferrer {
                     evidence.append(Evidence(offset: at - link, kind: .storedIn(holder: h.name, at: slot.offset, type: slot.pointee)))
                 }
             }
+            return decide(symbol, evidence)
         }
-        return decide(symbol, evidence)
+        return fromCode
     }
 
     /// How many globals deep `infer` follows pointers to a global (init_task → init_nsproxy → init_uts_ns).
@@ -291,7 +293,29 @@ public final class TypeInferrer {
             guard let (i, offset) = dataSymbol(containing: address &+ slide) else { continue }
             for k in kinds { bySymbol[i, default: []].append(Evidence(offset: offset, kind: k)) }
         }
-        return bySymbol.keys.sorted().map { decide(describe($0), bySymbol[$0] ?? []) }
+        var results: [Int: InferredType] = [:]
+        for i in bySymbol.keys { results[i] = decide(describe(i), bySymbol[i] ?? []) }
+        // Rounds of pointers held by typed globals' initial values, for what the code left untyped.
+        var pushed = Set<Int>()
+        for _ in 0..<TypeInferrer.maxHolderDepth {
+            var added: [Int: [Evidence]] = [:]
+            for (i, r) in results where r.type != nil && !pushed.contains(i) {
+                pushed.insert(i)
+                guard let t = r.type else { continue }
+                let link = r.address &- slide
+                for slot in pointerSlots(of: t) {
+                    guard let w = image.word(at: link + slot.offset), let (j, offset) = dataSymbol(containing: w &+ slide),
+                          j != i, results[j]?.type == nil else { continue }
+                    added[j, default: []].append(Evidence(offset: offset, kind: .storedIn(holder: r.name, at: slot.offset, type: slot.pointee)))
+                }
+            }
+            guard !added.isEmpty else { break }
+            for (j, more) in added {
+                bySymbol[j, default: []].append(contentsOf: more)
+                results[j] = decide(describe(j), bySymbol[j] ?? [])
+            }
+        }
+        return results.keys.sorted().compactMap { results[$0] }
     }
 
     // MARK: Deciding
