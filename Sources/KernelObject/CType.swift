@@ -80,7 +80,7 @@ public indirect enum CType {
     var isPointer: Bool { if case .pointer = (try? resolved()) ?? self { return true } else { return false } }
 
     /// Integer-like (int, enum, bool, pointer).
-    var isScalar: Bool {
+    public var isScalar: Bool {
         guard let r = try? resolved() else { return false }
         switch r {
         case .pointer: return true

@@ -55,12 +55,14 @@ public indirect enum Expr {
     case perCPU(Expr, Expr, range: Range<Int>)
     /// list_for_each_entry(TYPE, HEAD, MEMBER) and friends: `helper` names the kernel macro.
     case container(helper: String, TypeName, Expr, member: String, range: Range<Int>)
+    /// Script text kreach leaves to bpftrace (an index such as `$i` or `arg0`); only the script scanner asks for it.
+    case opaque(String, range: Range<Int>)
 
     public var range: Range<Int> {
         switch self {
         case .symbol(_, let r), .number(_, let r), .current(let r), .member(_, _, _, let r), .index(_, _, let r),
              .deref(_, let r), .addressOf(_, let r), .negate(_, let r), .cast(_, _, let r), .perCPU(_, _, let r),
-             .container(_, _, _, _, let r):
+             .container(_, _, _, _, let r), .opaque(_, let r):
             return r
         }
     }
@@ -77,6 +79,7 @@ public struct ExpressionParser {
         case ident(String)
         case number(UInt64)
         case punct(String)
+        case opaque(String)
         case end
     }
 
@@ -90,6 +93,8 @@ public struct ExpressionParser {
     var frames = 0
     /// Answers whether an identifier names a type (a typedef or base type), to tell `(pid_t)x` from `(x)`.
     let isTypeName: (String) -> Bool
+    /// Character ranges that are opaque script text (each becomes one `Expr.opaque`).
+    var opaque: [Range<Int>] = []
 
     /// Deepest expression tree (and parser recursion) accepted: the parser, the evaluator and the release of
     /// the tree all recurse once per level, so a 3 KB argument must not be able to overflow the stack.
@@ -99,8 +104,10 @@ public struct ExpressionParser {
     static let typeWords: Set<String> = ["struct", "union", "enum", "unsigned", "signed", "long", "short", "int", "char",
                                          "void", "_Bool", "bool", "const", "volatile", "float", "double"]
 
-    public static func parse(_ source: String, isTypeName: @escaping (String) -> Bool = { _ in false }) throws(ExpressionError) -> Expr {
+    public static func parse(_ source: String, isTypeName: @escaping (String) -> Bool = { _ in false },
+                             opaque: [Range<Int>] = []) throws(ExpressionError) -> Expr {
         var p = ExpressionParser(source: source, chars: Array(source), isTypeName: isTypeName)
+        p.opaque = opaque
         try p.lex()
         let e = try p.expression()
         guard case .end = p.peek else { throw p.error("unexpected \(p.describe(p.peek)) after the expression", p.tokens[p.pos].1) }
@@ -121,6 +128,11 @@ public struct ExpressionParser {
             let c = chars[i]
             if c == " " || c == "\t" || c == "\n" { i += 1; continue }
             let start = i
+            if let r = opaque.first(where: { $0.lowerBound == i }), r.upperBound <= chars.count, !r.isEmpty {
+                tokens.append((.opaque(String(chars[r])), r))
+                i = r.upperBound
+                continue
+            }
             if isIdentStart(c) {
                 while i < chars.count && isIdent(chars[i]) { i += 1 }
                 // Symbol choosers stick to the name: name#N, name@ADDR.
@@ -167,6 +179,7 @@ public struct ExpressionParser {
         case .ident(let s): return "'\(s)'"
         case .number(let n): return "'\(n)'"
         case .punct(let p): return "'\(p)'"
+        case .opaque(let t): return "'\(t)'"
         case .end: return "end of expression"
         }
     }
@@ -230,7 +243,10 @@ public struct ExpressionParser {
     func castAhead() -> Bool {
         guard case .ident(let w) = peek(1) else { return false }
         if ExpressionParser.typeWords.contains(w) { return true }
-        if peek(2) == .punct(":"), case .ident(let w2) = peek(3), ExpressionParser.typeWords.contains(w2) { return true }
+        if peek(2) == .punct(":"), case .ident(let w2) = peek(3) {
+            if ExpressionParser.typeWords.contains(w2) { return true }
+            if peek(4) == .punct(")") || peek(4) == .punct("*") || peek(4) == .punct("[") { return isTypeName(w + ":" + w2) }
+        }
         if peek(2) == .punct(")") || peek(2) == .punct("*") || peek(2) == .punct("[") { return isTypeName(w) }
         return false
     }
@@ -302,6 +318,9 @@ public struct ExpressionParser {
         case .number(let n):
             pos += 1
             return try node(.number(n, range: start), above: 0, at: start)
+        case .opaque(let text):
+            pos += 1
+            return try node(.opaque(text, range: start), above: 0, at: start)
         case .punct("("):
             pos += 1
             let e = try expression()

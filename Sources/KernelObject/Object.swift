@@ -16,6 +16,8 @@ public struct Object {
     /// An untyped symbol's true size (its .ko symbol table size, or the gap to the next kallsyms symbol),
     /// which may exceed what is read (`type`'s size); nil when unknown.
     public var extent: UInt64?
+    /// Where `extent` comes from (exact from a symbol table, or an upper bound).
+    public var extentSource: ExtentSource?
 
     public init(type: CType, address: UInt64?, bytes: [UInt8]? = nil) {
         self.type = type

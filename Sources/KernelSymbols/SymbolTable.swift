@@ -98,6 +98,16 @@ public final class SymbolTable {
     public func resolve(_ text: String) throws(SymbolError) -> KernelSymbol {
         let query = try SymbolQuery.parse(text)
         if case .glob = query { throw .badQuery(query: text, reason: "a glob names many symbols; give one name") }
+        return try resolve(query, text: text)
+    }
+
+    /// The symbol a global names (errors quote it as `mod:name#N`).
+    public func resolve(_ global: GlobalName) throws(SymbolError) -> KernelSymbol {
+        try resolve(global.query, text: global.description)
+    }
+
+    /// `query`, parsed from `text` (which errors quote).
+    public func resolve(_ query: SymbolQuery, text: String) throws(SymbolError) -> KernelSymbol {
         var found = find(query)
         if found.count > 1, found.contains(where: { $0.name != Kallsyms.baseName(of: $0.name) }) {
             let entries = found.filter { !$0.isColdFragment }
@@ -140,5 +150,56 @@ public final class SymbolTable {
         case .glob:
             return nil
         }
+    }
+}
+
+/// A global as an expression names it, parsed once: `[MODULE:]NAME[#N|@ADDR]` (or ``MODULE`NAME``,
+/// `` `NAME `` for vmlinux). `module` is nil when the name is unqualified.
+public struct GlobalName: Equatable, Sendable, CustomStringConvertible {
+    /// Which of several same-named symbols: the Nth in kallsyms order, or the one at an address.
+    public enum Chooser: Equatable, Sendable {
+        case ordinal(Int)
+        case address(UInt64)
+    }
+
+    public var module: String?
+    public var name: String
+    public var chooser: Chooser?
+
+    public init(module: String?, name: String, chooser: Chooser? = nil) {
+        self.module = module
+        self.name = name
+        self.chooser = chooser
+    }
+
+    /// Parses a symbol query that names one global (globs and bare addresses are refused).
+    public init(parsing text: String) throws(SymbolError) {
+        guard case let .name(module, name, ordinal, address) = try SymbolQuery.parse(text) else {
+            throw .badQuery(query: text, reason: "expected a global's name")
+        }
+        self.init(module: module, name: name, chooser: ordinal.map { .ordinal($0) } ?? address.map { .address($0) })
+    }
+
+    public var query: SymbolQuery {
+        if case .ordinal(let n) = chooser { return .name(module: module, name: name, ordinal: n, address: nil) }
+        if case .address(let a) = chooser { return .name(module: module, name: name, ordinal: nil, address: a) }
+        return .name(module: module, name: name, ordinal: nil, address: nil)
+    }
+
+    /// A module (not vmlinux) and a plain name, no chooser: a global the module's .ko can place.
+    public var inModule: (module: String, name: String)? {
+        guard let module, module != "vmlinux", chooser == nil, !Glob.isPattern(module), !Glob.isPattern(name) else { return nil }
+        return (module, name)
+    }
+
+    /// `mod:name#N`, the query text `SymbolTable.resolve` reads.
+    public var description: String {
+        var text = (module.map { $0 + ":" } ?? "") + name
+        switch chooser {
+        case .ordinal(let n): text += "#\(n)"
+        case .address(let a): text += "@0x" + String(a, radix: 16)
+        case nil: break
+        }
+        return text
     }
 }

@@ -177,8 +177,7 @@ enum Harness {
     /// A bpftrace script naming kernel globals, expanded against the capture (`kreach gen --kernel DIR`).
     static func script(_ data: [UInt8], _ context: FuzzContext?) {
         guard let context else { return }
-        let generator = ScriptGenerator(evaluator: context.evaluator,
-                                        capture: CaptureBuilder(kernel: context.kernel, bpftrace: nil))
+        guard let generator = try? ScriptGenerator(kernel: context.kernel, capture: CaptureBuilder(kernel: context.kernel, bpftrace: nil)) else { return }
         _ = try? generator.expand(String(decoding: data, as: UTF8.self), file: "fuzz.bt")
         context.evaluator.clearWarnings()
     }

@@ -25,28 +25,33 @@ public struct ScriptError: Error, CustomStringConvertible {
     }
 }
 
-/// One kernel global named in a script (``mod`name`` or `` `name ``) and the static path after it.
+/// One expression around a kernel global named in a script (``mod`name`` or `` `name ``): the global with
+/// the casts, `&`, `*`, `-`, parentheses, `.member`, `->member` and `[index]` around it that kreach resolves.
 struct GlobalReference {
-    /// Character range in the script of the whole reference (symbol plus folded `.member`/`[N]` chain).
+    /// Character range in the script of the whole expression.
     let range: Range<Int>
-    /// The kreach expression for it, as written: ``brd`rd_size``, ``lockd`nlm_files[3].first``, ``lockd`nlm_blocked#2``.
+    /// The expression's text, as written (kreach's parser reads mod`name and `name).
     let expression: String
-    /// A bpftrace cast right before it, e.g. `uint64` in `(uint64)brd`rd_size`.
+    /// Ranges in `expression` that are bpftrace's own (an index such as `$i`): `Expr.opaque` for the resolver.
+    let opaque: [Range<Int>]
+    /// A bpftrace integer cast right before it, e.g. `uint64` in `(uint64)brd`rd_size`: the width of an
+    /// untyped global (the cast itself stays in the script).
     let castBefore: String?
     let module: String?
 }
 
 /// Expands a bpftrace script that names kernel globals DTrace-style into plain bpftrace.
 ///
-/// Each ``mod`var`` (or `` `var `` for vmlinux) with the `.member` / `[N]` chain after it is resolved now,
-/// with kreach's rules (casts, BTF, module parameters, .ko sizes), to an absolute address and a typed
-/// read: `(*(uint32 *)0xffffffffc05740d8)`. `->` and non-constant indexing are left to bpftrace. Lines are
-/// kept where they are (additions go at the end), so bpftrace's own line numbers still point into the
-/// user's script. Scripts that use module globals get an unload guard: a probe on the
+/// Each ``mod`var`` (or `` `var `` for vmlinux), with the expression around it that kreach understands
+/// (casts to struct and pointer types, `&`, `*`, `-`, `.member`, `->member`, `[index]`, per_cpu, current),
+/// is resolved now by the memory-free `Resolver` and printed as plain bpftrace with typed absolute reads:
+/// `(*(uint32 *)0xffffffffc05740d8)`, loads through pointers nested, `(*(uint32 *)((*(uint64 *)0x…) + 0x18))`.
+/// Lines are kept where they are (additions go at the end), so bpftrace's own line numbers still point into
+/// the user's script. Scripts that use module globals get an unload guard: a probe on the
 /// `module:module_free` tracepoint that exits before the script can read freed memory. Module structs
 /// the script names get C definitions (bpftrace knows only vmlinux BTF), on the first code line.
 public final class ScriptGenerator {
-    let evaluator: Evaluator
+    let resolver: Resolver
     let kernel: Kernel
     /// Notes for stderr (no unload guard available, …).
     public private(set) var notes: [String] = []
@@ -54,9 +59,9 @@ public final class ScriptGenerator {
     /// Builds `@kreach.capture(FUNC[, NAME])` directives; nil refuses them.
     let capture: CaptureBuilder?
 
-    public init(evaluator: Evaluator, capture: CaptureBuilder? = nil) {
-        self.evaluator = evaluator
-        self.kernel = evaluator.kernel
+    public init(kernel: Kernel, capture: CaptureBuilder? = nil) throws {
+        self.kernel = kernel
+        self.resolver = Resolver(kernel: kernel, types: try kernel.types())
         self.capture = capture
     }
 
@@ -129,7 +134,7 @@ public final class ScriptGenerator {
     /// Prepends C definitions of module types the script names (bpftrace 0.17 knows only vmlinux BTF)
     /// to the first line that isn't a preprocessor line, so every line keeps its number.
     func addDefinitions(_ script: String, modules: [String]) throws -> String {
-        var writer = CDefinitionWriter(types: evaluator.types)
+        var writer = CDefinitionWriter(types: resolver.types)
         notes += try writer.defineNamedIn(script, preferring: modules)
         guard !writer.definitions.isEmpty else { return script }
         var lines = script.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
@@ -143,63 +148,118 @@ public final class ScriptGenerator {
     }
 
     func replacement(for ref: GlobalReference, chars: [Character], file: String) throws -> String {
-        let object: Object
+        let source = ref.expression
+        func scriptError(_ e: ExpressionError) -> ScriptError {
+            guard case let .at(message, _, range) = e else { return error(e.message, ref, chars, file) }
+            let r = (ref.range.lowerBound + range.lowerBound)..<(ref.range.lowerBound + max(range.upperBound, range.lowerBound + 1))
+            return ScriptScanner.error(message, at: r.clamped(to: ref.range), chars: chars, file: file)
+        }
+        let r: Resolved
+        let expr: Expr
+        resolver.clearWarnings()
         do {
-            guard case .object(let o) = try evaluator.evaluate(ref.expression) else {
-                throw error("a container walk can't be used in a script", ref, chars, file)
+            // Syntax errors point at the reference (the scanner chose its extent); resolution errors at their node.
+            do {
+                expr = try ExpressionParser.parse(source, isTypeName: { [resolver] in resolver.isTypeName($0) }, opaque: ref.opaque)
+            } catch {
+                throw self.error(error.message, ref, chars, file)
             }
-            object = o
+            if case .container = expr { throw error("a container walk can't be used in a script", ref, chars, file) }
+            r = try resolver.resolve(expr, source)
         } catch let e as ScriptError {
             throw e
         } catch let e as ExpressionError {
-            throw error(e.message, ref, chars, file)
+            throw scriptError(e)
         }
-        guard let address = object.address else { throw error("\(ref.expression) has no address", ref, chars, file) }
-        let hex = "0x" + String(address, radix: 16)
-        let type = try object.type.resolved()
+        notes += resolver.warnings.filter { !notes.contains($0) }
+        do {
+            return try print(r, ref, expr)
+        } catch let e as ExpressionError {
+            throw scriptError(e)
+        }
+    }
+
+    /// `r` as bpftrace text.
+    func print(_ r: Resolved, _ ref: GlobalReference, _ expr: Expr) throws -> String {
+        let source = ref.expression
+        let whole = 0..<source.count
+        func fail(_ message: String) -> ExpressionError { .at(message, source: source, range: whole) }
+        let type = try r.type.resolved()
         if case .untyped(let size) = type {
+            guard let place = r.place, let g = r.global else { throw fail("\(source) has no known type") }
             // A bpftrace integer cast right before the global says how to read it.
             if let cast = ref.castBefore, let (castSize, signed) = ScriptGenerator.bpftraceIntegers[cast] {
                 if size > 0 && size != castSize && size != 8 {
-                    notes.append("\(ref.expression) is \(size) bytes but is read as \(cast)")
+                    notes.append("\(source) is \(size) bytes but is read as \(cast)")
                 }
-                return "(*(\(ScriptGenerator.integerType(size: castSize, signed: signed) ?? cast) *)\(hex))"
+                // A module parameter without its .ko: its type is in struct module's table, in memory, which gen never reads.
+                if g.needsParameterTable, let module = g.symbol.module,
+                   FileBytes.exists(kernel.path(.moduleDirectory) + "/\(module)/parameters/\(g.symbol.name)") {
+                    notes.append("\(source) is a parameter of \(module): its C type comes from \(module)'s .ko, not found here (kreach show can also read it from struct module in memory); the script reads it as \(cast)")
+                }
+                return ScriptGenerator.text(.load(place, size: castSize, signed: signed))
             }
-            throw error("\(ref.expression) has no known type: cast it, e.g. (uint64)\(String(chars[ref.range]))", ref, chars, file)
+            throw resolver.untypedError(g, expr, member: nil, source)
         }
-        switch type {
-        case .pointer(let target):
-            // A typed pointer value; bpftrace follows '->' through vmlinux BTF.
-            if let (btf, t) = try target.record(), t.kind == .structure || t.kind == .union {
+        if r.bitfieldSize > 0 || r.value != nil || r.type.isScalar {
+            let value = try resolver.rvalue(r, expr, source)
+            if case .pointer(let target) = type, let (btf, t) = try target.record(), let spelled = ScriptGenerator.recordName(t) {
+                // A typed pointer value; bpftrace follows '->' through its BTF (or kreach's C definitions).
                 if btf.owner(of: t.id).objectName != "vmlinux" {
-                    notes.append("\(ref.expression) points to \(target.name) from \(btf.owner(of: t.id).objectName)'s BTF, which bpftrace may not know; '->' on it may fail")
+                    notes.append("\(source) points to \(spelled) from \(btf.owner(of: t.id).objectName)'s BTF, which bpftrace may not know; '->' on it may fail")
                 }
-                return "((\(target.name) *)*(uint64 *)\(hex))"
+                return "((\(spelled) *)\(ScriptGenerator.text(value)))"
             }
-            return "(*(uint64 *)\(hex))"
+            return ScriptGenerator.text(value)
+        }
+        guard let place = r.place else { throw fail("\(source) has no address") }
+        switch type {
         case let .array(element, count):
             if let (_, et) = try element.record(), et.kind == .int, et.size == 1 {
-                return "str(\(hex), \(count))"
+                return "str(\(ScriptGenerator.text(place)), \(count))"
             }
-            throw error("\(ref.expression) is an array (\(object.type.name)): index it, e.g. [0]", ref, chars, file)
+            throw fail("\(source) is an array (\(r.type.name)): index it, e.g. [0]")
         case let .btf(btf, id):
             let t = try btf.type(id)
-            switch t.kind {
-            case .int, .enumeration, .enum64:
-                guard let name = ScriptGenerator.integerType(size: Int(t.size), signed: t.isSigned) else {
-                    throw error("\(object.type.name) (\(t.size) bytes) has no bpftrace integer type", ref, chars, file)
-                }
-                return "(*(\(name) *)\(hex))"
-            case .structure, .union:
-                if btf.owner(of: id).objectName == "vmlinux" {
-                    return "(*(\(object.type.name) *)\(hex))"
-                }
-                throw error("\(ref.expression) is a \(object.type.name) from \(btf.owner(of: id).objectName)'s BTF: name one of its members (.member)", ref, chars, file)
-            default:
-                throw error("\(ref.expression) is a \(object.type.name), which bpftrace can't read directly", ref, chars, file)
+            guard t.kind == .structure || t.kind == .union else {
+                throw fail("\(source) is a \(r.type.name), which bpftrace can't read directly")
             }
-        case .untyped:
-            throw error("internal: untyped", ref, chars, file)
+            if btf.owner(of: id).objectName == "vmlinux", let spelled = ScriptGenerator.recordName(t) {
+                return "(*(\(spelled) *)\(ScriptGenerator.text(place)))"
+            }
+            throw fail("\(source) is a \(r.type.name) from \(btf.owner(of: id).objectName)'s BTF: name one of its members (.member)")
+        default:
+            throw fail("\(source) is a \(r.type.name), which bpftrace can't read directly")
+        }
+    }
+
+    /// `struct NAME` / `union NAME` as a bpftrace cast spells it (bpftrace 0.17 refuses `const` and typedef
+    /// names there); nil for anonymous records and other kinds.
+    static func recordName(_ t: BTFType) -> String? {
+        guard !t.name.isEmpty, t.kind == .structure || t.kind == .union else { return nil }
+        return (t.kind == .union ? "union " : "struct ") + t.name
+    }
+
+    /// A symbolic value as a bpftrace expression: constants in hex, every compound form parenthesized (so it
+    /// can stand as an operand or an address anywhere).
+    static func text(_ v: Value) -> String {
+        switch v {
+        case .constant(let c): return "0x" + String(c, radix: 16)
+        case let .load(address, size, signed):
+            return "(*(\(integerType(size: size, signed: signed) ?? "uint64") *)\(text(address)))"
+        case let .add(a, b): return "(\(text(a)) + \(text(b)))"
+        case let .scaled(a, n): return "(\(text(a)) * \(n))"
+        case .negate(let a): return "(-\(text(a)))"
+        case let .convert(a, size, signed): return "((\(integerType(size: size, signed: signed) ?? "uint64"))\(text(a)))"
+        case let .bits(a, shift, width, signed):
+            let mask = width >= 64 ? UInt64.max : (UInt64(1) << UInt64(width)) - 1
+            let field = "((\(text(a)) >> \(shift)) & 0x\(String(mask, radix: 16)))"
+            guard signed && width < 64 else { return field }
+            // Sign extension without relying on shift semantics: (x ^ s) - s, s the field's sign bit.
+            let sign = "0x" + String(UInt64(1) << UInt64(width - 1), radix: 16)
+            return "((\(field) ^ \(sign)) - \(sign))"
+        case .currentTask: return "((uint64)curtask)"
+        case .opaque(let t): return "(\(t))"
         }
     }
 
@@ -367,44 +427,156 @@ struct ScriptScanner {
                 }
                 j = e
             }
-            // The expression as written (kreach's parser reads mod`name and `name), so messages use the script's notation.
-            var expression = String(chars[start..<j])
-            // The static chain: .member and [constant].
-            var k = j
-            while k < chars.count {
-                if chars[k] == ".", k + 1 < chars.count, ScriptScanner.isIdent(chars[k + 1]) {
-                    var e = k + 1
-                    while e < chars.count && ScriptScanner.isIdent(chars[e]) { e += 1 }
-                    expression += String(chars[k..<e])
-                    k = e
-                } else if chars[k] == "[" {
-                    var e = k + 1
-                    while e < chars.count && (chars[e].isNumber || chars[e] == "x" || chars[e].isHexDigit) { e += 1 }
-                    guard e < chars.count, chars[e] == "]", e > k + 1 else { break }  // not constant: bpftrace's job
-                    expression += String(chars[k...e])
-                    k = e + 1
-                } else {
-                    break
-                }
-            }
-            refs.append(GlobalReference(range: start..<k, expression: expression, castBefore: castBefore(start),
-                                        module: module == nil || module == "vmlinux" ? nil : module))
-            i = k
-            floor = k
+            let (range, opaque, cast) = enclosing(start..<j, floor: floor)
+            refs.append(GlobalReference(range: range, expression: String(chars[range]),
+                                        opaque: opaque.map { ($0.lowerBound - range.lowerBound)..<($0.upperBound - range.lowerBound) },
+                                        castBefore: cast, module: module == nil || module == "vmlinux" ? nil : module))
+            i = range.upperBound
+            floor = range.upperBound
         }
         return refs
     }
 
-    /// `(uint64)` right before position `p` (spaces allowed).
-    func castBefore(_ p: Int) -> String? {
-        var e = p - 1
-        while e >= 0 && chars[e] == " " { e -= 1 }
-        guard e >= 0, chars[e] == ")" else { return nil }
-        var s = e - 1
-        while s >= 0 && chars[s] != "(" && chars[s] != "\n" { s -= 1 }
-        guard s >= 0, chars[s] == "(" else { return nil }
-        let inside = String(chars[(s + 1)..<e]).trimmingSpaces()
-        return inside.isEmpty ? nil : inside
+    /// The largest expression around the global at `name` that kreach resolves: postfix `.member`, `->member`,
+    /// `[index]`; prefix `&`, `*`, `-` and casts to non-integer types; parentheses around all that; and
+    /// `per_cpu(GLOBAL, CPU)`. Also returns the index texts left to bpftrace and a bpftrace integer cast in front.
+    func enclosing(_ name: Range<Int>, floor: Int) -> (Range<Int>, [Range<Int>], String?) {
+        var lo = name.lowerBound, hi = name.upperBound
+        var opaque: [Range<Int>] = []
+        var integerCast: String?
+        for _ in 0..<ExpressionParser.maxDepth {
+            hi = postfix(hi, &opaque)
+            // Prefix operators and casts, innermost first.
+            prefixes: while true {
+                let p = skipSpacesBack(lo - 1)
+                guard p >= floor else { break }
+                switch chars[p] {
+                case "&", "*", "-":
+                    guard isUnary(p) else { break prefixes }
+                    lo = p
+                case ")":
+                    guard let (open, type) = castText(closingAt: p), open >= floor else { break prefixes }
+                    if ScriptGenerator.bpftraceIntegers[type] != nil {
+                        if lo == name.lowerBound && hi == name.upperBound { integerCast = type }
+                        return (lo..<hi, opaque, integerCast)
+                    }
+                    lo = open
+                default:
+                    break prefixes
+                }
+            }
+            // Parentheses around the whole: `(EXPR)`, or per_cpu(GLOBAL, CPU).
+            let open = skipSpacesBack(lo - 1)
+            guard open >= floor, chars[open] == "(" else { break }
+            let before = skipSpacesBack(open - 1)
+            let after = skipSpaces(hi)
+            if before >= floor, ScriptScanner.isIdent(chars[before]) {
+                var w = before
+                while w > floor && ScriptScanner.isIdent(chars[w - 1]) { w -= 1 }
+                guard String(chars[w...before]) == "per_cpu", lo == name.lowerBound, after < chars.count, chars[after] == ",",
+                      let close = matching(after + 1, ")") else { break }
+                let cpu = trimmed((after + 1)..<close)
+                if !kreachIndex(cpu) { opaque.append(cpu) }
+                lo = w
+                hi = close + 1
+                continue
+            }
+            guard after < chars.count, chars[after] == ")" else { break }
+            lo = open
+            hi = after + 1
+        }
+        return (lo..<hi, opaque, integerCast)
+    }
+
+    /// Consumes `.member`, `->member` and `[index]` from `k`.
+    func postfix(_ k: Int, _ opaque: inout [Range<Int>]) -> Int {
+        var k = k
+        while k < chars.count {
+            if chars[k] == ".", k + 1 < chars.count, ScriptScanner.isIdent(chars[k + 1]), !chars[k + 1].isNumber {
+                k += 1
+                while k < chars.count && ScriptScanner.isIdent(chars[k]) { k += 1 }
+            } else if chars[k] == "-", k + 2 < chars.count, chars[k + 1] == ">", ScriptScanner.isIdent(chars[k + 2]) {
+                k += 2
+                while k < chars.count && ScriptScanner.isIdent(chars[k]) { k += 1 }
+            } else if chars[k] == "[", let close = matching(k + 1, "]") {
+                let inside = trimmed((k + 1)..<close)
+                if !kreachIndex(inside) { opaque.append(inside) }
+                k = close + 1
+            } else {
+                break
+            }
+        }
+        return k
+    }
+
+    /// An index kreach evaluates itself: a number, or an expression naming a global or `current`.
+    func kreachIndex(_ r: Range<Int>) -> Bool {
+        let text = String(chars[r])
+        if text.contains("`") { return true }
+        if text.hasPrefix("current") && !(text.count > 7 && ScriptScanner.isIdent(Array(text)[7])) {
+            return (try? ExpressionParser.parse(text)) != nil
+        }
+        if text.hasPrefix("0x") || text.hasPrefix("0X") { return !text.isEmpty && UInt64(text.dropFirst(2), radix: 16) != nil }
+        return UInt64(text) != nil
+    }
+
+    /// The position of the bracket that closes at depth 0 from `from` (same line), skipping strings.
+    func matching(_ from: Int, _ close: Character) -> Int? {
+        var depth = 0
+        var k = from
+        while k < chars.count && chars[k] != "\n" {
+            let c = chars[k]
+            if c == "\"" { return nil }
+            if c == "(" || c == "[" { depth += 1 } else if c == ")" || c == "]" {
+                if depth == 0 { return c == close ? k : nil }
+                depth -= 1
+            }
+            k += 1
+        }
+        return nil
+    }
+
+    /// Whether the `&`, `*` or `-` at `p` is a prefix operator (what precedes it can't end an operand).
+    func isUnary(_ p: Int) -> Bool {
+        if p > 0 && chars[p - 1] == chars[p] && chars[p] != "*" { return false }  // && and --
+        let q = skipSpacesBack(p - 1)
+        guard q >= 0 else { return true }
+        let c = chars[q]
+        if ScriptScanner.isIdent(c) || c == "]" || c == "\"" { return false }
+        if c == ")" { return castText(closingAt: q) != nil }
+        return true
+    }
+
+    /// The type in the cast whose `)` is at `p`: `(struct foo *)`, `(mod:T *)`, `(u64)`; nil when not a type.
+    func castText(closingAt p: Int) -> (Int, String)? {
+        var q = p - 1
+        while q >= 0 && chars[q] != "(" && chars[q] != "\n" && chars[q] != ")" { q -= 1 }
+        guard q >= 0, chars[q] == "(" else { return nil }
+        let inside = String(chars[(q + 1)..<p]).trimmingSpaces()
+        var words = inside
+        while words.hasSuffix("*") || words.hasSuffix(" ") { words.removeLast() }
+        let ok = !words.isEmpty && words.allSatisfy { ScriptScanner.isIdent($0) || $0 == " " || $0 == ":" }
+            && words.first.map { !$0.isNumber } == true
+        return ok ? (q, inside) : nil
+    }
+
+    func skipSpacesBack(_ p: Int) -> Int {
+        var p = p
+        while p >= 0 && (chars[p] == " " || chars[p] == "\t") { p -= 1 }
+        return p
+    }
+
+    func skipSpaces(_ p: Int) -> Int {
+        var p = p
+        while p < chars.count && (chars[p] == " " || chars[p] == "\t") { p += 1 }
+        return p
+    }
+
+    func trimmed(_ r: Range<Int>) -> Range<Int> {
+        var lo = r.lowerBound, hi = r.upperBound
+        while lo < hi && (chars[lo] == " " || chars[lo] == "\t") { lo += 1 }
+        while hi > lo && (chars[hi - 1] == " " || chars[hi - 1] == "\t") { hi -= 1 }
+        return lo..<hi
     }
 }
 

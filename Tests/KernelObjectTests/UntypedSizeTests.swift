@@ -54,6 +54,7 @@ final class UntypedSizeTests: XCTestCase {
         var big = Object(type: .untyped(size: 4096), address: uts.address)
         big.note = "arc_stats (no type known; 432 bytes from the module's symbol table)"
         big.extent = 432
+        big.extentSource = .symbolTable
         let expr = try ExpressionParser.parse("x", isTypeName: { _ in false })
         let target = try ev.resolveType(TypeName(module: nil, words: ["struct", "uts_namespace"], pointers: 0, arrayCount: nil, text: "struct uts_namespace"), expr, "x")
         _ = try ev.cast(big, to: target, expr, "x")

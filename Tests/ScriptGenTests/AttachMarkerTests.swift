@@ -25,7 +25,7 @@ final class AttachMarkerTests: XCTestCase {
 
     func generator(_ dir: String, marker: String?) throws -> ScriptGenerator {
         let kernel = try Kernel(source: .snapshot(dir))
-        let g = ScriptGenerator(evaluator: try Evaluator(kernel: kernel, memory: UnavailableMemory(reason: "snapshot")))
+        let g = try ScriptGenerator(kernel: kernel)
         g.attachMarker = marker
         return g
     }

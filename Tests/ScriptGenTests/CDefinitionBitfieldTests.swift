@@ -15,7 +15,7 @@ final class CDefinitionBitfieldTests: XCTestCase {
         guard Run.available("cc") else { throw XCTSkip(Host.skipReason("no C compiler (cc) to compile the layouts")) }
         let dir = try DebianCapture.directory()
         let kernel = try Kernel(source: .snapshot(dir))
-        let g = ScriptGenerator(evaluator: try Evaluator(kernel: kernel, memory: UnavailableMemory(reason: "snapshot")))
+        let g = try ScriptGenerator(kernel: kernel)
         let out = try g.expand("kprobe:nlm_release_host { printf(\"%d\\n\", ((struct nlm_host *)arg0)->h_inuse); }\n", file: "b.bt")
         let definition = try XCTUnwrap(out.components(separatedBy: "}; kprobe:").first) + "};"
         XCTAssertTrue(definition.hasPrefix("struct nlm_host { "), definition)

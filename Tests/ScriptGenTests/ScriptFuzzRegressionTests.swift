@@ -15,7 +15,7 @@ final class ScriptFuzzRegressionTests: XCTestCase {
 
     func generator() throws -> ScriptGenerator {
         let kernel = try Kernel(source: .snapshot(try DebianCapture.directory()))
-        return ScriptGenerator(evaluator: try Evaluator(kernel: kernel, memory: UnavailableMemory(reason: "snapshot")))
+        return try ScriptGenerator(kernel: kernel)
     }
 
     /// ``(int32)`p`p``: the second reference's module name was scanned back into the first reference, so the

@@ -11,7 +11,7 @@ import KreachTestSupport
 final class ScriptGenTests: XCTestCase {
     func generator() throws -> ScriptGenerator {
         let kernel = try Kernel(source: .snapshot(try DebianCapture.directory()))
-        return ScriptGenerator(evaluator: try Evaluator(kernel: kernel, memory: UnavailableMemory(reason: "snapshot")))
+        return try ScriptGenerator(kernel: kernel)
     }
 
     func testGlobalsAreFoldedToTypedReads() throws {
@@ -44,7 +44,7 @@ final class ScriptGenTests: XCTestCase {
 
     func testCaptureDirective() throws {
         let kernel = try Kernel(source: .snapshot(try DebianCapture.directory()))
-        let g = ScriptGenerator(evaluator: try Evaluator(kernel: kernel, memory: UnavailableMemory(reason: "snapshot")),
+        let g = try ScriptGenerator(kernel: kernel,
                                 capture: CaptureBuilder(kernel: kernel, bpftrace: nil))
         let out = try g.expand("// x\n@kreach.capture(vfs_read, reads)\nEND { print(@reads); }\n", file: "c.bt")
         XCTAssertEqual(out, "// x\nkretprobe:vfs_read { @reads = (int64)retval; }\nEND { print(@reads); }\n")

@@ -1,7 +1,5 @@
 import ArgumentParser
-import Memory
 import Glibc
-import KernelObject
 import KernelSource
 import KreachSupport
 import ScriptGen
@@ -36,14 +34,7 @@ struct ScriptOptions: ParsableArguments {
     func expand(_ kernelOptions: KernelOptions, attachMarker: String?) throws -> (String, String, ScriptGenerator) {
         let (text, name) = try load()
         let kernel = try kernelOptions.openKernel()
-        let memory: KernelMemory
-        if case .live = kernel.source {
-            memory = (try? MemoryChoice.auto.open()) ?? UnavailableMemory(reason: "can't read kernel memory (not root?)")
-        } else {
-            memory = UnavailableMemory(reason: "a snapshot has no kernel memory")
-        }
-        let generator = ScriptGenerator(evaluator: try Evaluator(kernel: kernel, memory: memory),
-                                        capture: CaptureBuilder(kernel: kernel, bpftrace: try? Bpftrace.find()))
+        let generator = try ScriptGenerator(kernel: kernel, capture: CaptureBuilder(kernel: kernel, bpftrace: try? Bpftrace.find()))
         generator.attachMarker = attachMarker
         let expanded = try generator.expand(text, file: name)
         return (expanded, name, generator)
@@ -55,9 +46,13 @@ struct Gen: ParsableCommand {
         abstract: "Print the plain bpftrace script for a script that names kernel globals (mod`var).",
         discussion: """
             In the script, a kernel global is written DTrace-style: lockd`nlm_files, brd`rd_size, or `pid_max for
-            vmlinux, anywhere an expression may stand, with .member and [N] after it (folded to an address now)
-            and -> or [expr] (left to bpftrace). A global of unknown type needs a bpftrace cast: (uint64)brd`rd_size.
-            Types follow `kreach show`'s rules. Addresses are resolved at every gen/run, never cached. A script
+            vmlinux, anywhere an expression may stand, inside any expression `kreach show` accepts (walkers aside):
+            casts to structs, pointers and typedefs (module types too: (lockd:struct nlm_file *)), &, *, -, .member,
+            ->member, [index] (an index kreach can't evaluate, such as $i or arg0, is left to bpftrace), per_cpu(),
+            and current (the probed task). It becomes plain bpftrace with typed absolute reads. A global of unknown
+            type needs a cast: ((struct miscdevice)loop`loop_misc).minor, or an integer cast of its width,
+            (uint64)brd`rd_size. Types follow `kreach show`'s rules; no kernel memory is read.
+            Addresses are resolved at every gen/run, never cached. A script
             using module globals gets an unload guard (module:module_free) that exits before freed memory is read.
             A line `@kreach.capture(FUNC[, NAME])` becomes `kreach capture FUNC`'s probe, storing FUNC's return
             value in @NAME (default @FUNC).
