@@ -33,7 +33,7 @@ let package = Package(
         // The kernel being looked at: live (/proc, /sys) or a snapshot directory; capture.
         .target(name: "KernelSource", dependencies: ["Arch", "KreachSupport", "BTF", "KernelSymbols"]),
         // Typed objects: expressions, symbol typing, formatting, container walks.
-        .target(name: "KernelObject", dependencies: ["Memory", "BTF", "KernelSymbols", "KernelSource", "KreachSupport"]),
+        .target(name: "KernelObject", dependencies: ["Memory", "BTF", "KernelSymbols", "KernelSource", "KreachSupport", "TypeInference"]),
         // bpftrace: scripts that name kernel globals, generation, running, getter capture.
         .target(name: "ScriptGen", dependencies: ["BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport"]),
         // Discovery: where data is exposed, whether functions can be probed.

@@ -1,6 +1,8 @@
 import Arch
 import BTF
 import KernelSymbols
+import Glibc
+import KernelSource
 import KreachSupport
 
 /// What type inference concluded about one global.
@@ -43,6 +45,16 @@ public final class TypeInferrer {
     /// Sorted link-time function starts and their names.
     let starts: [UInt64]
     let functions: FunctionIndex
+
+    /// The inferrer for `kernel`: its kallsyms, vmlinux BTF and image (`imagePath`, else a snapshot's
+    /// `vmlinuz`, else /boot/vmlinuz-RELEASE).
+    public static func open(_ kernel: Kernel, imagePath: String? = nil) throws -> TypeInferrer {
+        var path = imagePath
+        if path == nil, case .snapshot(let dir) = kernel.source, access(dir + "/vmlinuz", F_OK) == 0 { path = dir + "/vmlinuz" }
+        if path == nil { path = "/boot/vmlinuz-" + (try kernel.release()) }
+        let image = try KernelImage(path: path ?? "")
+        return try TypeInferrer(image: image, kallsyms: try kernel.symbols().kallsyms, btf: try kernel.types().vmlinux)
+    }
 
     public init(image: KernelImage, kallsyms: Kallsyms, btf: BTF) throws {
         self.image = image

@@ -6,7 +6,7 @@ import TypeInference
 
 /// `kreach type --of GLOBAL` / `--of-all`: types inferred from the kernel's code.
 func runInference(_ kernel: Kernel, global: String?, imagePath: String?, json: Bool) throws {
-    let inferrer = try openInferrer(kernel, imagePath: imagePath)
+    let inferrer = try TypeInferrer.open(kernel, imagePath: imagePath)
     let btf = inferrer.btf
     func describe(_ id: TypeID) -> String { (try? btf.cDeclaration(id, "")) ?? btf.describe(id) }
     guard let global else {
@@ -37,12 +37,3 @@ func runInference(_ kernel: Kernel, global: String?, imagePath: String?, json: B
     }
 }
 
-/// The inferrer for `kernel`: its kallsyms, vmlinux BTF and image (--image, a snapshot's `vmlinuz`, or
-/// /boot/vmlinuz-RELEASE).
-func openInferrer(_ kernel: Kernel, imagePath: String?) throws -> TypeInferrer {
-    var path = imagePath
-    if path == nil, case .snapshot(let dir) = kernel.source, access(dir + "/vmlinuz", F_OK) == 0 { path = dir + "/vmlinuz" }
-    if path == nil { path = "/boot/vmlinuz-" + (try kernel.release()) }
-    let image = try KernelImage(path: path ?? "")
-    return try TypeInferrer(image: image, kallsyms: try kernel.symbols().kallsyms, btf: try kernel.types().vmlinux)
-}
