@@ -6,7 +6,8 @@ one line per data variable with a static address (DW_OP_addr), tab-separated:
 
 category: struct, union, enum, integer, pointer, array, float, other. resolved_name follows typedefs and
 const/volatile: "struct task_struct", "unsigned int", "struct foo *" (pointers: one level of pointee),
-"struct foo[4]" (arrays: element and count). Types are resolved within each compilation unit (readelf
+"struct foo[4]" (arrays: element and count); an anonymous struct, union or enum is named by the typedef
+that names it ("atomic_t"). Types are resolved within each compilation unit (readelf
 prints section offsets, CU-relative references resolve inside the CU being read), so memory stays
 bounded by one CU.
 
@@ -56,7 +57,11 @@ class CU:
             t = a.get('DW_AT_type')
             if t is None:
                 return ('other', 'void', 0)
-            return self.describe(t, depth + 1)
+            r = self.describe(t, depth + 1)
+            # An anonymous struct/union/enum is known by its typedef's name (atomic_t, spinlock_t's parts).
+            if tag == 'DW_TAG_typedef' and r[1].endswith('(anon)') and a.get('DW_AT_name'):
+                return (r[0], a['DW_AT_name'], r[2])
+            return r
         size = a.get('DW_AT_byte_size') or 0
         name = a.get('DW_AT_name')
         if tag == 'DW_TAG_base_type':

@@ -74,6 +74,7 @@ size_t kreach_x86_step(void *handle, const uint8_t **code, size_t *size, uint64_
     const cs_insn *insn = h->insn;
     const cs_x86 *x = &insn->detail->x86;
     out->size = insn->size;
+    out->locked = x->prefix[0] == X86_PREFIX_LOCK;
     for (int i = 0; i < insn->detail->regs_write_count; i++) {
         int f = family(insn->detail->regs_write[i]);
         if (f >= 0) out->written |= 1u << f;

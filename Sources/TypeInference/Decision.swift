@@ -42,8 +42,8 @@ struct TypeDecision {
             groups[r, default: Group()].display[t, default: 0] += 1
             if groups[r, default: Group()].sources.count < 8 { groups[r, default: Group()].sources.append(source) }
         }
-        let accesses: [(width: Int, signed: Bool?)] = evidence.compactMap {
-            if case let .access(w, s, indexed) = $0.kind, $0.offset == 0, !indexed { return (w, s) }
+        let accesses: [(width: Int, signed: Bool?, locked: Bool)] = evidence.compactMap {
+            if case let .access(w, s, indexed, locked) = $0.kind, $0.offset == 0, !indexed { return (w, s, locked) }
             return nil
         }
         let ranked = order.sorted { groups[$0]!.votes > groups[$1]!.votes }
@@ -81,7 +81,7 @@ struct TypeDecision {
         }
         // Integers from plain loads and stores.
         let inside = evidence.contains {
-            if case .access(_, _, false) = $0.kind { return $0.offset > 0 && $0.offset < (extent ?? .max) }
+            if case .access(_, _, false, _) = $0.kind { return $0.offset > 0 && $0.offset < (extent ?? .max) }
             if case .addressArgument = $0.kind { return $0.offset > 0 }
             if case .storedIn = $0.kind { return $0.offset > 0 }
             return false
@@ -89,6 +89,14 @@ struct TypeDecision {
         let widths = Set(accesses.map(\.width))
         guard !inside, widths.count == 1, let w = widths.first, [1, 2, 4, 8].contains(w), extent.map({ UInt64(w) <= $0 }) ?? true else {
             note = accesses.isEmpty ? "no typed use in code" : "loads and stores don't say one integer width"
+            return
+        }
+        // Atomic read-modify-writes (LOCK-prefixed): the kernel's atomic types, when BTF has them.
+        if accesses.contains(where: \.locked), let name = [4: "atomic_t", 8: "atomic64_t"][w],
+           let id = btf.lookup(name).first(where: { (try? btf.kind(of: $0)) == .typedef }) {
+            type = id
+            note = "type inferred from \(accesses.count) \(w)-byte accesses in code, atomic ones among them"
+            candidates = [InferredType.Candidate(type: id, votes: accesses.count, sources: ["\(accesses.count) accesses of \(w) bytes, some LOCK-prefixed"])]
             return
         }
         let signed = accesses.contains { $0.signed == true } && !accesses.contains { $0.signed == false }

@@ -11,8 +11,9 @@ public enum Fact: Sendable, Equatable {
     case load(reg: Int, address: UInt64, width: Int, signed: Bool?, indexed: Bool)
     /// The `width` bytes at `address` = `source` (nil for an immediate).
     case store(address: UInt64, width: Int, source: Int?, indexed: Bool)
-    /// The `width` bytes at `address` read or changed otherwise (compare, add, test...).
-    case access(address: UInt64, width: Int, indexed: Bool)
+    /// The `width` bytes at `address` read or changed otherwise (compare, add, test...); `locked`: an
+    /// atomic read-modify-write.
+    case access(address: UInt64, width: Int, indexed: Bool, locked: Bool)
     /// reg = source.
     case move(reg: Int, source: Int)
     /// A direct call.
@@ -87,7 +88,7 @@ public final class X86_64Decoder: InstructionDecoder {
                 fact = f.reg >= 0 ? .load(reg: Int(f.reg), address: f.address, width: Int(f.width), signed: signed, indexed: f.indexed != 0) : .other
             case Int(KREACH_FACT_STORE):
                 fact = .store(address: f.address, width: Int(f.width), source: f.src_reg >= 0 ? Int(f.src_reg) : nil, indexed: f.indexed != 0)
-            case Int(KREACH_FACT_ACCESS): fact = .access(address: f.address, width: Int(f.width), indexed: f.indexed != 0)
+            case Int(KREACH_FACT_ACCESS): fact = .access(address: f.address, width: Int(f.width), indexed: f.indexed != 0, locked: f.locked != 0)
             case Int(KREACH_FACT_MOVE): fact = f.reg >= 0 && f.src_reg >= 0 ? .move(reg: Int(f.reg), source: Int(f.src_reg)) : .other
             case Int(KREACH_FACT_CALL): fact = .call(f.address)
             case Int(KREACH_FACT_JUMP): fact = .jump(f.address)

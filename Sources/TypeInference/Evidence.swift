@@ -15,8 +15,8 @@ public struct Evidence: Sendable, Hashable {
         /// a pointer to `type` there by `holder`'s own type.
         case storedIn(holder: String, at: UInt64, type: TypeID)
         /// A plain load, store or read-modify-write of `width` bytes; `signed` true for a sign-extending
-        /// load, false for a zero-extending one, nil when the access doesn't widen.
-        case access(width: Int, signed: Bool?, indexed: Bool)
+        /// load, false for a zero-extending one, nil when the access doesn't widen; `locked`: atomic.
+        case access(width: Int, signed: Bool?, indexed: Bool, locked: Bool)
     }
     public let offset: UInt64
     public let kind: Kind
@@ -81,15 +81,15 @@ struct EvidenceCollector {
             case let .address(reg, a):
                 set(reg, .address(a))
             case let .load(reg, a, width, signed, indexed):
-                record(a, .access(width: width, signed: signed, indexed: indexed))
+                record(a, .access(width: width, signed: signed, indexed: indexed, locked: false))
                 set(reg, indexed ? nil : .loaded(a, width: width))
             case let .store(a, width, source, indexed):
-                record(a, .access(width: width, signed: nil, indexed: indexed))
+                record(a, .access(width: width, signed: nil, indexed: indexed, locked: false))
                 if !indexed, let source, case let .returned(function, type)? = value(source), width == functions.size(of: type) {
                     record(a, .returnedValue(function: function, type: type))
                 }
-            case let .access(a, width, indexed):
-                record(a, .access(width: width, signed: nil, indexed: indexed))
+            case let .access(a, width, indexed, locked):
+                record(a, .access(width: width, signed: nil, indexed: indexed, locked: locked))
             case let .move(reg, source):
                 set(reg, value(source))
             case .call(let target):

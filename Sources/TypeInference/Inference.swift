@@ -45,6 +45,13 @@ public final class TypeInferrer {
     /// Sorted link-time function starts and their names.
     let starts: [UInt64]
     let functions: FunctionIndex
+    var outerIndex: [TypeID: [TypeID]]?
+    /// Structs and unions a typedef names (spinlock_t → struct spinlock).
+    lazy var typedefTargets: Set<TypeID> = Set(btf.localIDs.compactMap { t in
+        guard (try? btf.kind(of: t)) == .typedef, let r = try? btf.resolve(t), let k = try? btf.kind(of: r),
+              k == .structure || k == .union else { return nil }
+        return r
+    })
 
     /// The inferrer for `kernel`: its kallsyms, vmlinux BTF and image (`imagePath`, else a snapshot's
     /// `vmlinuz`, else /boot/vmlinuz-RELEASE).
@@ -335,7 +342,110 @@ public final class TypeInferrer {
     /// Chooses a type from the evidence, or none with ranked candidates (see `TypeDecision`).
     func decide(_ symbol: DataSymbol, _ evidence: [Evidence]) -> InferredType {
         let d = TypeDecision(btf: btf, extent: symbol.extent, evidence: evidence)
-        return InferredType(name: symbol.name, address: symbol.address, extent: symbol.extent, type: d.type,
-                            note: d.note, candidates: d.candidates, evidence: evidence)
+        var type = d.type, note = d.note
+        if let t = type, let r = try? btf.resolve(t), let outer = wrapper(of: r, symbol: symbol) {
+            type = outer
+            note += "; \(btf.describe(outer)) around it by its initial data and size"
+        }
+        return InferredType(name: symbol.name, address: symbol.address, extent: symbol.extent, type: type,
+                            note: note, candidates: d.candidates, evidence: evidence)
+    }
+}
+
+extension TypeInferrer {
+    /// Structs and unions by the (resolved) type of their member at offset 0, built once: who wraps what.
+    func outerTypes(of id: TypeID) -> [TypeID] {
+        if outerIndex == nil {
+            var index: [TypeID: [TypeID]] = [:]
+            for t in btf.localIDs {
+                guard let k = try? btf.kind(of: t), k == .structure || k == .union, let ty = try? btf.type(t) else { continue }
+                _ = typedefTargets
+                for m in ty.members where m.bitOffset == 0 && m.bitfieldSize == 0 {
+                    if let r = try? btf.resolve(m.type) { index[r, default: []].append(t) }
+                    if k == .structure { break }
+                }
+            }
+            outerIndex = index
+        }
+        return outerIndex?[id] ?? []
+    }
+
+    /// The type that wraps `winner` for this global, when its initial bytes or the BTF say which (see
+    /// `TypeDecision`'s wrapper rule); nil to keep `winner`.
+    ///
+    /// - Function pointers: a wrapper whose own function-pointer members (past `winner`) hold, in the
+    ///   image's data, functions whose BTF prototypes equal the members' (none holding anything else) —
+    ///   `struct device_attribute` around `struct attribute` by its `show`/`store`. The most matches wins;
+    ///   a tie keeps `winner`.
+    /// - Otherwise the one wrapper of the same size that a typedef names (`spinlock_t` around
+    ///   `raw_spinlock_t`), when there is exactly one.
+    func wrapper(of winner: TypeID, symbol: DataSymbol) -> TypeID? {
+        guard let k = try? btf.kind(of: winner), k == .structure || k == .union, let size = try? btf.size(of: winner),
+              let name = try? btf.name(of: winner), !name.isEmpty else { return nil }
+        // Named wrappers, through anonymous ones, three levels out.
+        // Levels count named types: an anonymous union in between (spinlock's) adds none.
+        var outers: [(id: TypeID, level: Int)] = []
+        var frontier: [(TypeID, Int)] = [(winner, 0)]
+        for _ in 1...4 {
+            var next: [(TypeID, Int)] = []
+            for (t, level) in frontier {
+                for o in outerTypes(of: t) where !outers.contains(where: { $0.id == o }) {
+                    guard let s = try? btf.size(of: o), symbol.extent.map({ s <= $0 }) ?? (s == size) else { continue }
+                    if let n = try? btf.name(of: o), !n.isEmpty {
+                        if level < 3 { outers.append((o, level + 1)); next.append((o, level + 1)) }
+                    } else {
+                        next.append((o, level))
+                    }
+                }
+            }
+            frontier = next
+        }
+        guard !outers.isEmpty else { return nil }
+        let link = symbol.address &- slide
+        var best: (id: TypeID, matches: Int)?
+        var tie = false
+        for (o, _) in outers {
+            guard let m = functionPointerMatches(o, at: link, from: size) else { continue }
+            if m > (best?.matches ?? 0) { best = (o, m); tie = false } else if m > 0 && m == best?.matches { tie = true }
+        }
+        if let best, !tie { return best.id }
+        let plain = outers.filter { o in
+            o.level == 1 && (try? btf.size(of: o.id)) == size && typedefTargets.contains(o.id)
+        }
+        return plain.count == 1 ? plain[0].id : nil
+    }
+
+    /// How many function-pointer members of `id` hold (at link-time `address` in the image) a function
+    /// with the member's prototype; nil when one holds something else (not zero, not such a function).
+    func functionPointerMatches(_ id: TypeID, at address: UInt64, from start: UInt64 = 0) -> Int? {
+        var matches = 0
+        for slot in functionSlots(of: id) where slot.offset >= start {
+            guard let w = image.word(at: address + slot.offset) else { return nil }
+            if w == 0 { continue }
+            guard let f = functions.function(at: w), let want = try? btf.prototypeTypes(slot.proto) else { return nil }
+            func same(_ a: TypeID, _ b: TypeID) -> Bool { ((try? btf.resolve(a)) ?? a) == ((try? btf.resolve(b)) ?? b) }
+            let params = want.params.filter { $0 != 0 }
+            guard params.count == f.parameters.count, same(want.returns, f.returns),
+                  zip(params, f.parameters).allSatisfy(same) else { return nil }
+            matches += 1
+        }
+        return matches
+    }
+
+    /// The function-pointer members of `id` (directly or in nested structs), with their FUNC_PROTO.
+    func functionSlots(of id: TypeID) -> [(offset: UInt64, proto: TypeID)] {
+        var slots: [(UInt64, TypeID)] = []
+        func walk(_ t: TypeID, _ at: UInt64, _ depth: Int) {
+            guard depth < 4, slots.count < 256, let r = try? btf.resolve(t), let ty = try? btf.type(r) else { return }
+            switch ty.kind {
+            case .pointer:
+                if let p = try? btf.resolve(ty.target), (try? btf.kind(of: p)) == .functionProto { slots.append((at, p)) }
+            case .structure, .union:
+                for m in ty.members where m.bitfieldSize == 0 && m.bitOffset % 8 == 0 { walk(m.type, at + UInt64(m.bitOffset / 8), depth + 1) }
+            default: break
+            }
+        }
+        walk(id, 0, 0)
+        return slots.map { (offset: $0.0, proto: $0.1) }
     }
 }

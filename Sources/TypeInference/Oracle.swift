@@ -60,6 +60,8 @@ public struct InferenceScore: Sendable, CustomStringConvertible {
     public var lines: [String: Line] = [:]
     /// Symbols typed wrongly (not layout-compatible), for inspection: name, inferred, oracle.
     public var wrong: [(String, String, String)] = []
+    /// Symbols typed compatibly under another name (a first member, an array's element).
+    public var inexact: [(String, String, String)] = []
 
     public static let categories = ["struct/union", "array", "pointer", "integer", "enum", "other"]
 
@@ -81,7 +83,7 @@ public struct InferenceScore: Sendable, CustomStringConvertible {
             guard let result = byIndex[s.address], result.name == s.name, let t = result.type,
                   let r = try? btf.resolve(t) else { continue }
             line.typed += 1
-            let name = InferenceScore.resolvedName(btf, r)
+            let name = InferenceScore.resolvedName(btf, t)
             let size = (try? btf.size(of: r)) ?? 0
             let kind = try? btf.kind(of: r)
             if name == row.resolvedName { line.exact += 1 }
@@ -92,6 +94,7 @@ public struct InferenceScore: Sendable, CustomStringConvertible {
             let compatible = name == row.resolvedName || oracleTypes.contains { o in o == r || decision.atOffsetZero(o).contains(r) }
                 || (row.category == "integer" && kind == .int && size == row.size)
             if compatible { line.compatible += 1 } else if wrong.count < 10_000 { wrong.append((s.name, name, row.resolvedName)) }
+            if compatible && name != row.resolvedName && inexact.count < 10_000 { inexact.append((s.name, name, row.resolvedName)) }
             switch row.category {
             case "integer", "enum":
                 if size == row.size { line.width += 1 }
@@ -107,8 +110,17 @@ public struct InferenceScore: Sendable, CustomStringConvertible {
     }
 
     /// "struct task_struct", "unsigned int", "struct foo *", "int[4]": the oracle's spelling of a resolved type.
+    /// An anonymous struct, union or enum is named by the typedef that names it ("atomic_t").
     public static func resolvedName(_ btf: BTF, _ id: TypeID, depth: Int = 0) -> String {
-        guard depth < 16, let r = try? btf.resolve(id), let t = try? btf.type(r) else { return "?" }
+        var typedef: String?
+        var current = id
+        for _ in 0..<16 {
+            guard let t = try? btf.type(current), t.kind.isAlias else { break }
+            if t.kind == .typedef { typedef = t.name }
+            current = t.target
+        }
+        guard depth < 16, let r = try? btf.resolve(current), let t = try? btf.type(r) else { return "?" }
+        if t.name.isEmpty, let typedef, [.structure, .union, .enumeration, .enum64].contains(t.kind) { return typedef }
         switch t.kind {
         case .structure: return "struct " + (t.name.isEmpty ? "(anon)" : t.name)
         case .union: return "union " + (t.name.isEmpty ? "(anon)" : t.name)
@@ -129,7 +141,11 @@ public struct InferenceScore: Sendable, CustomStringConvertible {
             bare = String(parts[1])
             kinds = parts[0] == "struct" ? [.structure] : parts[0] == "union" ? [.union] : [.enumeration, .enum64]
         } else {
-            kinds = [.int, .float]
+            // A base type, or the typedef of an anonymous aggregate.
+            return btf.lookup(bare).compactMap { id in
+                guard let k = try? btf.kind(of: id), k == .int || k == .float || k == .typedef else { return nil }
+                return try? btf.resolve(id)
+            }
         }
         return btf.lookup(bare).filter { id in (try? btf.kind(of: id)).map(kinds.contains) ?? false }
     }

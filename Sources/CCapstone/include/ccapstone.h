@@ -27,6 +27,7 @@ typedef struct {
     int32_t width;       ///< bytes of the memory access
     int32_t extension;
     int32_t indexed;     ///< the address is a base added to a register (an array element), not the exact place
+    int32_t locked;      ///< a LOCK-prefixed (atomic) read-modify-write
     uint64_t address;
     uint32_t written;    ///< bit per register family this instruction writes
     uint32_t size;       ///< bytes of the instruction
