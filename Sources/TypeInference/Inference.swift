@@ -242,10 +242,11 @@ public final class TypeInferrer {
         return fromCode
     }
 
-    /// How many globals deep `infer` follows pointers to a global (init_task → init_nsproxy → init_uts_ns).
-    static let maxHolderDepth = 3
+    /// How many holders deep `infer` asks when code leaves a global untyped (init_uts_ns ← init_nsproxy ←
+    /// init_task, which its code types).
+    static let maxHolderDepth = 2
     /// How many distinct holders of one global are asked.
-    static let maxHolders = 8
+    static let maxHolders = 4
 
     /// Data symbols whose initial bytes (the image's data) hold an address inside link-time `target`, at
     /// 8-byte aligned places: (the holder and offset into it, the address held).
