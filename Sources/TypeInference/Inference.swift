@@ -53,13 +53,18 @@ public final class TypeInferrer {
         return r
     })
 
-    /// The inferrer for `kernel`: its kallsyms, vmlinux BTF and image (`imagePath`, else a snapshot's
-    /// `vmlinuz`, else /boot/vmlinuz-RELEASE).
+    /// The inferrer for `kernel`: its kallsyms, vmlinux BTF and image (`imagePath`, else a snapshot's own
+    /// `vmlinuz` — a snapshot never borrows this machine's /boot —, else /boot/vmlinuz-RELEASE).
     public static func open(_ kernel: Kernel, imagePath: String? = nil) throws -> TypeInferrer {
-        var path = imagePath
-        if path == nil, case .snapshot(let dir) = kernel.source, access(dir + "/vmlinuz", F_OK) == 0 { path = dir + "/vmlinuz" }
-        if path == nil { path = "/boot/vmlinuz-" + (try kernel.release()) }
-        let image = try KernelImage(path: path ?? "")
+        let path: String
+        if let imagePath {
+            path = imagePath
+        } else if case .snapshot(let dir) = kernel.source {
+            path = dir + "/vmlinuz"
+        } else {
+            path = "/boot/vmlinuz-" + (try kernel.release())
+        }
+        let image = try KernelImage(path: path)
         return try TypeInferrer(image: image, kallsyms: try kernel.symbols().kallsyms, btf: try kernel.types().vmlinux)
     }
 
