@@ -16,6 +16,8 @@ let package = Package(
         // The only C: thin wrappers over libc/syscalls Swift can't call directly (GNU memmem, bpf()), and
         // in-process decompression (liblzma, libzstd, zlib: Debian liblzma-dev, libzstd-dev, zlib1g-dev).
         .target(name: "CKreach", linkerSettings: [.linkedLibrary("lzma"), .linkedLibrary("zstd"), .linkedLibrary("z")]),
+        // Capstone (Debian libcapstone-dev), flattened to what type inference needs: a C shim, no unions in Swift.
+        .target(name: "CCapstone", linkerSettings: [.linkedLibrary("capstone")]),
         // Byte files, JSON output, globs, shared error type. No kernel knowledge.
         .target(name: "KreachSupport", dependencies: ["CKreach"]),
         // BTF bytes -> types, C and JSON rendering. Deterministic: same bytes, same result.
@@ -33,11 +35,14 @@ let package = Package(
         // The kernel being looked at: live (/proc, /sys) or a snapshot directory; capture.
         .target(name: "KernelSource", dependencies: ["Arch", "KreachSupport", "BTF", "KernelSymbols"]),
         // Typed objects: expressions, symbol typing, formatting, container walks.
-        .target(name: "KernelObject", dependencies: ["Memory", "BTF", "KernelSymbols", "KernelSource", "KreachSupport"]),
+        .target(name: "KernelObject", dependencies: ["Memory", "BTF", "KernelSymbols", "KernelSource", "KreachSupport", "TypeInference"]),
         // bpftrace: scripts that name kernel globals, generation, running, getter capture.
         .target(name: "ScriptGen", dependencies: ["BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport"]),
         // Discovery: where data is exposed, whether functions can be probed.
         .target(name: "Probing", dependencies: ["Arch", "Memory", "BTF", "CKreach", "KernelSource", "KernelSymbols", "KreachSupport"]),
+        // Types of globals without debuginfo, inferred from the kernel's code (disassembly of the image on disk
+        // and of kernel text) and data, checked against BTF.
+        .target(name: "TypeInference", dependencies: ["Arch", "BTF", "CCapstone", "KernelSource", "KernelSymbols", "KreachSupport"]),
         // `kreach export`: a Prometheus exporter of config expressions (YAML config, text format, HTTP).
         .target(name: "Exporter", dependencies: [
             "KernelObject", "KernelSource", "KernelSymbols", "Memory", "KreachSupport",
@@ -48,13 +53,13 @@ let package = Package(
         .executableTarget(
             name: "kreach",
             dependencies: [
-                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "Memory", "KernelObject", "ScriptGen", "Probing", "Exporter",
+                "KreachSupport", "BTF", "KernelSymbols", "KernelSource", "Memory", "KernelObject", "ScriptGen", "Probing", "Exporter", "TypeInference",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // In-process benchmarks (Benchmarks/run compares them with libbpf and cat).
-        .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "Memory", "KernelSymbols", "KernelSource", "KernelObject", "Exporter"]),
+        .executableTarget(name: "kreach-bench", dependencies: ["KreachSupport", "BTF", "Memory", "KernelSymbols", "KernelSource", "KernelObject", "Exporter", "TypeInference"]),
         // libFuzzer harnesses (Tests/fuzz/run builds them with -sanitize=fuzzer); a normal build replays inputs.
-        .executableTarget(name: "kreach-fuzz", dependencies: ["Memory", "BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport", "Probing", "ScriptGen"],
+        .executableTarget(name: "kreach-fuzz", dependencies: ["Memory", "BTF", "KernelObject", "KernelSource", "KernelSymbols", "KreachSupport", "Probing", "ScriptGen", "TypeInference"],
                           path: "Sources/KreachFuzz"),
         // Test helpers: the unpacked Debian capture, running commands, oracles.
         .target(name: "KreachTestSupport", dependencies: ["Arch", "KreachSupport"], path: "Tests/Support"),
@@ -69,6 +74,7 @@ let package = Package(
         .testTarget(name: "ArchTests", dependencies: ["Arch", "KernelSymbols", "KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "VMCoreTests", dependencies: ["Arch", "Memory", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "ExporterTests", dependencies: ["Exporter", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "TypeInferenceTests", dependencies: ["TypeInference", "BTF", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]
 )

@@ -2,6 +2,7 @@ import BTF
 import KernelSource
 import KernelSymbols
 import KreachSupport
+import TypeInference
 
 /// A 64-bit value computed at run time, symbolically: `show` computes it against kernel memory, a
 /// bpftrace script prints it as bpftrace. Static parts fold to `.constant`.
@@ -56,6 +57,8 @@ public struct TypedSymbol {
     public var extentSource: ExtentSource?
     /// A module global with no .ko to type it from: only `struct module`'s parameter table (in memory) can.
     public var needsParameterTable = false
+    /// The type was inferred from the kernel's code (`TypeInferrer`): a cast of the global replaces it.
+    public var inferred = false
 }
 
 /// An expression resolved without memory: its type, and where it lives (`place`, an lvalue's address)
@@ -73,6 +76,8 @@ public struct Resolved {
     /// An untyped global's true size and where it comes from.
     public var extent: UInt64?
     public var extentSource: ExtentSource?
+    /// A global as named, with an inferred type: a cast takes its place like on an untyped global.
+    public var castReplacesType = false
 
     public init(type: CType, place: Value? = nil, value: Value? = nil, global: TypedSymbol? = nil, note: String? = nil) {
         self.type = type
@@ -269,6 +274,12 @@ public final class Resolver {
         if let moduleObject, let type = try parameterTypeFromObject(moduleObject, symbol.name) {
             return TypedSymbol(symbol: symbol, type: type, note: "\(symbol.name), a module parameter")
         }
+        if symbol.module == nil, let (type, note) = inferredType(of: symbol) {
+            warn("\(symbol.name) is \(type.name): \(note)")
+            var t = TypedSymbol(symbol: symbol, type: type, note: symbol.name)
+            t.inferred = true
+            return t
+        }
         // No type: raw bytes. The size is the .ko symbol table's (exact), else at most the gap to the next
         // kallsyms symbol (padding included); reads are capped (`untypedReadLimit`), and the note says so.
         var extent: UInt64?
@@ -328,6 +339,19 @@ public final class Resolver {
             if try btf.type(id).sectionVariables.contains(where: { $0.type == variable }) { return true }
         }
         return false
+    }
+
+    /// Type inference from the kernel's code, opened on first need (nil with the reason when it can't be:
+    /// no kernel image, or one of another build).
+    private lazy var inference: Result<TypeInferrer, Error> = Result { try TypeInferrer.open(kernel) }
+
+    /// A vmlinux data symbol's type inferred from the kernel's code, with the note naming the evidence.
+    func inferredType(of symbol: KernelSymbol) -> (CType, String)? {
+        guard case .success(let inferrer) = inference,
+              let s = try? inferrer.dataSymbol(named: symbol.name), s.address == symbol.address else { return nil }
+        let result = inferrer.infer(s)
+        guard let id = result.type else { return nil }
+        return (.btf(inferrer.btf, id), "\(result.note)")
     }
 
     func nextSymbolAddress(after symbol: KernelSymbol) -> UInt64? {
@@ -436,6 +460,7 @@ public final class Resolver {
             var r = Resolved(type: g.type, place: .constant(g.symbol.address), global: g, note: g.note)
             r.extent = g.extent
             r.extentSource = g.extentSource
+            r.castReplacesType = g.inferred
             return r
         case let .member(base, name, arrow, _):
             var b = try resolve(base, source)
@@ -541,7 +566,7 @@ public final class Resolver {
     public func cast(_ b: Resolved, to target: CType, _ base: Expr, _ e: Expr, _ source: String) throws -> Resolved {
         let r = try target.resolved()
         // An untyped global takes the cast's type in place (its memory is now read as that type).
-        if case .untyped = b.type, let place = b.place {
+        if b.castReplacesType || { if case .untyped = b.type { return true } else { return false } }(), let place = b.place {
             let name = b.global?.symbol.name ?? b.note.map { String($0.prefix { $0 != " " }) } ?? "the symbol"
             if let w = try Resolver.castWarning(name: name, extent: b.extent, source: b.extentSource, target: target) { warn(w) }
             return Resolved(type: target, place: place, global: b.global, note: b.note)

@@ -7,11 +7,12 @@ import KernelSymbols
 import KreachSupport
 import Probing
 import ScriptGen
+import TypeInference
 
 /// One fuzz target: a parser (and what is built on it) fed arbitrary bytes. A harness must return
 /// normally on every input; a bad input is expected to end in a thrown error, which is ignored.
 enum FuzzTarget: String, CaseIterable {
-    case btf, kallsyms, modules, elf, tracepoint, expr, script
+    case btf, kallsyms, modules, elf, tracepoint, expr, script, image
 
     /// Whether the harness needs the unpacked Debian capture (KREACH_FUZZ_KERNEL).
     var needsCapture: Bool { self == .btf || self == .expr || self == .script }
@@ -25,6 +26,7 @@ enum FuzzTarget: String, CaseIterable {
         case .tracepoint: Harness.tracepoint(data)
         case .expr: Harness.expression(data, context)
         case .script: Harness.script(data, context)
+        case .image: Harness.image(data)
         }
     }
 }
@@ -125,6 +127,16 @@ enum Harness {
     }
 
     /// A .ko: sections, symbols, relocations, notes, then what `show`/`where` take from a module object.
+    /// A kernel image (bzImage setup header, compressed payload, the vmlinux's segments).
+    static func image(_ data: [UInt8]) {
+        guard let image = try? KernelImage(file: ByteBuffer(data), source: "fuzz") else { return }
+        for s in image.segments.prefix(16) {
+            _ = image.bytes(s.range)
+            _ = image.word(at: s.address)
+            _ = image.word(at: s.range.upperBound &- 4)
+        }
+    }
+
     static func elf(_ data: [UInt8]) {
         guard let elf = try? ELFFile(bytes: data, source: "fuzz") else { return }
         _ = elf.buildID

@@ -7,12 +7,15 @@ import KernelObject
 import KernelSource
 import KernelSymbols
 import KreachSupport
+import TypeInference
 
 // In-process timings for Benchmarks/run. Each mode prints `NAME_median_us VALUE` lines.
 //   kreach-bench btf FILE [N]        read + parse + name index of a BTF file (compare: libbpf btf__parse)
 //   kreach-bench kallsyms FILE [N]   read alone, then load (read + parse + index), alternating in one loop
 //   kreach-bench kallsyms-once FILE  one load + index + lookup (for process-level timing with hyperfine)
 //   kreach-bench duplicates COUNT [N]  one name COUNT times: load+index, NAME#COUNT, every match, name set
+//   kreach-bench types SNAPSHOT IMAGE TABLE [GLOBAL]  type inference: image read, one global cold, every
+//                                    global, scored against the DWARF oracle table (Benchmarks/types)
 
 func now() -> Double {
     var ts = timespec()
@@ -138,6 +141,9 @@ do {
         print("resolve_last_ordinal_median_us \(median(pick))")
         print("find_all_with_ordinals_median_us \(median(all))")
         print("name_set_median_us \(median(names))")
+    case "types":
+        guard args.count >= 5 else { StandardError.write("usage: kreach-bench types SNAPSHOT IMAGE TABLE [GLOBAL]"); exit(2) }
+        try benchTypes(snapshot: path, image: args[3], table: args[4], global: args.count > 5 ? args[5] : "init_task")
     case "kallsyms-once":
         let k = try Kallsyms(path: path)
         if k.indexes(named: "_stext").isEmpty { exit(1) }

@@ -14,6 +14,9 @@ struct TypeCommand: ParsableCommand {
             A name defined in several objects is an error listing each candidate (MODULE:#ID picks one).
             --funcs GLOB lists function prototypes matching GLOB instead (MODULE:GLOB to pin a module).
             --check decodes every type of vmlinux and all module BTF, reporting the first malformed one.
+            --of GLOBAL infers a vmlinux global's type from the kernel's code (the image on disk:
+            /boot/vmlinuz-RELEASE, a snapshot's vmlinuz, or --image) and lists the candidates with their
+            evidence; --of-all does it for every data symbol (name, then the type or nothing, tab-separated).
             """)
 
     @OptionGroup var options: KernelOptions
@@ -24,15 +27,25 @@ struct TypeCommand: ParsableCommand {
     @Flag(help: "Validate all BTF (vmlinux and modules) and report counts.")
     var check = false
 
+    @Option(help: ArgumentHelp("Infer the type of this vmlinux global from the kernel's code.", valueName: "GLOBAL"))
+    var of: String?
+
+    @Flag(help: "Infer the types of every vmlinux data symbol (tab-separated name and type).")
+    var ofAll = false
+
+    @Option(help: ArgumentHelp("The kernel image (vmlinuz or vmlinux) for --of.", valueName: "PATH"))
+    var image: String?
+
     @Argument(help: "Type names.")
     var names: [String] = []
 
     func validate() throws {
-        if names.isEmpty && !check { throw ValidationError("give at least one NAME (or --check)") }
+        if names.isEmpty && !check && of == nil && !ofAll { throw ValidationError("give at least one NAME (or --check, --of)") }
     }
 
     func run() throws {
         let kernel = try options.openKernel()
+        if of != nil || ofAll { return try runInference(kernel, global: of, imagePath: image, json: options.json) }
         let db = try kernel.types()
         if check { return try runCheck(db) }
         var results: [JSON] = []

@@ -1,0 +1,39 @@
+import BTF
+import Glibc
+import KernelSource
+import KreachSupport
+import TypeInference
+
+/// `kreach type --of GLOBAL` / `--of-all`: types inferred from the kernel's code.
+func runInference(_ kernel: Kernel, global: String?, imagePath: String?, json: Bool) throws {
+    let inferrer = try TypeInferrer.open(kernel, imagePath: imagePath)
+    let btf = inferrer.btf
+    func describe(_ id: TypeID) -> String { (try? btf.cDeclaration(id, "")) ?? btf.describe(id) }
+    guard let global else {
+        for t in inferrer.inferAll() {
+            print(Terminal.escaped("\(t.name)\t\(t.type.map(describe) ?? "")"))
+        }
+        return
+    }
+    let symbol = try inferrer.dataSymbol(named: global)
+    let t = inferrer.infer(symbol)
+    if json {
+        let candidates = t.candidates.map { c in
+            JSON.object([("type", .string(describe(c.type))), ("votes", .uint(UInt64(c.votes))),
+                         ("evidence", .array(c.sources.map { .string($0) }))])
+        }
+        print(JSON.object([("name", .string(t.name)), ("address", .string(Hex.address(t.address))),
+                           ("extent", t.extent.map { .uint($0) } ?? .null), ("type", t.type.map { .string(describe($0)) } ?? .null),
+                           ("note", .string(t.note)), ("candidates", .array(candidates))]).pretty)
+        return
+    }
+    let extent = t.extent.map { "\($0) bytes to the next symbol" } ?? "last symbol"
+    print(Terminal.escaped("\(t.name) at \(Hex.address(t.address)) (\(extent)): \(t.type.map(describe) ?? "no type")"))
+    print(Terminal.escaped("  \(t.note)"))
+    for c in t.candidates {
+        let size = (try? btf.size(of: c.type)).map { "\($0) bytes" } ?? "no size"
+        print(Terminal.escaped("  candidate \(describe(c.type)) (\(size)): \(c.votes) use\(c.votes == 1 ? "" : "s")"))
+        for s in c.sources { print(Terminal.escaped("    \(s)")) }
+    }
+}
+
