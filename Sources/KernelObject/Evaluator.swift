@@ -24,6 +24,8 @@ public final class Evaluator {
     public let resolver: Resolver
     /// Container walks stop after this many entries (with a warning).
     public var maxEntries = 10_000
+    /// Where list walks follow their pointers (in the kernel through BPF, or one read per pointer).
+    public var walkMode = WalkMode.auto
     /// Notes for the user (size mismatches, truncated walks, untyped symbols), printed on stderr.
     public private(set) var warnings: [String] = []
     /// Names bound to objects (used for `--fields`).
@@ -211,7 +213,7 @@ public final class Evaluator {
         }
         do {
             let (entries, notes) = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
-                                                   vmlinux: types.vmlinux, maxEntries: maxEntries)
+                                                   vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode)
             notes.forEach(warn)
             return entries.map { Object(type: entryType, address: $0) }
         } catch let error as WalkError {

@@ -56,6 +56,9 @@ struct Show: ParsableCommand {
     @Option(help: "For container walks: stop after this many entries.")
     var max: Int = 10_000
 
+    @Option(help: "For list walks: follow the pointers in the kernel (one BPF run per batch), from kreach (one read per pointer), or auto (kernel when reading through bpf).")
+    var walk: WalkMode = .auto
+
     @Argument(help: "Expressions.")
     var expressions: [String]
 
@@ -68,6 +71,7 @@ struct Show: ParsableCommand {
         let kernel = try options.openKernel()
         let (ev, fmt) = try read.evaluator(kernel)
         ev.maxEntries = max
+        ev.walkMode = walk
         let fieldList = fields.map { $0.split(separator: ",").map { $0.trimming(" ") } } ?? []
         let renderer = ShowRenderer(evaluator: ev, formatter: fmt, fields: fieldList, json: options.json)
         var results: [JSON] = []
@@ -86,3 +90,5 @@ struct Show: ParsableCommand {
         if failed { throw Failure(message: "", code: 1) }
     }
 }
+
+extension WalkMode: ExpressibleByArgument {}
