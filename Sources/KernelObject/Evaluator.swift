@@ -26,6 +26,10 @@ public final class Evaluator {
     public var maxEntries = 10_000
     /// Where list walks follow their pointers (in the kernel through BPF, or one read per pointer).
     public var walkMode = WalkMode.auto
+    /// Member paths (`pid`, `se.vruntime`) whose values a walk in the kernel copies along with each entry.
+    public var walkFields: [String] = []
+    /// Field values copied by the last in-kernel walk, by the field's address and size.
+    var prefetched: [UInt64: [UInt8]] = [:]
     /// Notes for the user (size mismatches, truncated walks, untyped symbols), printed on stderr.
     public private(set) var warnings: [String] = []
     /// Names bound to objects (used for `--fields`).
@@ -212,13 +216,43 @@ public final class Evaluator {
             throw fail("\(helper.macro) needs a \(wanted), not \(head.type.name)", headExpr, source)
         }
         do {
-            let (entries, notes) = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
-                                                   vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode)
-            notes.forEach(warn)
-            return entries.map { Object(type: entryType, address: $0) }
+            let copied = try copiedFields(of: entryType)
+            let w = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
+                                    vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied)
+            w.warnings.forEach(warn)
+            prefetched = [:]
+            for (entry, values) in w.fieldBytes {
+                for (f, bytes) in zip(copied, values) { prefetched[entry &+ UInt64(bitPattern: Int64(f.offset))] = bytes }
+            }
+            return w.entries.map { Object(type: entryType, address: $0) }
         } catch let error as WalkError {
             throw ExpressionError.at(error.description, source: source, range: range)
         }
+    }
+}
+
+extension Evaluator {
+    /// `walkFields` that are plain member paths (names and dots: no pointer to follow) ending in a scalar of
+    /// 1–8 bytes outside a bitfield: their offsets in `entryType` and sizes, for an in-kernel walk to copy.
+    func copiedFields(of entryType: CType) throws -> [BPFListWalk.Field] {
+        let base: UInt64 = 1 << 32
+        var out: [BPFListWalk.Field] = []
+        for f in walkFields where !f.isEmpty && f.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "." }) {
+            guard let v = try? evaluate(field: f, of: Object(type: entryType, address: base)), let a = v.address,
+                  v.bitfieldSize == 0, a >= base, a - base < 1 << 20, let size = try? v.type.size(), (1...8).contains(size),
+                  v.type.isScalar else { continue }
+            out.append(BPFListWalk.Field(offset: Int32(a - base), size: size))
+        }
+        return out
+    }
+
+    /// `field` (from `evaluate(field:of:)`) with its bytes from the last in-kernel walk, when it copied them.
+    public func withPrefetchedBytes(_ field: Object) -> Object {
+        guard field.bytes == nil, field.bitfieldSize == 0, let a = field.address, let b = prefetched[a],
+              b.count == (try? field.type.size()) else { return field }
+        var copy = field
+        copy.bytes = b
+        return copy
     }
 }
 

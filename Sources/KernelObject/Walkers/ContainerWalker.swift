@@ -37,13 +37,23 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
     /// A loop, a NULL where the container has none, or a tree deeper than 256 is an error.
     public func walk(head: UInt64, headType: String, linkOffset: UInt64, memory: KernelMemory, vmlinux: BTF,
                      maxEntries: Int, mode: WalkMode = .auto) throws -> (entries: [UInt64], warnings: [String]) {
+        let w = try walk(head: head, headType: headType, linkOffset: linkOffset, memory: memory, vmlinux: vmlinux,
+                         maxEntries: maxEntries, mode: mode, fields: [])
+        return (w.entries, w.warnings)
+    }
+
+    /// The same walk, also copying `fields` (offsets from the entry, scalars of 1–8 bytes) of each entry
+    /// when the walk runs in the kernel (`Walk.fieldBytes`; empty otherwise).
+    func walk(head: UInt64, headType: String, linkOffset: UInt64, memory: KernelMemory, vmlinux: BTF,
+              maxEntries: Int, mode: WalkMode, fields: [BPFListWalk.Field]) throws -> Walk {
         var w = Walk(helper: self, memory: memory, vmlinux: vmlinux, headType: headType, linkOffset: linkOffset, maxEntries: maxEntries)
         w.mode = mode
+        w.fields = fields
         if mode == .kernel, walker != ListWalker.self, walker != ListReverseWalker.self {
             throw WalkError.noKernelWalk(self, reader: memory.name)
         }
         try walker.walk(head: head, &w)
-        return (w.entries, w.warnings)
+        return w
     }
 }
 
@@ -102,6 +112,10 @@ struct Walk {
     let maxEntries: Int
     /// Where the pointers are followed.
     var mode = WalkMode.auto
+    /// Fields to copy per entry in an in-kernel walk (offsets from the entry).
+    var fields: [BPFListWalk.Field] = []
+    /// Their bytes, by entry address, when the walk ran in the kernel.
+    var fieldBytes: [UInt64: [[UInt8]]] = [:]
     private(set) var entries: [UInt64] = []
     private(set) var warnings: [String] = []
     private var seen = Set<UInt64>()

@@ -30,10 +30,13 @@ extension ListWalker {
     /// keeps the seen set and the bound on the addresses it gets back.
     static func inKernel(head: UInt64, link: UInt64, _ bpf: BPFMemory, _ walk: inout Walk) throws {
         let first = try walk.pointer(at: head + link)
-        let chain = try BPFListWalk(nextOffset: Int32(link), fields: [])
+        // Field offsets from the node: entry + offset = node - linkOffset + offset.
+        let fields = walk.fields.map { BPFListWalk.Field(offset: $0.offset &- Int32(truncatingIfNeeded: walk.linkOffset), size: $0.size) }
+        let chain = try BPFListWalk(nextOffset: Int32(link), fields: fields)
         let (nodes, end) = try chain.walk(first: first, head: head, maxEntries: walk.maxEntries + 1)
         for n in nodes {
             guard try walk.add(n.node) else { return }
+            if !fields.isEmpty { walk.fieldBytes[n.node &- walk.linkOffset] = n.fields }
         }
         switch end {
         case .complete, .limit: return
