@@ -30,6 +30,10 @@ public final class Evaluator {
     public var walkFields: [String] = []
     /// Field values copied by the last in-kernel walk, by the field's address and size.
     var prefetched: [UInt64: [UInt8]] = [:]
+    /// The copied fields' offsets in the entry and types, by member path.
+    var copiedLayout: [String: (offset: UInt64, type: CType)] = [:]
+    /// Parsed `--fields` paths (a walk evaluates each once per entry).
+    private var fieldExpressions: [String: Expr] = [:]
     /// Notes for the user (size mismatches, truncated walks, untyped symbols), printed on stderr.
     public private(set) var warnings: [String] = []
     /// Names bound to objects (used for `--fields`).
@@ -61,7 +65,9 @@ public final class Evaluator {
         defer { bindings["__kreach_entry"] = nil }
         let first = field.first.map { $0 == "[" || $0 == "-" } ?? false
         let source = "__kreach_entry" + (first ? "" : ".") + field
+        if let expr = fieldExpressions[source] { return try eval(expr, source) }
         let expr = try ExpressionParser.parse(source, isTypeName: { [weak self] in self?.isTypeName($0) ?? false })
+        fieldExpressions[source] = expr
         return try eval(expr, source)
     }
 
@@ -234,25 +240,26 @@ public final class Evaluator {
 extension Evaluator {
     /// `walkFields` that are plain member paths (names and dots: no pointer to follow) ending in a scalar of
     /// 1–8 bytes outside a bitfield: their offsets in `entryType` and sizes, for an in-kernel walk to copy.
+    /// Also keeps each one's offset and type (`copiedLayout`) for `prefetchedField`.
     func copiedFields(of entryType: CType) throws -> [BPFListWalk.Field] {
         let base: UInt64 = 1 << 32
         var out: [BPFListWalk.Field] = []
+        copiedLayout = [:]
         for f in walkFields where !f.isEmpty && f.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "." }) {
             guard let v = try? evaluate(field: f, of: Object(type: entryType, address: base)), let a = v.address,
                   v.bitfieldSize == 0, a >= base, a - base < 1 << 20, let size = try? v.type.size(), (1...8).contains(size),
                   v.type.isScalar else { continue }
             out.append(BPFListWalk.Field(offset: Int32(a - base), size: size))
+            copiedLayout[f] = (a - base, v.type)
         }
         return out
     }
 
-    /// `field` (from `evaluate(field:of:)`) with its bytes from the last in-kernel walk, when it copied them.
-    public func withPrefetchedBytes(_ field: Object) -> Object {
-        guard field.bytes == nil, field.bitfieldSize == 0, let a = field.address, let b = prefetched[a],
-              b.count == (try? field.type.size()) else { return field }
-        var copy = field
-        copy.bytes = b
-        return copy
+    /// `field` of `entry` with the bytes the last in-kernel walk copied, or nil when it copied none for it
+    /// (then `evaluate(field:of:)` reads it).
+    public func prefetchedField(_ field: String, of entry: Object) -> Object? {
+        guard let (offset, type) = copiedLayout[field], let base = entry.address, let bytes = prefetched[base &+ offset] else { return nil }
+        return Object(type: type, address: base &+ offset, bytes: bytes)
     }
 }
 

@@ -46,6 +46,21 @@ public final class BPFListWalk {
     private let mapFD: Int32
     private let progFD: Int32
 
+    /// Walk programs already loaded, by next offset and fields (loading one costs the verifier's time).
+    public struct Key: Hashable, Sendable {
+        let nextOffset: Int32
+        let fields: [Int64]
+    }
+
+    /// A walker for these offsets from `cache`, loaded and added there when missing.
+    public static func cached(nextOffset: Int32, fields: [Field], in cache: inout [Key: BPFListWalk]) throws -> BPFListWalk {
+        let key = Key(nextOffset: nextOffset, fields: fields.map { Int64($0.offset) << 8 | Int64($0.size) })
+        if let walk = cache[key] { return walk }
+        let walk = try BPFListWalk(nextOffset: nextOffset, fields: fields)
+        cache[key] = walk
+        return walk
+    }
+
     /// Map value layout: [0] entries written (u64), [8] the node to visit next or the faulting one (u64),
     /// then `batch` records of `stride` bytes: the node address, then each field's bytes.
     static let header = 16
@@ -83,8 +98,12 @@ public final class BPFListWalk {
     static func load(_ program: [Instruction], name: String) throws -> Int32 {
         var insns = program.map(\.raw)
         // Without a log first: a verifier log of a long program overflows any buffer (ENOSPC).
-        let quiet = insns.withUnsafeMutableBufferPointer { p in
-            kreach_bpf_prog_load(BPF_PROG_TYPE_RAW_TRACEPOINT.rawValue, p.baseAddress, UInt32(p.count), "GPL", nil, 0, name)
+        // The verifier gives up with -EAGAIN when a signal arrives meanwhile: try again, a few times.
+        var quiet: Int32 = -EAGAIN
+        for _ in 0..<5 where quiet == -EAGAIN {
+            quiet = insns.withUnsafeMutableBufferPointer { p in
+                kreach_bpf_prog_load(BPF_PROG_TYPE_RAW_TRACEPOINT.rawValue, p.baseAddress, UInt32(p.count), "GPL", nil, 0, name)
+            }
         }
         if quiet >= 0 { return quiet }
         var log = [CChar](repeating: 0, count: 1 << 20)

@@ -32,7 +32,7 @@ extension ListWalker {
         let first = try walk.pointer(at: head + link)
         // Field offsets from the node: entry + offset = node - linkOffset + offset.
         let fields = walk.fields.map { BPFListWalk.Field(offset: $0.offset &- Int32(truncatingIfNeeded: walk.linkOffset), size: $0.size) }
-        let chain = try BPFListWalk(nextOffset: Int32(link), fields: fields)
+        let chain = try BPFListWalk.cached(nextOffset: Int32(link), fields: fields, in: &bpf.listWalks)
         let (nodes, end) = try chain.walk(first: first, head: head, maxEntries: walk.maxEntries + 1)
         for n in nodes {
             guard try walk.add(n.node) else { return }
