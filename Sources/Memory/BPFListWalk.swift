@@ -18,10 +18,21 @@ public final class BPFListWalk {
         }
     }
 
-    /// One visited node and its fields' bytes (in the order of `fields`).
+    /// One visited node and its fields' bytes (in the order of `fields`), sharing the batch's buffer.
     public struct Entry: Sendable {
         public let node: UInt64
-        public let fields: [[UInt8]]
+        /// The fields' bytes back to back.
+        let record: ArraySlice<UInt8>
+        let sizes: [Int]
+        public var fields: [[UInt8]] {
+            var out: [[UInt8]] = []
+            var at = record.startIndex
+            for size in sizes {
+                out.append(Array(record[at..<at + size]))
+                at += size
+            }
+            return out
+        }
     }
 
     /// How a walk ended.
@@ -175,6 +186,8 @@ public final class BPFListWalk {
         var seen = Set<UInt64>()
         var node = first
         var value = [UInt8](repeating: 0, count: valueSize)
+        let sizes = fields.map(\.size)
+        let recordBytes = sizes.reduce(0, +)
         while true {
             var args: [UInt64] = [node, head]
             var retval: UInt32 = 0
@@ -190,14 +203,7 @@ public final class BPFListWalk {
                 let address = value.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: base, as: UInt64.self) }
                 guard seen.insert(address).inserted else { return (entries, .loop(node: address)) }
                 if entries.count >= maxEntries { return (entries, .limit) }
-                var at = base + 8
-                var bytes: [[UInt8]] = []
-                bytes.reserveCapacity(fields.count)
-                for f in fields {
-                    bytes.append(Array(value[at..<at + f.size]))
-                    at += f.size
-                }
-                entries.append(Entry(node: address, fields: bytes))
+                entries.append(Entry(node: address, record: value[base + 8..<base + 8 + recordBytes], sizes: sizes))
             }
             switch Int32(bitPattern: retval) {
             case 0: return (entries, .complete)
