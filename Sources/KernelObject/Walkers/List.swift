@@ -1,3 +1,4 @@
+import BPF
 import Memory
 
 /// include/linux/list.h: `struct list_head` rings, `list_for_each_entry` (next) and
@@ -13,7 +14,12 @@ enum ListWalker: ContainerWalker {
     /// Follows the pointer at `link` in each list_head from `head` until it comes back to `head`.
     static func ring(head: UInt64, link: UInt64, _ walk: inout Walk) throws {
         if walk.mode != .user, let bpf = walk.memory as? BPFMemory {
-            return try inKernel(head: head, link: link, bpf, &walk)
+            do {
+                return try inKernel(head: head, link: link, bpf, &walk)
+            } catch let error as BPFError where walk.mode == .auto && walk.entries.isEmpty {
+                // The kernel refused the walk program (or its run): per-entry reads, below.
+                _ = error
+            }
         }
         guard walk.mode != .kernel else { throw WalkError.noKernelWalk(walk.helper, reader: walk.memory.name) }
         var node = try walk.pointer(at: head + link)
