@@ -137,8 +137,25 @@ final class InKernelWalkTests: XCTestCase {
         XCTAssertEqual(try chain.walk(first: 0, head: 1, maxEntries: 10).end, .nullNext)
         // Through the walker: --walk=kernel where only per-entry reads exist is an error, not a silent fallback.
         ev.walkMode = .kernel
-        XCTAssertThrowsError(try ev.evaluate("hlist_for_each_entry(struct task_struct, &current->thread_pid->tasks[0], pid_links[0])")) { error in
+        XCTAssertThrowsError(try ContainerHelper.rbtreeInorderForEachEntry.walk(head: 0, headType: "rb_root", linkOffset: 0, memory: memory,
+                                                                                  vmlinux: ev.types.vmlinux, maxEntries: 1, mode: .kernel)) { error in
             XCTAssertTrue("\(error)".contains("no in-kernel walk"), "\(error)")
         }
+    }
+
+    /// hlist_for_each_entry in the kernel (the chain ends at NULL): the tasks of this thread's struct pid
+    /// (PIDTYPE_PID) are this thread alone, its pid the TID /proc/thread-self names.
+    func testHlistInKernelIsThisThread() throws {
+        let (ev, fmt, _) = try evaluator()
+        ev.walkMode = .kernel
+        ev.walkFields = ["pid"]
+        let walked = try entries(ev, "hlist_for_each_entry(struct task_struct, &current->thread_pid->tasks[0], pid_links[0])")
+        XCTAssertEqual(walked.count, 1)
+        guard let first = walked.first, let pid = ev.prefetchedField("pid", of: first) else { throw FixtureError("pid not copied") }
+        // The kernel's own name for this thread: /proc/thread-self -> PID/task/TID.
+        let tid = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self").split(separator: "/").last.map(String.init)
+        XCTAssertEqual(try fmt.compact(pid), tid)
+        guard case .object(let me) = try ev.evaluate("&*current") else { throw FixtureError("no current") }
+        XCTAssertEqual(first.address, try me.scalar(ev.memory))
     }
 }

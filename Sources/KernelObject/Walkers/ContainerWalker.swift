@@ -49,7 +49,7 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
         var w = Walk(helper: self, memory: memory, vmlinux: vmlinux, headType: headType, linkOffset: linkOffset, maxEntries: maxEntries)
         w.mode = mode
         w.fields = fields
-        if mode == .kernel, walker != ListWalker.self, walker != ListReverseWalker.self {
+        if mode == .kernel, walker != ListWalker.self, walker != ListReverseWalker.self, walker != HListWalker.self {
             throw WalkError.noKernelWalk(self, reader: memory.name)
         }
         try walker.walk(head: head, &w)
@@ -87,7 +87,7 @@ public enum WalkError: Error, CustomStringConvertible, Equatable {
         case let .nullNext(h, after): return "\(h.macro): NULL next pointer after \(after) entries"
         case let .tooDeep(h, limit): return "\(h.macro): tree deeper than \(limit) (corrupt?)"
         case let .missingMember(s, m): return "vmlinux BTF has no struct \(s) with a member \(m)"
-        case let .noKernelWalk(h, reader): return "\(h.macro): no in-kernel walk here (memory reader \(reader); list_for_each_entry[_reverse] through bpf only); use --walk=user or auto"
+        case let .noKernelWalk(h, reader): return "\(h.macro): no in-kernel walk here (memory reader \(reader); list_for_each_entry[_reverse] and hlist_for_each_entry through bpf only); use --walk=user or auto"
         }
     }
 }

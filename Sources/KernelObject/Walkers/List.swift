@@ -35,7 +35,12 @@ extension ListWalker {
     /// The ring followed inside the kernel (Memory/BPFListWalk), a batch of nodes per program run; kreach
     /// keeps the seen set and the bound on the addresses it gets back.
     static func inKernel(head: UInt64, link: UInt64, _ bpf: BPFMemory, _ walk: inout Walk) throws {
-        let first = try walk.pointer(at: head + link)
+        try chain(first: walk.pointer(at: head + link), end: head, link: link, bpf, &walk)
+    }
+
+    /// Follows the pointer at `link` from `first` until `end` (the head of a ring; 0 for an hlist, whose
+    /// NULL is then its end) inside the kernel; NULL before a non-zero `end` is an error.
+    static func chain(first: UInt64, end head: UInt64, link: UInt64, _ bpf: BPFMemory, _ walk: inout Walk) throws {
         // Field offsets from the node: entry + offset = node - linkOffset + offset.
         let fields = walk.fields.map { BPFListWalk.Field(offset: $0.offset &- Int32(truncatingIfNeeded: walk.linkOffset), size: $0.size) }
         let chain = try BPFListWalk.cached(nextOffset: Int32(link), fields: fields, in: &bpf.listWalks)
