@@ -24,6 +24,16 @@ public final class Evaluator {
     public let resolver: Resolver
     /// Container walks stop after this many entries (with a warning).
     public var maxEntries = 10_000
+    /// Where list walks follow their pointers (in the kernel through BPF, or one read per pointer).
+    public var walkMode = WalkMode.auto
+    /// Member paths (`pid`, `se.vruntime`) whose values a walk in the kernel copies along with each entry.
+    public var walkFields: [String] = []
+    /// Field values copied by the last in-kernel walk, by the field's address and size.
+    var prefetched: [UInt64: [UInt8]] = [:]
+    /// The copied fields' offsets in the entry and types, by member path.
+    var copiedLayout: [String: (offset: UInt64, type: CType)] = [:]
+    /// Parsed `--fields` paths (a walk evaluates each once per entry).
+    private var fieldExpressions: [String: Expr] = [:]
     /// Notes for the user (size mismatches, truncated walks, untyped symbols), printed on stderr.
     public private(set) var warnings: [String] = []
     /// Names bound to objects (used for `--fields`).
@@ -55,7 +65,9 @@ public final class Evaluator {
         defer { bindings["__kreach_entry"] = nil }
         let first = field.first.map { $0 == "[" || $0 == "-" } ?? false
         let source = "__kreach_entry" + (first ? "" : ".") + field
+        if let expr = fieldExpressions[source] { return try eval(expr, source) }
         let expr = try ExpressionParser.parse(source, isTypeName: { [weak self] in self?.isTypeName($0) ?? false })
+        fieldExpressions[source] = expr
         return try eval(expr, source)
     }
 
@@ -210,13 +222,44 @@ public final class Evaluator {
             throw fail("\(helper.macro) needs a \(wanted), not \(head.type.name)", headExpr, source)
         }
         do {
-            let (entries, notes) = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
-                                                   vmlinux: types.vmlinux, maxEntries: maxEntries)
-            notes.forEach(warn)
-            return entries.map { Object(type: entryType, address: $0) }
+            let copied = try copiedFields(of: entryType)
+            let w = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
+                                    vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied)
+            w.warnings.forEach(warn)
+            prefetched = [:]
+            for (entry, values) in w.fieldBytes {
+                for (f, bytes) in zip(copied, values) { prefetched[entry &+ UInt64(bitPattern: Int64(f.offset))] = bytes }
+            }
+            return w.entries.map { Object(type: entryType, address: $0) }
         } catch let error as WalkError {
             throw ExpressionError.at(error.description, source: source, range: range)
         }
+    }
+}
+
+extension Evaluator {
+    /// `walkFields` that are plain member paths (names and dots: no pointer to follow) ending in a scalar of
+    /// 1–8 bytes outside a bitfield: their offsets in `entryType` and sizes, for an in-kernel walk to copy.
+    /// Also keeps each one's offset and type (`copiedLayout`) for `prefetchedField`.
+    func copiedFields(of entryType: CType) throws -> [BPFListWalk.Field] {
+        let base: UInt64 = 1 << 32
+        var out: [BPFListWalk.Field] = []
+        copiedLayout = [:]
+        for f in walkFields where !f.isEmpty && f.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "." }) {
+            guard let v = try? evaluate(field: f, of: Object(type: entryType, address: base)), let a = v.address,
+                  v.bitfieldSize == 0, a >= base, a - base < 1 << 20, let size = try? v.type.size(), (1...8).contains(size),
+                  v.type.isScalar else { continue }
+            out.append(BPFListWalk.Field(offset: Int32(a - base), size: size))
+            copiedLayout[f] = (a - base, v.type)
+        }
+        return out
+    }
+
+    /// `field` of `entry` with the bytes the last in-kernel walk copied, or nil when it copied none for it
+    /// (then `evaluate(field:of:)` reads it).
+    public func prefetchedField(_ field: String, of entry: Object) -> Object? {
+        guard let (offset, type) = copiedLayout[field], let base = entry.address, let bytes = prefetched[base &+ offset] else { return nil }
+        return Object(type: type, address: base &+ offset, bytes: bytes)
     }
 }
 

@@ -32,6 +32,7 @@ public struct ShowRenderer {
     public func render(_ expression: String) -> Rendering {
         var out = Rendering()
         evaluator.clearWarnings()
+        evaluator.walkFields = fields
         _ = formatter.takeNotes()
         do {
             switch try evaluator.evaluate(expression) {
@@ -54,7 +55,7 @@ public struct ShowRenderer {
                     var parts: [String] = []
                     var jf: [(String, JSON)] = []
                     for f in fields {
-                        let v = try evaluator.evaluate(field: f, of: entry)
+                        let v = try evaluator.prefetchedField(f, of: entry) ?? evaluator.evaluate(field: f, of: entry)
                         if json { jf.append((f, try formatter.json(v))) } else { parts.append("\(f)=\(try formatter.compact(v))") }
                     }
                     if json { rows.append(.object([("address", .string(address)), ("fields", .object(jf))])) } else { out.lines.append(address + " " + parts.joined(separator: " ")) }

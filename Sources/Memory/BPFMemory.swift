@@ -11,6 +11,8 @@ public final class BPFMemory: KernelMemory {
     public let name = "bpf"
     private let mapFD: Int32
     private let progFD: Int32
+    /// In-kernel list walk programs loaded so far (BPFListWalk.cached).
+    public var listWalks: [BPFListWalk.Key: BPFListWalk] = [:]
 
     public init() throws {
         let map = kreach_bpf_array_create(UInt32(BPFMemory.chunk), 1, "kreach_read")

@@ -114,6 +114,55 @@ do {
         print("export_metrics \(count)")
         print("export_scrape_median_us \(Int(median(times)))")
         print("export_per_metric_median_us \(String(format: "%.1f", median(times) / Double(count)))")
+    case "walk-inodes":
+        // The inodes of the tmpfs at FILE (a directory): list_for_each_entry over sb->s_inodes (i_sb_list),
+        // reaching the superblock from an open file's fd, i_ino and i_size of each, formatted as show --fields
+        // does; in-kernel walk (all entries) vs per-entry reads (the first USER_MAX entries). Entries per second.
+        let fd = open(path, O_RDONLY | O_DIRECTORY)
+        guard fd >= 0 else { print("cannot open \(path)"); exit(1) }
+        let userMax = args.count > 4 ? max(1, Int(args[4]) ?? 5000) : 5000
+        let ev = try Evaluator(kernel: try Kernel(source: .live), memory: try BPFMemory())
+        let fmt = ObjectFormatter(evaluator: ev)
+        let fields = ["i_ino", "i_size"]
+        ev.walkFields = fields
+        let expr = "list_for_each_entry(struct inode, &current->files->fdt->fd[\(fd)]->f_inode->i_sb->s_inodes, i_sb_list)"
+        func rate(_ mode: WalkMode, max: Int, format: Bool = true) throws -> (Int, Double) {
+            ev.walkMode = mode
+            ev.maxEntries = max
+            let t0 = now()
+            guard case .entries(let entries, _) = try ev.evaluate(expr) else { exit(1) }
+            for e in entries where format { for f in fields { _ = try fmt.compact(try ev.prefetchedField(f, of: e) ?? ev.evaluate(field: f, of: e)) } }
+            return (entries.count, Double(entries.count) / ((now() - t0) / 1e6))
+        }
+        var kernel: [Double] = [], user: [Double] = [], walkOnly: [Double] = []
+        var kernelCount = 0, userCount = 0
+        for _ in 0..<n {
+            walkOnly.append(try rate(.kernel, max: 10_000_000, format: false).1)
+            let (kc, kr) = try rate(.kernel, max: 10_000_000)
+            let (uc, ur) = try rate(.user, max: userMax)
+            kernelCount = kc; userCount = uc
+            kernel.append(kr); user.append(ur)
+        }
+        // The engine alone: BPFListWalk's runs and map reads, node addresses and the two fields' bytes.
+        guard case .object(let head) = try ev.evaluate("current->files->fdt->fd[\(fd)]->f_inode->i_sb->s_inodes"),
+              let headAddress = head.address, case .object(let first) = try ev.evaluate("current->files->fdt->fd[\(fd)]->f_inode->i_sb->s_inodes.next"),
+              case .object(let probe) = try ev.evaluate("*(struct inode *)0x100000000") else { exit(1) }
+        let link = try ev.evaluate(field: "i_sb_list", of: probe).address ?? 0
+        let offsets = try fields.map { BPFListWalk.Field(offset: Int32(truncatingIfNeeded: (try ev.evaluate(field: $0, of: probe).address ?? 0) &- link), size: 8) }
+        let engine = try BPFListWalk(nextOffset: 0, fields: offsets)
+        var engineRates: [Double] = []
+        let firstNode = try ev.memory.read(first.address ?? 0, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        for _ in 0..<n {
+            let t0 = now()
+            let (nodes, _) = try engine.walk(first: firstNode, head: headAddress, maxEntries: 10_000_000)
+            engineRates.append(Double(nodes.count) / ((now() - t0) / 1e6))
+        }
+        print("walk_engine_entries_per_second_median \(Int(median(engineRates)))")
+        print("walk_kernel_entries \(kernelCount)")
+        print("walk_kernel_entries_per_second_median \(Int(median(kernel)))")
+        print("walk_kernel_unformatted_entries_per_second_median \(Int(median(walkOnly)))")
+        print("walk_user_entries \(userCount)")
+        print("walk_user_entries_per_second_median \(Int(median(user)))")
     case "duplicates":
         // One name listed FILE (a count) times in kallsyms and available_filter_functions: load and index,
         // resolve the last `#N`, list every match with its ordinal, build the name set. Linear: see DuplicateCLITests.

@@ -36,10 +36,24 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
     /// addresses (node - `linkOffset`) in the macro's order, at most `maxEntries`, and notes (a walk cut short).
     /// A loop, a NULL where the container has none, or a tree deeper than 256 is an error.
     public func walk(head: UInt64, headType: String, linkOffset: UInt64, memory: KernelMemory, vmlinux: BTF,
-                     maxEntries: Int) throws -> (entries: [UInt64], warnings: [String]) {
-        var w = Walk(helper: self, memory: memory, vmlinux: vmlinux, headType: headType, linkOffset: linkOffset, maxEntries: maxEntries)
-        try walker.walk(head: head, &w)
+                     maxEntries: Int, mode: WalkMode = .auto) throws -> (entries: [UInt64], warnings: [String]) {
+        let w = try walk(head: head, headType: headType, linkOffset: linkOffset, memory: memory, vmlinux: vmlinux,
+                         maxEntries: maxEntries, mode: mode, fields: [])
         return (w.entries, w.warnings)
+    }
+
+    /// The same walk, also copying `fields` (offsets from the entry, scalars of 1–8 bytes) of each entry
+    /// when the walk runs in the kernel (`Walk.fieldBytes`; empty otherwise).
+    func walk(head: UInt64, headType: String, linkOffset: UInt64, memory: KernelMemory, vmlinux: BTF,
+              maxEntries: Int, mode: WalkMode, fields: [BPFListWalk.Field]) throws -> Walk {
+        var w = Walk(helper: self, memory: memory, vmlinux: vmlinux, headType: headType, linkOffset: linkOffset, maxEntries: maxEntries)
+        w.mode = mode
+        w.fields = fields
+        if mode == .kernel, walker != ListWalker.self, walker != ListReverseWalker.self, walker != HListWalker.self {
+            throw WalkError.noKernelWalk(self, reader: memory.name)
+        }
+        try walker.walk(head: head, &w)
+        return w
     }
 }
 
@@ -64,6 +78,8 @@ public enum WalkError: Error, CustomStringConvertible, Equatable {
     case tooDeep(ContainerHelper, limit: Int)
     /// vmlinux BTF lacks a struct member the walker reads (`struct rb_node` without `rb_left`).
     case missingMember(structure: String, member: String)
+    /// `--walk=kernel` where the walker or the memory reader has no in-kernel walk.
+    case noKernelWalk(ContainerHelper, reader: String)
 
     public var description: String {
         switch self {
@@ -71,8 +87,15 @@ public enum WalkError: Error, CustomStringConvertible, Equatable {
         case let .nullNext(h, after): return "\(h.macro): NULL next pointer after \(after) entries"
         case let .tooDeep(h, limit): return "\(h.macro): tree deeper than \(limit) (corrupt?)"
         case let .missingMember(s, m): return "vmlinux BTF has no struct \(s) with a member \(m)"
+        case let .noKernelWalk(h, reader): return "\(h.macro): no in-kernel walk here (memory reader \(reader); list_for_each_entry[_reverse] and hlist_for_each_entry through bpf only); use --walk=user or auto"
         }
     }
+}
+
+/// Where a walk follows its pointers: inside the kernel (one BPF program run per batch of nodes,
+/// Memory/BPFListWalk) or one read per pointer from kreach. `auto` walks in the kernel when the reader is BPF.
+public enum WalkMode: String, CaseIterable, Sendable {
+    case auto, kernel, user
 }
 
 /// One walk in progress: the memory, the layout facts, the bounds, and what was collected.
@@ -87,6 +110,12 @@ struct Walk {
     let linkOffset: UInt64
     /// Entries collected at most; more stops the walk with a warning.
     let maxEntries: Int
+    /// Where the pointers are followed.
+    var mode = WalkMode.auto
+    /// Fields to copy per entry in an in-kernel walk (offsets from the entry).
+    var fields: [BPFListWalk.Field] = []
+    /// Their bytes, by entry address, when the walk ran in the kernel.
+    var fieldBytes: [UInt64: [[UInt8]]] = [:]
     private(set) var entries: [UInt64] = []
     private(set) var warnings: [String] = []
     private var seen = Set<UInt64>()

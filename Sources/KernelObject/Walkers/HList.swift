@@ -1,3 +1,6 @@
+import BPF
+import Memory
+
 /// include/linux/list.h: `hlist_for_each_entry` over a `struct hlist_head` (first) and its
 /// `struct hlist_node`s (next), ending at NULL.
 enum HListWalker: ContainerWalker {
@@ -7,6 +10,15 @@ enum HListWalker: ContainerWalker {
     static func walk(head: UInt64, _ walk: inout Walk) throws {
         let next = try walk.offset(of: "next", in: "hlist_node")
         var node = try walk.pointer(at: head + walk.offset(of: "first", in: "hlist_head"))
+        if walk.mode != .user, let bpf = walk.memory as? BPFMemory {
+            // In the kernel: the chain ends at NULL, the `end` no node equals.
+            do {
+                return try ListWalker.chain(first: node, end: 0, link: next, bpf, &walk)
+            } catch let error as BPFError where walk.mode == .auto && walk.entries.isEmpty {
+                _ = error
+            }
+        }
+        guard walk.mode != .kernel else { throw WalkError.noKernelWalk(walk.helper, reader: walk.memory.name) }
         while node != 0 {
             guard try walk.add(node) else { return }
             node = try walk.pointer(at: node + next)

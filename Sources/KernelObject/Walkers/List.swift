@@ -1,3 +1,6 @@
+import BPF
+import Memory
+
 /// include/linux/list.h: `struct list_head` rings, `list_for_each_entry` (next) and
 /// `list_for_each_entry_reverse` (prev). The head is not an entry.
 enum ListWalker: ContainerWalker {
@@ -10,11 +13,46 @@ enum ListWalker: ContainerWalker {
 
     /// Follows the pointer at `link` in each list_head from `head` until it comes back to `head`.
     static func ring(head: UInt64, link: UInt64, _ walk: inout Walk) throws {
+        if walk.mode != .user, let bpf = walk.memory as? BPFMemory {
+            do {
+                return try inKernel(head: head, link: link, bpf, &walk)
+            } catch let error as BPFError where walk.mode == .auto && walk.entries.isEmpty {
+                // The kernel refused the walk program (or its run): per-entry reads, below.
+                _ = error
+            }
+        }
+        guard walk.mode != .kernel else { throw WalkError.noKernelWalk(walk.helper, reader: walk.memory.name) }
         var node = try walk.pointer(at: head + link)
         while node != head {
             guard node != 0 else { throw WalkError.nullNext(walk.helper, after: walk.entries.count) }
             guard try walk.add(node) else { return }
             node = try walk.pointer(at: node + link)
+        }
+    }
+}
+
+extension ListWalker {
+    /// The ring followed inside the kernel (Memory/BPFListWalk), a batch of nodes per program run; kreach
+    /// keeps the seen set and the bound on the addresses it gets back.
+    static func inKernel(head: UInt64, link: UInt64, _ bpf: BPFMemory, _ walk: inout Walk) throws {
+        try chain(first: walk.pointer(at: head + link), end: head, link: link, bpf, &walk)
+    }
+
+    /// Follows the pointer at `link` from `first` until `end` (the head of a ring; 0 for an hlist, whose
+    /// NULL is then its end) inside the kernel; NULL before a non-zero `end` is an error.
+    static func chain(first: UInt64, end head: UInt64, link: UInt64, _ bpf: BPFMemory, _ walk: inout Walk) throws {
+        // Field offsets from the node: entry + offset = node - linkOffset + offset.
+        let fields = walk.fields.map { BPFListWalk.Field(offset: $0.offset &- Int32(truncatingIfNeeded: walk.linkOffset), size: $0.size) }
+        let chain = try BPFListWalk.cached(nextOffset: Int32(link), fields: fields, in: &bpf.listWalks)
+        let (nodes, end) = try chain.walk(first: first, head: head, maxEntries: walk.maxEntries + 1)
+        for n in nodes {
+            guard try walk.add(n.node) else { return }
+            if !fields.isEmpty { walk.fieldBytes[n.node &- walk.linkOffset] = n.fields }
+        }
+        switch end {
+        case .complete, .limit: return
+        case .loop(let node): _ = try walk.add(node)
+        case .nullNext: throw WalkError.nullNext(walk.helper, after: walk.entries.count)
         }
     }
 }

@@ -63,6 +63,9 @@ struct Show: ParsableCommand {
     @Option(help: "For container walks: stop after this many entries.")
     var max: Int = 10_000
 
+    @Option(help: "For list walks: follow the pointers in the kernel (one BPF run per batch), from kreach (one read per pointer), or auto (kernel when reading through bpf).")
+    var walk: WalkMode = .auto
+
     @Argument(help: "Expressions.")
     var expressions: [String]
 
@@ -75,6 +78,7 @@ struct Show: ParsableCommand {
         let (kernel, core) = try options.openKernelAndCore()
         let (ev, fmt) = try read.evaluator(kernel, core: core)
         ev.maxEntries = max
+        ev.walkMode = walk
         let fieldList = fields.map { $0.split(separator: ",").map { $0.trimming(" ") } } ?? []
         let renderer = ShowRenderer(evaluator: ev, formatter: fmt, fields: fieldList, json: options.json)
         var results: [JSON] = []
@@ -93,3 +97,5 @@ struct Show: ParsableCommand {
         if failed { throw Failure(message: "", code: 1) }
     }
 }
+
+extension WalkMode: ExpressibleByArgument {}

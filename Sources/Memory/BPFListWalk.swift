@@ -1,0 +1,230 @@
+import BPF
+import CKreach
+import Glibc
+
+/// A `struct list_head`-style chain followed inside the kernel: one BPF_PROG_TEST_RUN of a raw_tracepoint
+/// program visits up to `batch` nodes, copying each node's address and the chosen fields (fixed offsets
+/// from the node, scalars of 1–8 bytes) into an array map, which kreach reads once per batch. The loop is
+/// unrolled (no bpf_loop, no back-edges), so the same program loads on every kernel kreach reads through
+/// BPF. Read-only: bpf_probe_read_kernel is the only access to kernel memory; the program writes its map.
+public final class BPFListWalk {
+    /// A field copied per entry: `size` bytes at node + `offset`.
+    public struct Field: Sendable, Equatable {
+        public let offset: Int32
+        public let size: Int
+        public init(offset: Int32, size: Int) {
+            self.offset = offset
+            self.size = size
+        }
+    }
+
+    /// One visited node and its fields' bytes (in the order of `fields`), sharing the batch's buffer.
+    public struct Entry: Sendable {
+        public let node: UInt64
+        /// The fields' bytes back to back.
+        let record: ArraySlice<UInt8>
+        let sizes: [Int]
+        public var fields: [[UInt8]] {
+            var out: [[UInt8]] = []
+            var at = record.startIndex
+            for size in sizes {
+                out.append(Array(record[at..<at + size]))
+                at += size
+            }
+            return out
+        }
+    }
+
+    /// How a walk ended.
+    public enum End: Sendable, Equatable {
+        /// Back at the head (or at `stop`): every node was visited.
+        case complete
+        /// `maxEntries` nodes visited; more follow.
+        case limit
+        /// A next pointer was NULL after the entries returned.
+        case nullNext
+        /// A node seen before: the chain loops back to `node`.
+        case loop(node: UInt64)
+    }
+
+    /// Why a walk could not go on: a read at `node` faulted (`MemoryFault` names the address).
+    public let nextOffset: Int32
+    public let fields: [Field]
+    /// Nodes per program run.
+    public let batch: Int
+    private let stride: Int
+    private let valueSize: Int
+    private let mapFD: Int32
+    private let progFD: Int32
+
+    /// Walk programs already loaded, by next offset and fields (loading one costs the verifier's time).
+    public struct Key: Hashable, Sendable {
+        let nextOffset: Int32
+        let fields: [Int64]
+    }
+
+    /// A walker for these offsets from `cache`, loaded and added there when missing.
+    public static func cached(nextOffset: Int32, fields: [Field], in cache: inout [Key: BPFListWalk]) throws -> BPFListWalk {
+        let key = Key(nextOffset: nextOffset, fields: fields.map { Int64($0.offset) << 8 | Int64($0.size) })
+        if let walk = cache[key] { return walk }
+        let walk = try BPFListWalk(nextOffset: nextOffset, fields: fields)
+        cache[key] = walk
+        return walk
+    }
+
+    /// Map value layout: [0] entries written (u64), [8] the node to visit next or the faulting one (u64),
+    /// then `batch` records of `stride` bytes: the node address, then each field's bytes.
+    static let header = 16
+
+    /// `nextOffset`: where a node holds the next node's address (list_head.next or .prev).
+    public init(nextOffset: Int32, fields: [Field], batch requested: Int = 1024) throws {
+        for f in fields where !(1...8).contains(f.size) {
+            throw BPFError("in-kernel walk: a field of \(f.size) bytes (1 to 8 only)", errno: EINVAL)
+        }
+        self.nextOffset = nextOffset
+        self.fields = fields
+        stride = (8 + fields.reduce(0) { $0 + $1.size } + 7) & ~7
+        // Each node's code is 13 + 7 per field instructions; jumps reach at most 32767 forward.
+        let perNode = 13 + 7 * fields.count
+        batch = max(1, min(requested, 30_000 / perNode))
+        valueSize = BPFListWalk.header + batch * stride
+        let map = kreach_bpf_array_create(UInt32(valueSize), 1, "kreach_walk")
+        guard map >= 0 else { throw BPFError("create the BPF walk map", errno: -map) }
+        mapFD = map
+        do {
+            progFD = try BPFListWalk.load(BPFListWalk.program(mapFD: map, nextOffset: nextOffset, fields: fields,
+                                                               batch: batch, stride: stride), name: "kreach_walk")
+        } catch {
+            close(map)
+            throw error
+        }
+    }
+
+    deinit {
+        close(progFD)
+        close(mapFD)
+    }
+
+    /// Loads a raw_tracepoint program; a refusal carries the verifier's last lines.
+    static func load(_ program: [Instruction], name: String) throws -> Int32 {
+        var insns = program.map(\.raw)
+        // Without a log first: a verifier log of a long program overflows any buffer (ENOSPC).
+        // The verifier gives up with -EAGAIN when a signal arrives meanwhile: try again, a few times.
+        var quiet: Int32 = -EAGAIN
+        for _ in 0..<5 where quiet == -EAGAIN {
+            quiet = insns.withUnsafeMutableBufferPointer { p in
+                kreach_bpf_prog_load(BPF_PROG_TYPE_RAW_TRACEPOINT.rawValue, p.baseAddress, UInt32(p.count), "GPL", nil, 0, name)
+            }
+        }
+        if quiet >= 0 { return quiet }
+        var log = [CChar](repeating: 0, count: 1 << 20)
+        let prog = insns.withUnsafeMutableBufferPointer { p in
+            log.withUnsafeMutableBufferPointer { l in
+                kreach_bpf_prog_load(BPF_PROG_TYPE_RAW_TRACEPOINT.rawValue, p.baseAddress, UInt32(p.count), "GPL",
+                                     l.baseAddress, UInt32(l.count), name)
+            }
+        }
+        if prog >= 0 { return prog }
+        let verifier = String(decoding: log.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        throw BPFError("load the BPF walk program", errno: -quiet,
+                       detail: verifier.split(separator: "\n").suffix(3).joined(separator: " | "))
+    }
+
+    /// Jump targets, fixed up once the program is laid out.
+    enum Label { case end, null, fault, full, noValue }
+
+    /// r1 = ctx: args[0] the first node, args[1] the node that ends the walk (the head).
+    /// Returns 0 (reached the head), 1 (batch full), 2 (NULL next), or bpf_probe_read_kernel's -errno.
+    static func program(mapFD: Int32, nextOffset: Int32, fields: [Field], batch: Int, stride: Int) -> [Instruction] {
+        var p: [Instruction] = [.mov(.r6, .r1), .store32(.r10, -4, 0)]
+        var jumps: [(at: Int, to: Label)] = []
+        func jump(_ i: Instruction, _ label: Label) {
+            jumps.append((p.count, label))
+            p.append(i)
+        }
+        p += Instruction.loadMap(.r1, fd: mapFD)
+        p += [.mov(.r2, .r10), .add(.r2, -4), .call(BPF_FUNC_map_lookup_elem)]
+        jump(.jumpEqual(.r0, 0, 0), .noValue)
+        p += [.mov(.r9, .r0), .load64(.r7, .r6, 0), .load64(.r8, .r6, 8), .store64(.r9, 0, 0)]
+        for k in 0..<batch {
+            jump(.jumpEqual(.r7, .r8, 0), .end)
+            jump(.jumpEqual(.r7, 0, 0), .null)
+            p += [.mov(.r6, .r9), .add(.r6, Int32(header + k * stride)), .store64(.r6, 0, .r7)]
+            var position: Int32 = 8
+            for f in fields {
+                p += [.mov(.r1, .r6), .add(.r1, position), .mov(.r2, Int32(f.size)), .mov(.r3, .r7), .add(.r3, f.offset),
+                      .call(BPF_FUNC_probe_read_kernel)]
+                jump(.jumpNotEqual(.r0, 0, 0), .fault)
+                position += Int32(f.size)
+            }
+            p += [.mov(.r1, .r10), .add(.r1, -16), .mov(.r2, 8), .mov(.r3, .r7), .add(.r3, nextOffset),
+                  .call(BPF_FUNC_probe_read_kernel)]
+            jump(.jumpNotEqual(.r0, 0, 0), .fault)
+            p += [.load64(.r7, .r10, -16), .store64(.r9, 0, Int32(k + 1))]
+        }
+        var targets: [Label: Int] = [:]
+        targets[.full] = p.count
+        p += [.store64(.r9, 8, .r7), .mov(.r0, 1), .exit]
+        targets[.end] = p.count
+        p += [.store64(.r9, 8, .r7), .mov(.r0, 0), .exit]
+        targets[.null] = p.count
+        p += [.store64(.r9, 8, .r7), .mov(.r0, 2), .exit]
+        targets[.fault] = p.count
+        p += [.store64(.r9, 8, .r7), .exit]
+        targets[.noValue] = p.count
+        p += [.mov(.r0, -ENOENT), .exit]
+        for (at, label) in jumps {
+            p[at] = p[at].retargeted(Int16(targets[label, default: at + 1] - at - 1))
+        }
+        return p
+    }
+
+    /// Visits the chain from `first` until it comes back to `head`, at most `maxEntries` nodes; a node seen
+    /// twice ends the walk as `.loop`. A faulting read throws `MemoryFault` naming the node's field.
+    public func walk(first: UInt64, head: UInt64, maxEntries: Int) throws -> (entries: [Entry], end: End) {
+        var entries: [Entry] = []
+        var seen = Set<UInt64>()
+        var node = first
+        var value = [UInt8](repeating: 0, count: valueSize)
+        let sizes = fields.map(\.size)
+        let recordBytes = sizes.reduce(0, +)
+        while true {
+            var args: [UInt64] = [node, head]
+            var retval: UInt32 = 0
+            let r = args.withUnsafeMutableBytes { kreach_bpf_prog_test_run(progFD, $0.baseAddress, UInt32($0.count), &retval) }
+            guard r == 0 else { throw BPFError("run the BPF walk program (BPF_PROG_TEST_RUN)", errno: -r) }
+            var key: UInt32 = 0
+            let l = value.withUnsafeMutableBytes { kreach_bpf_map_lookup(mapFD, &key, $0.baseAddress) }
+            guard l == 0 else { throw BPFError("read the BPF walk map", errno: -l) }
+            let (count, last) = value.withUnsafeBytes { ($0.loadUnaligned(fromByteOffset: 0, as: UInt64.self),
+                                                         $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+            for i in 0..<min(Int(count), batch) {
+                let base = BPFListWalk.header + i * stride
+                let address = value.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: base, as: UInt64.self) }
+                guard seen.insert(address).inserted else { return (entries, .loop(node: address)) }
+                if entries.count >= maxEntries { return (entries, .limit) }
+                entries.append(Entry(node: address, record: value[base + 8..<base + 8 + recordBytes], sizes: sizes))
+            }
+            switch Int32(bitPattern: retval) {
+            case 0: return (entries, .complete)
+            case 1:
+                if entries.count >= maxEntries {
+                    return (entries, last == head ? .complete : .limit)
+                }
+                node = last
+            case 2: return (entries, .nullNext)
+            case let e:
+                throw MemoryFault(address: last, count: 8, reason: BPFListWalk.reason(-e) + " (node of the in-kernel walk)")
+            }
+        }
+    }
+
+    /// bpf_probe_read_kernel's error, in words.
+    static func reason(_ errno: Int32) -> String {
+        switch errno {
+        case EFAULT: return "not mapped (bpf_probe_read_kernel: -EFAULT)"
+        case ERANGE: return "not a kernel address (bpf_probe_read_kernel: -ERANGE)"
+        default: return "bpf_probe_read_kernel: \(String(cString: strerror(errno)))"
+        }
+    }
+}

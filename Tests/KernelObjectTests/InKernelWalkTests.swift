@@ -1,0 +1,161 @@
+import Foundation
+import Glibc
+import XCTest
+import Memory
+@testable import KernelObject
+import KernelSource
+import KreachSupport
+import KreachTestSupport
+
+/// List walks followed inside the kernel (Memory/BPFListWalk: one BPF run per batch of nodes, fields copied
+/// along) against the kernel's own counts: the inodes of a fresh tmpfs, this thread's children in /proc.
+final class InKernelWalkTests: XCTestCase {
+    /// Files made on the tmpfs: more than one batch (1024 nodes per run), so the walk resumes across runs.
+    static let files = 2500
+
+    func evaluator() throws -> (Evaluator, ObjectFormatter, BPFMemory) {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: BPF needs CAP_BPF + CAP_PERFMON, mount needs CAP_SYS_ADMIN")) }
+        let memory = try BPFMemory()
+        let ev = try Evaluator(kernel: try Kernel(source: .live), memory: memory)
+        return (ev, ObjectFormatter(evaluator: ev), memory)
+    }
+
+    func entries(_ ev: Evaluator, _ source: String) throws -> [Object] {
+        guard case .entries(let entries, _) = try ev.evaluate(source) else { throw FixtureError("\(source) is not a walk") }
+        return entries
+    }
+
+    /// A fresh tmpfs with `files` empty files, its root open: (mount point, fd of the root, inode numbers by stat).
+    func tmpfs() throws -> (String, Int32, Set<UInt64>) {
+        let dir = NSTemporaryDirectory() + "kreach-walk-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        guard mkdir(dir, 0o700) == 0 else { throw FixtureError("mkdir \(dir): errno \(errno)") }
+        guard mount("none", dir, "tmpfs", 0, "mode=0700") == 0 else {
+            rmdir(dir)
+            throw XCTSkip(Host.skipReason("cannot mount a tmpfs (errno \(errno))"))
+        }
+        var inodes = Set<UInt64>()
+        var st = stat()
+        for k in 0..<Self.files {
+            let fd = open("\(dir)/f\(k)", O_CREAT | O_WRONLY | O_EXCL, 0o600)
+            guard fd >= 0, fstat(fd, &st) == 0 else { throw FixtureError("create \(dir)/f\(k): errno \(errno)") }
+            inodes.insert(UInt64(st.st_ino))
+            close(fd)
+        }
+        let root = open(dir, O_RDONLY | O_DIRECTORY)
+        guard root >= 0, fstat(root, &st) == 0 else { throw FixtureError("open \(dir): errno \(errno)") }
+        inodes.insert(UInt64(st.st_ino))
+        return (dir, root, inodes)
+    }
+
+    func unmount(_ dir: String, _ fd: Int32) {
+        close(fd)
+        umount2(dir, Int32(MNT_DETACH))
+        rmdir(dir)
+    }
+
+    static func head(_ fd: Int32) -> String { "&current->files->fdt->fd[\(fd)]->f_inode->i_sb->s_inodes" }
+
+    static func walk(_ fd: Int32) -> String { "list_for_each_entry(struct inode, \(head(fd)), i_sb_list)" }
+
+    /// Every inode of the superblock, walked in the kernel with i_ino copied along: the files made plus
+    /// the root, with the inode numbers stat gives; the walk through per-entry reads (--walk=user) gives the
+    /// same entries in the same order.
+    func testTmpfsInodesInKernelMatchStat() throws {
+        let (ev, fmt, _) = try evaluator()
+        let (dir, fd, inodes) = try tmpfs()
+        defer { unmount(dir, fd) }
+        ev.walkMode = .kernel
+        ev.walkFields = ["i_ino"]
+        let inKernel = try entries(ev, Self.walk(fd))
+        XCTAssertEqual(inKernel.count, Self.files + 1, "the files and the root")
+        let copied = try inKernel.map { e -> UInt64 in
+            guard let v = ev.prefetchedField("i_ino", of: e) else { throw FixtureError("i_ino not copied by the in-kernel walk") }
+            return UInt64(try fmt.compact(v)) ?? 0
+        }
+        XCTAssertEqual(Set(copied), inodes)
+        ev.walkMode = .user
+        let perEntry = try entries(ev, Self.walk(fd))
+        XCTAssertEqual(perEntry.map(\.address), inKernel.map(\.address))
+        XCTAssertNil(ev.prefetchedField("i_ino", of: perEntry[0]), "no copied fields without the in-kernel walk")
+        XCTAssertEqual(try perEntry.map { UInt64(try fmt.compact(try ev.evaluate(field: "i_ino", of: $0))) ?? 0 }, copied)
+    }
+
+    /// --max bounds the in-kernel walk like the per-entry one: the first entries, and the note.
+    func testInKernelWalkStopsAtMax() throws {
+        let (ev, _, _) = try evaluator()
+        let (dir, fd, _) = try tmpfs()
+        defer { unmount(dir, fd) }
+        ev.walkMode = .user
+        ev.maxEntries = 1500
+        let perEntry = try entries(ev, Self.walk(fd))
+        ev.walkMode = .kernel
+        let inKernel = try entries(ev, Self.walk(fd))
+        XCTAssertEqual(inKernel.count, 1500)
+        XCTAssertEqual(inKernel.map(\.address), perEntry.map(\.address))
+        XCTAssertTrue(ev.warnings.contains("list_for_each_entry: stopped after 1500 entries (--max)"), "\(ev.warnings)")
+    }
+
+    /// This thread's children, walked in the kernel with pid copied along, are /proc/thread-self/children.
+    func testChildrenInKernelMatchProc() throws {
+        let (ev, fmt, _) = try evaluator()
+        guard FileManager.default.fileExists(atPath: "/proc/thread-self/children") else {
+            throw XCTSkip(Host.skipReason("no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN off)"))
+        }
+        var children: [Child] = []
+        defer {
+            for c in children {
+                c.signal(SIGKILL)
+                _ = try? c.wait(timeout: Run.defaultTimeout)
+            }
+        }
+        for _ in 0..<3 { children.append(try Child(["sleep", "600"])) }
+        let listed = try FileBytes.readText("/proc/thread-self/children").split(separator: " ").map(String.init)
+        ev.walkMode = .kernel
+        ev.walkFields = ["pid"]
+        let walked = try entries(ev, "list_for_each_entry(struct task_struct, &current->children, sibling)").map { e -> String in
+            guard let v = ev.prefetchedField("pid", of: e) else { throw FixtureError("pid not copied") }
+            return try fmt.compact(v)
+        }
+        XCTAssertEqual(walked, listed)
+    }
+
+    /// A walk whose end never comes (the head given is not in the ring) goes round the ring and meets its
+    /// first node again: a loop, named. A first node at a user address faults there; NULL ends the chain.
+    func testLoopFaultAndNullSayWhere() throws {
+        let (ev, _, memory) = try evaluator()
+        let (dir, fd, _) = try tmpfs()
+        defer { unmount(dir, fd) }
+        guard case .object(let next) = try ev.evaluate(String(Self.head(fd).dropFirst()) + ".next"), let at = next.address else { throw FixtureError("no s_inodes.next") }
+        let first = try memory.read(at, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        let chain = try BPFListWalk(nextOffset: 0, fields: [])
+        let (nodes, end) = try chain.walk(first: first, head: 1, maxEntries: 100_000)
+        XCTAssertEqual(end, .loop(node: first))
+        XCTAssertEqual(nodes.count, Self.files + 2, "the entries and the real head, then the first again")
+        XCTAssertThrowsError(try chain.walk(first: 0x1000, head: 1, maxEntries: 10)) { error in
+            XCTAssertTrue("\(error)".contains("0x1000"), "\(error)")
+        }
+        XCTAssertEqual(try chain.walk(first: 0, head: 1, maxEntries: 10).end, .nullNext)
+        // Through the walker: --walk=kernel where only per-entry reads exist is an error, not a silent fallback.
+        ev.walkMode = .kernel
+        XCTAssertThrowsError(try ContainerHelper.rbtreeInorderForEachEntry.walk(head: 0, headType: "rb_root", linkOffset: 0, memory: memory,
+                                                                                  vmlinux: ev.types.vmlinux, maxEntries: 1, mode: .kernel)) { error in
+            XCTAssertTrue("\(error)".contains("no in-kernel walk"), "\(error)")
+        }
+    }
+
+    /// hlist_for_each_entry in the kernel (the chain ends at NULL): the tasks of this thread's struct pid
+    /// (PIDTYPE_PID) are this thread alone, its pid the TID /proc/thread-self names.
+    func testHlistInKernelIsThisThread() throws {
+        let (ev, fmt, _) = try evaluator()
+        ev.walkMode = .kernel
+        ev.walkFields = ["pid"]
+        let walked = try entries(ev, "hlist_for_each_entry(struct task_struct, &current->thread_pid->tasks[0], pid_links[0])")
+        XCTAssertEqual(walked.count, 1)
+        guard let first = walked.first, let pid = ev.prefetchedField("pid", of: first) else { throw FixtureError("pid not copied") }
+        // The kernel's own name for this thread: /proc/thread-self -> PID/task/TID.
+        let tid = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self").split(separator: "/").last.map(String.init)
+        XCTAssertEqual(try fmt.compact(pid), tid)
+        guard case .object(let me) = try ev.evaluate("&*current") else { throw FixtureError("no current") }
+        XCTAssertEqual(first.address, try me.scalar(ev.memory))
+    }
+}
