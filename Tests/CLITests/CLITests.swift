@@ -183,7 +183,7 @@ final class ShowCLITests: XCTestCase {
         XCTAssertEqual(try kreach(["watch", "--interval", "soon", "x"]).status, 2)
         let snap = try kreach(["show", "--kernel", try DebianCapture.directory(), "brd:rd_size"])
         XCTAssertEqual(snap.status, 1)
-        XCTAssertEqual(snap.stderr, "kreach: reading values needs the live kernel (--kernel snapshots have no memory)\n")
+        XCTAssertEqual(snap.stderr, "kreach: reading values needs the live kernel or a dump (--core FILE): --kernel snapshots have no memory\n")
     }
 
     /// /proc/kcore where the kernel has it (stock kernels): the uts name of this process, at the address the BPF
