@@ -29,28 +29,18 @@ final class WalkerTests: XCTestCase {
     /// /proc/thread-self/children lists (the kernel walks the same list, oldest first); reversed, the reverse.
     func testChildrenListForwardAndReverseMatchProc() throws {
         let (ev, fmt) = try evaluator()
-        guard FileManager.default.fileExists(atPath: "/proc/thread-self/children") else {
-            throw XCTSkip(Host.skipReason("no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN off)"))
+        try Child.withSleepingChildren(3) { children, listed in
+            XCTAssertEqual(Set(listed), Set(children.map { String($0.pid) }), "the kernel lists the three children")
+            let forward = try field(ev, fmt, "pid", try entries(ev, "list_for_each_entry(struct task_struct, &current->children, sibling)"))
+            XCTAssertEqual(forward, listed)
+            let reverse = try field(ev, fmt, "pid", try entries(ev, "list_for_each_entry_reverse(struct task_struct, &current->children, sibling)"))
+            XCTAssertEqual(reverse, listed.reversed())
+            // Bounded the same way: the newest child only.
+            ev.maxEntries = 1
+            XCTAssertEqual(try field(ev, fmt, "pid", try entries(ev, "list_for_each_entry_reverse(struct task_struct, &current->children, sibling)")),
+                           [listed.last ?? ""])
+            XCTAssertTrue(ev.warnings.contains("list_for_each_entry_reverse: stopped after 1 entries (--max)"), "\(ev.warnings)")
         }
-        var children: [Child] = []
-        defer {
-            for c in children {
-                c.signal(SIGKILL)
-                _ = try? c.wait(timeout: Run.defaultTimeout)
-            }
-        }
-        for _ in 0..<3 { children.append(try Child(["sleep", "600"])) }
-        let listed = try FileBytes.readText("/proc/thread-self/children").split(separator: " ").map(String.init)
-        XCTAssertEqual(Set(listed), Set(children.map { String($0.pid) }), "the kernel lists the three children")
-        let forward = try field(ev, fmt, "pid", try entries(ev, "list_for_each_entry(struct task_struct, &current->children, sibling)"))
-        XCTAssertEqual(forward, listed)
-        let reverse = try field(ev, fmt, "pid", try entries(ev, "list_for_each_entry_reverse(struct task_struct, &current->children, sibling)"))
-        XCTAssertEqual(reverse, listed.reversed())
-        // Bounded the same way: the newest child only.
-        ev.maxEntries = 1
-        XCTAssertEqual(try field(ev, fmt, "pid", try entries(ev, "list_for_each_entry_reverse(struct task_struct, &current->children, sibling)")),
-                       [listed.last ?? ""])
-        XCTAssertTrue(ev.warnings.contains("list_for_each_entry_reverse: stopped after 1 entries (--max)"), "\(ev.warnings)")
     }
 
     /// A listening TCP socket sits in a listening-hash bucket (struct inet_listen_hashbucket), an hlist_nulls

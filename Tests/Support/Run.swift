@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import KreachSupport
+import XCTest
 
 /// A subprocess that did not finish in time: its process group was killed.
 public struct TimeoutError: Error, CustomStringConvertible {
@@ -153,4 +154,25 @@ public enum Run {
 
     /// Whether a program is on PATH.
     public static func available(_ program: String) -> Bool { Subprocess.find(program) != nil }
+}
+
+extension Child {
+    /// Runs `body` with `count` children of this thread (`sleep 600`) and the pids /proc/thread-self/children
+    /// lists for them; skips with a reason where that file doesn't exist (CONFIG_PROC_CHILDREN off). The
+    /// children are killed and reaped afterwards.
+    public static func withSleepingChildren(_ count: Int, _ body: (_ children: [Child], _ listed: [String]) throws -> Void) throws {
+        guard FileManager.default.fileExists(atPath: "/proc/thread-self/children") else {
+            throw XCTSkip(Host.skipReason("no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN off)"))
+        }
+        var children: [Child] = []
+        defer {
+            for c in children {
+                c.signal(SIGKILL)
+                _ = try? c.wait(timeout: Run.defaultTimeout)
+            }
+        }
+        for _ in 0..<count { children.append(try Child(["sleep", "600"])) }
+        let listed = try FileBytes.readText("/proc/thread-self/children").split(separator: " ").map(String.init)
+        try body(children, listed)
+    }
 }
