@@ -16,8 +16,8 @@ export PATH=/run/kreach-bin:$PATH
 cd "$repo" || exit 1
 shopt -s nullglob
 files=(Tests/vm/cases/$cases.case)
-# Benchmarks run only when named.
-if [ "$cases" = "*" ]; then files=($(printf '%s\n' "${files[@]}" | grep -v '/bench-')); fi
+# Benchmarks and the release suite (release-*.case) run only when named.
+if [ "$cases" = "*" ]; then files=($(printf '%s\n' "${files[@]}" | grep -Ev '/(bench|release)-')); fi
 [ ${#files[@]} -gt 0 ] || { echo "no case file matches Tests/vm/cases/$cases.case"; echo "0 passed, 1 failed"; exit 1; }
 bash Tests/vm/run-cases "${files[@]}"
 status=$?
