@@ -195,9 +195,37 @@ public final class Evaluator {
 
     /// A container walk (Walkers/: one walker per kernel macro): types the entries and the link member,
     /// checks the head's type, and maps walk errors to the expression.
-    func walk(_ helper: ContainerHelper, _ t: TypeName, _ headExpr: Expr, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> [Object] {
+    func walk(_ helper: ContainerHelper, _ t: TypeName?, _ headExpr: Expr, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> [Object] {
         let whole = Expr.number(0, range: range)
-        let entryType = try resolveType(t, whole, source)
+        // for_each_cpu yields CPU numbers: unsigned int values.
+        let entryType = try t.map { try resolveType($0, whole, source) } ?? resolveType(TypeName(words: ["unsigned", "int"], pointers: 0, text: "unsigned int"), whole, source)
+        let linkOffset = helper.arguments == .typeHeadMember ? try self.linkOffset(entryType, memberName, range, source) : 0
+        var head = try eval(headExpr, source)
+        if let target = try pointerTarget(head.type) { head = try deref(head, target, headExpr, source) }
+        guard let headAddress = head.address else { throw fail("the list head has no address", headExpr, source) }
+        let headType = (try? head.type.record()).flatMap { $0?.1.name } ?? ""
+        guard helper.headTypes.contains(headType) else {
+            let wanted = helper.headTypes.map { "struct " + $0 }.joined(separator: " or ")
+            throw fail("\(helper.macro) needs a \(wanted), not \(head.type.name)", headExpr, source)
+        }
+        do {
+            let copied = helper.arguments == .typeHeadMember ? try copiedFields(of: entryType) : []
+            let w = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
+                                    vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied)
+            w.warnings.forEach(warn)
+            prefetched = [:]
+            for (entry, values) in w.fieldBytes {
+                for (f, bytes) in zip(copied, values) { prefetched[entry &+ UInt64(bitPattern: Int64(f.offset))] = bytes }
+            }
+            if helper.arguments == .typeHeadMember { return w.entries.map { Object(type: entryType, address: $0) } }
+            return try indexedEntries(w, entryType, helper)
+        } catch let error as WalkError {
+            throw ExpressionError.at(error.description, source: source, range: range)
+        }
+    }
+
+    /// The offset of MEMBER (or MEMBER[N]) in the entry type: entry = node - offset.
+    func linkOffset(_ entryType: CType, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> UInt64 {
         var name = memberName, index = 0
         if let open = memberName.firstIndex(of: "[") {
             name = String(memberName[..<open])
@@ -213,27 +241,32 @@ public final class Evaluator {
             }
             linkOffset += UInt64(index * (try element.size()))
         }
-        var head = try eval(headExpr, source)
-        if let target = try pointerTarget(head.type) { head = try deref(head, target, headExpr, source) }
-        guard let headAddress = head.address else { throw fail("the list head has no address", headExpr, source) }
-        let headType = (try? head.type.record()).flatMap { $0?.1.name } ?? ""
-        guard helper.headTypes.contains(headType) else {
-            let wanted = helper.headTypes.map { "struct " + $0 }.joined(separator: " or ")
-            throw fail("\(helper.macro) needs a \(wanted), not \(head.type.name)", headExpr, source)
-        }
-        do {
-            let copied = try copiedFields(of: entryType)
-            let w = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
-                                    vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied)
-            w.warnings.forEach(warn)
-            prefetched = [:]
-            for (entry, values) in w.fieldBytes {
-                for (f, bytes) in zip(copied, values) { prefetched[entry &+ UInt64(bitPattern: Int64(f.offset))] = bytes }
+        return linkOffset
+    }
+
+    /// The entries of an indexed walk: for a scalar TYPE (`void *`, `unsigned long`, for_each_cpu's CPU
+    /// numbers) each slot's value; otherwise the TYPE object each pointer entry points at (value entries,
+    /// `xa_is_value`, are not pointers: skipped, and counted in a note).
+    func indexedEntries(_ w: Walk, _ entryType: CType, _ helper: ContainerHelper) throws -> [Object] {
+        var out: [Object] = []
+        var values = 0
+        for (e, index) in zip(w.entries, w.indices) {
+            var o: Object
+            if entryType.isScalar {
+                o = try Object.value(helper == .forEachCpu ? index : e, type: entryType)
+            } else if e & 1 != 0 {
+                values += 1
+                continue
+            } else {
+                o = Object(type: entryType, address: e)
             }
-            return w.entries.map { Object(type: entryType, address: $0) }
-        } catch let error as WalkError {
-            throw ExpressionError.at(error.description, source: source, range: range)
+            o.index = helper == .forEachCpu ? nil : index
+            out.append(o)
         }
+        if values > 0 {
+            warn("\(helper.macro): skipped \(values) value entries (xa_is_value: not pointers; walk with TYPE unsigned long to see them)")
+        }
+        return out
     }
 }
 

@@ -212,7 +212,7 @@ public final class Resolver {
                 guard let g = try? GlobalName(parsing: name), let m = g.module, m != "vmlinux" else { return nil }
                 return m
             case .member(let b, _, _, _), .index(let b, _, _), .deref(let b, _), .addressOf(let b, _), .negate(let b, _),
-                 .cast(_, let b, _), .perCPU(let b, _, _):
+                 .cast(_, let b, _), .perCPU(let b, _, _), .containerOf(let b, _, _, _):
                 node = b
             default:
                 return nil
@@ -540,6 +540,22 @@ public final class Resolver {
             var note = "per_cpu(\(g.symbol.name))"
             if case .constant(let c) = n { note = "per_cpu(\(g.symbol.name), \(c))" }
             return Resolved(type: g.type, place: Value.plus(base, .constant(g.symbol.address)), note: note)
+        case let .containerOf(pointer, t, member, _):
+            let target = try resolveType(t, near: Resolver.module(of: pointer), e, source)
+            let p = try resolve(pointer, source)
+            guard try pointerTarget(p.type) != nil || p.type.isScalar else {
+                throw fail("container_of() takes a pointer, not \(p.type.name)", pointer, source)
+            }
+            var offset = 0
+            var inner = target
+            for name in member.split(separator: ".") {
+                guard let m = try inner.member(String(name)), m.bitfieldSize == 0 else {
+                    throw fail("\(inner.name) has no member \(name)", e, source)
+                }
+                offset += m.bitOffset / 8
+                inner = m.type
+            }
+            return Resolved(type: .pointer(target), value: Value.plus(try rvalue(p, pointer, source), .constant(0 &- UInt64(offset))))
         case .container:
             throw fail("a container walk can only be the whole expression", e, source)
         }
