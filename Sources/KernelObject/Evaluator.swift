@@ -211,7 +211,8 @@ public final class Evaluator {
         do {
             let copied = helper.arguments == .typeHeadMember ? try copiedFields(of: entryType) : []
             let w = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
-                                    vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied)
+                                    vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied,
+                                    bitLimit: helper == .forEachCpu ? cpuCount() : nil)
             w.warnings.forEach(warn)
             prefetched = [:]
             for (entry, values) in w.fieldBytes {
@@ -222,6 +223,18 @@ public final class Evaluator {
         } catch let error as WalkError {
             throw ExpressionError.at(error.description, source: source, range: range)
         }
+    }
+
+    /// nr_cpu_ids: the kernel's (an unsigned int in kallsyms, where data symbols are listed); else, for the live
+    /// kernel, one more than the last CPU of /sys/devices/system/cpu/possible (how the kernel sets it); nil if neither.
+    func cpuCount() -> Int? {
+        if let nr = try? symbols.resolve(GlobalName(module: "vmlinux", name: "nr_cpu_ids")),
+           let bytes = try? memory.read(nr.address, count: 4) {
+            return Int(littleEndianWord(bytes[...]))
+        }
+        guard case .live = kernel.source, let possible = try? FileBytes.readText("/sys/devices/system/cpu/possible"),
+              let last = possible.split(whereSeparator: { $0 == "," || $0 == "-" }).last.flatMap({ Int($0) }) else { return nil }
+        return last + 1
     }
 
     /// The offset of MEMBER (or MEMBER[N]) in the entry type: entry = node - offset.

@@ -78,10 +78,11 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
     /// The same walk, also copying `fields` (offsets from the entry, scalars of 1–8 bytes) of each entry
     /// when the walk runs in the kernel (`Walk.fieldBytes`; empty otherwise).
     func walk(head: UInt64, headType: String, linkOffset: UInt64, memory: KernelMemory, vmlinux: BTF,
-              maxEntries: Int, mode: WalkMode, fields: [BPFListWalk.Field]) throws -> Walk {
+              maxEntries: Int, mode: WalkMode, fields: [BPFListWalk.Field], bitLimit: Int? = nil) throws -> Walk {
         var w = Walk(helper: self, memory: memory, vmlinux: vmlinux, headType: headType, linkOffset: linkOffset, maxEntries: maxEntries)
         w.mode = mode
         w.fields = fields
+        w.bitLimit = bitLimit
         if mode == .kernel, walker != ListWalker.self, walker != ListReverseWalker.self, walker != HListWalker.self {
             throw WalkError.noKernelWalk(self, reader: memory.name)
         }
@@ -152,6 +153,8 @@ struct Walk {
     let maxEntries: Int
     /// Where the pointers are followed.
     var mode = WalkMode.auto
+    /// Bits of a bitmap that count (nr_cpu_ids for a cpumask: the kernel leaves the bits past it undefined).
+    var bitLimit: Int?
     /// Fields to copy per entry in an in-kernel walk (offsets from the entry).
     var fields: [BPFListWalk.Field] = []
     /// Their bytes, by entry address, when the walk ran in the kernel.
