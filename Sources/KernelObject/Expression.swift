@@ -56,6 +56,8 @@ public indirect enum Expr {
     /// list_for_each_entry(TYPE, HEAD, MEMBER) and friends: `helper` names the kernel macro. TYPE is nil and
     /// MEMBER empty where the macro has none (`for_each_cpu(MASK)`, `xa_for_each(TYPE, XA)`).
     case container(helper: ContainerHelper, TypeName?, Expr, member: String, range: Range<Int>)
+    /// per_cpu_sum(VAR.member...): the sum of a per-CPU variable's scalar over the possible CPUs.
+    case perCPUSum(Expr, range: Range<Int>)
     /// container_of(PTR, TYPE, MEMBER): a `TYPE *` to the object whose MEMBER (a member path) PTR points at.
     case containerOf(Expr, TypeName, member: String, range: Range<Int>)
     /// Script text kreach leaves to bpftrace (an index such as `$i` or `arg0`); only the script scanner asks for it.
@@ -64,7 +66,7 @@ public indirect enum Expr {
     public var range: Range<Int> {
         switch self {
         case .symbol(_, let r), .number(_, let r), .current(let r), .member(_, _, _, let r), .index(_, _, let r),
-             .deref(_, let r), .addressOf(_, let r), .negate(_, let r), .cast(_, _, let r), .perCPU(_, _, let r),
+             .deref(_, let r), .addressOf(_, let r), .negate(_, let r), .cast(_, _, let r), .perCPU(_, _, let r), .perCPUSum(_, let r),
              .container(_, _, _, _, let r), .containerOf(_, _, _, let r), .opaque(_, let r):
             return r
         }
@@ -75,7 +77,7 @@ public indirect enum Expr {
 ///
 /// Grammar: `name`, `mod:name`, ``mod`name``, `` `name `` (vmlinux), `name#N`, `name@ADDR`, integers
 /// (decimal, 0x hex), `current`, `&x`, `*p`, `-n`, `p->f`, `s.f`, `a[i]`, `(TYPE)x`, `(x)`,
-/// `per_cpu(VAR, CPU)`, `container_of(PTR, TYPE, MEMBER)`, and the container walks of `ContainerHelper`
+/// `per_cpu(VAR, CPU)`, `per_cpu_sum(VAR.member)`, `container_of(PTR, TYPE, MEMBER)`, and the container walks of `ContainerHelper`
 /// (`list_for_each_entry(TYPE, HEAD, MEMBER)`, `hlist_for_each_entry`, `hlist_nulls_for_each_entry`,
 /// `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)`, `xa_for_each(TYPE, XA)`, `for_each_cpu(MASK)`, ...).
 public struct ExpressionParser {
@@ -345,6 +347,12 @@ public struct ExpressionParser {
                 let cpu = try expression()
                 let close = try expect(")")
                 return try node(.perCPU(v, cpu, range: start.lowerBound..<close.upperBound), above: max(vDepth, lastDepth), at: start)
+            }
+            if name == "per_cpu_sum" && peek == .punct("(") {
+                pos += 1
+                let v = try expression()
+                let close = try expect(")")
+                return try node(.perCPUSum(v, range: start.lowerBound..<close.upperBound), above: lastDepth, at: start)
             }
             if name == "container_of" && peek == .punct("(") {
                 pos += 1
