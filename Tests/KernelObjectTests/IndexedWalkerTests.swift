@@ -10,17 +10,6 @@ import KreachTestSupport
 /// The indexed walkers (Walkers/XArray.swift, MapleTree.swift, CPUMask.swift) and container_of on the live
 /// kernel, from heads reached through `current`, against the kernel's own views: mincore, /proc, maps, status.
 final class IndexedWalkerTests: XCTestCase {
-    func evaluator() throws -> (Evaluator, ObjectFormatter) {
-        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: BPF needs CAP_BPF + CAP_PERFMON, mount needs CAP_SYS_ADMIN")) }
-        let ev = try Evaluator(kernel: try Kernel(source: .live), memory: try BPFMemory())
-        return (ev, ObjectFormatter(evaluator: ev))
-    }
-
-    func entries(_ ev: Evaluator, _ source: String) throws -> [Object] {
-        guard case .entries(let entries, _) = try ev.evaluate(source) else { throw FixtureError("\(source) is not a walk") }
-        return entries
-    }
-
     func number(_ ev: Evaluator, _ fmt: ObjectFormatter, _ field: String, of entry: Object) throws -> UInt64 {
         let text = try fmt.compact(try ev.evaluate(field: field, of: entry))
         guard let v = UInt64(text) else { throw FixtureError("\(field) is \(text), not a number") }
@@ -40,7 +29,7 @@ final class IndexedWalkerTests: XCTestCase {
     /// xarray) holds exactly those indices, which mincore on a mapping of the file reports resident. Each
     /// entry's folio (or page, before folios) has that index; `void *` entries give the same indices; --max cuts.
     func testPageCacheXArrayOfASparseTmpfsFileMatchesMincore() throws {
-        let (ev, fmt) = try evaluator()
+        let (ev, fmt) = try liveEvaluator()
         let dir = NSTemporaryDirectory() + "kreach-xa-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         guard mkdir(dir, 0o700) == 0 else { throw FixtureError("mkdir \(dir): errno \(errno)") }
         defer { rmdir(dir) }
@@ -63,12 +52,12 @@ final class IndexedWalkerTests: XCTestCase {
 
         let xa = "&current->files->fdt->fd[\(fd)]->f_mapping->i_pages"
         let folio = try hasMember(ev, "folio", "index") ? "struct folio" : "struct page"
-        let walked = try entries(ev, "xa_for_each(\(folio), \(xa))")
+        let walked = try walkEntries(ev, "xa_for_each(\(folio), \(xa))")
         XCTAssertEqual(walked.map(\.index), resident)
         XCTAssertEqual(try walked.map { try number(ev, fmt, "index", of: $0) }, resident, "each \(folio)'s own index")
-        XCTAssertEqual(try entries(ev, "xa_for_each(void *, \(xa))").map(\.index), resident)
+        XCTAssertEqual(try walkEntries(ev, "xa_for_each(void *, \(xa))").map(\.index), resident)
         ev.maxEntries = 2
-        XCTAssertEqual(try entries(ev, "xa_for_each(void *, \(xa))").map(\.index), Array(resident.prefix(2)))
+        XCTAssertEqual(try walkEntries(ev, "xa_for_each(void *, \(xa))").map(\.index), Array(resident.prefix(2)))
         XCTAssertTrue(ev.warnings.contains("xa_for_each: stopped after 2 entries (--max)"), "\(ev.warnings)")
         XCTAssertThrowsError(try ev.evaluate("xa_for_each(\(folio), &current->files->fdt->fd[\(fd)]->f_mapping)")) {
             XCTAssertTrue("\($0)".contains("xa_for_each needs a struct xarray, not struct address_space"), "\($0)")
@@ -91,12 +80,12 @@ final class IndexedWalkerTests: XCTestCase {
     /// thread /proc lists both before and after the walk (our three children among them) is there. The pids
     /// of dead session or group leaders may be there too, so the walk may list more.
     func testPidNamespaceIDRHoldsTheThreadsProcLists() throws {
-        let (ev, fmt) = try evaluator()
+        let (ev, fmt) = try liveEvaluator()
         let ns = "current->nsproxy->pid_ns_for_children"
         let level = try fmt.compact(try ev.evaluate("\(ns)->level").objectValue())
         try Child.withSleepingChildren(3) { children, _ in
             let before = try procThreads()
-            let walked = try entries(ev, "idr_for_each_entry(struct pid, &\(ns)->idr)")
+            let walked = try walkEntries(ev, "idr_for_each_entry(struct pid, &\(ns)->idr)")
             let after = try procThreads()
             let ids = walked.compactMap(\.index)
             XCTAssertEqual(ids.count, walked.count)
@@ -113,7 +102,7 @@ final class IndexedWalkerTests: XCTestCase {
     /// thread, so `current` is it) gives the CPUs /proc/thread-self/status lists as Cpus_allowed_list, also
     /// after pinning the thread to its last allowed CPU.
     func testCpumaskOfThisThreadMatchesCpusAllowedList() throws {
-        let (ev, fmt) = try evaluator()
+        let (ev, fmt) = try liveEvaluator()
         func allowed() throws -> [UInt64] {
             let status = try FileBytes.readText("/proc/thread-self/status")
             guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) else { throw FixtureError("no Cpus_allowed_list") }
@@ -126,7 +115,7 @@ final class IndexedWalkerTests: XCTestCase {
             return cpus
         }
         func walked() throws -> [UInt64] {
-            try entries(ev, "for_each_cpu(&current->cpus_mask)").map { UInt64(try fmt.compact($0)) ?? .max }
+            try walkEntries(ev, "for_each_cpu(&current->cpus_mask)").map { UInt64(try fmt.compact($0)) ?? .max }
         }
         // glibc's affinity calls through dlsym (the Glibc module has no sched_*affinity): pid 0 is this thread.
         typealias Affinity = @convention(c) (pid_t, Int, UnsafeMutableRawPointer) -> Int32
@@ -153,7 +142,7 @@ final class IndexedWalkerTests: XCTestCase {
     /// /proc/PID/maps (less [vsyscall], which is no VMA), read unchanged before and after the walk. The child's
     /// task is reached with container_of from this thread's newest child link (children.prev).
     func testMapleTreeVMAsOfAChildMatchMaps() throws {
-        let (ev, fmt) = try evaluator()
+        let (ev, fmt) = try liveEvaluator()
         guard try hasMember(ev, "mm_struct", "mm_mt") else {
             throw XCTSkip(Host.skipReason("struct mm_struct has no mm_mt here (VMAs before the maple tree)"))
         }
@@ -174,7 +163,7 @@ final class IndexedWalkerTests: XCTestCase {
                 let before = try maps(child.pid)
                 let walked: [Object]
                 do {
-                    walked = try entries(ev, "mt_for_each(struct vm_area_struct, &\(task)->mm->mm_mt)")
+                    walked = try walkEntries(ev, "mt_for_each(struct vm_area_struct, &\(task)->mm->mm_mt)")
                 } catch let error as ExpressionError where error.message.contains("changed while read") {
                     continue
                 }
@@ -190,7 +179,7 @@ final class IndexedWalkerTests: XCTestCase {
 
     /// container_of is the member's offset back: from a task's `tasks` link to the task, and through a path.
     func testContainerOfUndoesMemberAddress() throws {
-        let (ev, fmt) = try evaluator()
+        let (ev, fmt) = try liveEvaluator()
         let task = try ev.evaluate("current").objectValue().scalar(ev.memory)
         XCTAssertEqual(try ev.evaluate("container_of(&current->tasks, struct task_struct, tasks)").objectValue().scalar(ev.memory), task)
         XCTAssertEqual(try ev.evaluate("container_of(&current->se.run_node, struct task_struct, se.run_node)").objectValue().scalar(ev.memory), task)

@@ -10,17 +10,6 @@ import KreachTestSupport
 /// The container walkers (Sources/KernelObject/Walkers) on the live kernel, from heads reached through
 /// `current`, against the kernel's own listings in /proc.
 final class WalkerTests: XCTestCase {
-    func evaluator() throws -> (Evaluator, ObjectFormatter) {
-        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: BPF needs CAP_BPF + CAP_PERFMON, kallsyms CAP_SYSLOG")) }
-        let ev = try Evaluator(kernel: try Kernel(source: .live), memory: try BPFMemory())
-        return (ev, ObjectFormatter(evaluator: ev))
-    }
-
-    func entries(_ ev: Evaluator, _ source: String) throws -> [Object] {
-        guard case .entries(let entries, _) = try ev.evaluate(source) else { throw FixtureError("\(source) is not a walk") }
-        return entries
-    }
-
     func field(_ ev: Evaluator, _ fmt: ObjectFormatter, _ name: String, _ entries: [Object]) throws -> [String] {
         try entries.map { try fmt.compact(try ev.evaluate(field: name, of: $0)) }
     }
@@ -28,16 +17,16 @@ final class WalkerTests: XCTestCase {
     /// This thread's children (task_struct.children, linked through sibling) walked forward are the pids
     /// /proc/thread-self/children lists (the kernel walks the same list, oldest first); reversed, the reverse.
     func testChildrenListForwardAndReverseMatchProc() throws {
-        let (ev, fmt) = try evaluator()
+        let (ev, fmt) = try liveEvaluator()
         try Child.withSleepingChildren(3) { children, listed in
             XCTAssertEqual(Set(listed), Set(children.map { String($0.pid) }), "the kernel lists the three children")
-            let forward = try field(ev, fmt, "pid", try entries(ev, "list_for_each_entry(struct task_struct, &current->children, sibling)"))
+            let forward = try field(ev, fmt, "pid", try walkEntries(ev, "list_for_each_entry(struct task_struct, &current->children, sibling)"))
             XCTAssertEqual(forward, listed)
-            let reverse = try field(ev, fmt, "pid", try entries(ev, "list_for_each_entry_reverse(struct task_struct, &current->children, sibling)"))
+            let reverse = try field(ev, fmt, "pid", try walkEntries(ev, "list_for_each_entry_reverse(struct task_struct, &current->children, sibling)"))
             XCTAssertEqual(reverse, listed.reversed())
             // Bounded the same way: the newest child only.
             ev.maxEntries = 1
-            XCTAssertEqual(try field(ev, fmt, "pid", try entries(ev, "list_for_each_entry_reverse(struct task_struct, &current->children, sibling)")),
+            XCTAssertEqual(try field(ev, fmt, "pid", try walkEntries(ev, "list_for_each_entry_reverse(struct task_struct, &current->children, sibling)")),
                            [listed.last ?? ""])
             XCTAssertTrue(ev.warnings.contains("list_for_each_entry_reverse: stopped after 1 entries (--max)"), "\(ev.warnings)")
         }
@@ -49,7 +38,7 @@ final class WalkerTests: XCTestCase {
     /// nulls marker. Every entry is a socket /proc/net/tcp{,6} lists as listening (state 0A) on its port.
     /// (Listening on INADDR_ANY needs no interface up, not even loopback.)
     func testHlistNullsWalkOfATCPListeningChain() throws {
-        let (ev, fmt) = try evaluator()
+        let (ev, fmt) = try liveEvaluator()
         // Feature detection: listeners are on hlist_nulls chains since the listening hash's nulls_head.
         let bucket = ev.types.vmlinux.lookup("inet_listen_hashbucket").first { (try? ev.types.vmlinux.kind(of: $0)) == .structure }
         guard let bucket, try CType.btf(ev.types.vmlinux, bucket).member("nulls_head") != nil else {
@@ -71,7 +60,7 @@ final class WalkerTests: XCTestCase {
 
         let sk = "((struct socket *)current->files->fdt->fd[\(listener)]->private_data)->sk"
         let walk = "hlist_nulls_for_each_entry(struct sock_common, (struct hlist_nulls_head *)\(sk)->__sk_common.skc_nulls_node.pprev, skc_nulls_node)"
-        let chain = try entries(ev, walk)
+        let chain = try walkEntries(ev, walk)
         XCTAssertGreaterThanOrEqual(chain.count, 1)
         XCTAssertEqual(chain.first?.address, try ev.evaluate(sk).objectValue().scalar(ev.memory), "the walk starts at our socket")
         let ports = try field(ev, fmt, "skc_num", chain)
@@ -97,7 +86,7 @@ final class WalkerTests: XCTestCase {
     /// them in that order (ep_show_fdinfo walks rb_first_cached/rb_next). The walk gives the same fds, through
     /// the rb_root_cached and through the rb_root inside it.
     func testRbtreeWalkOfEpollItemsMatchesFdinfo() throws {
-        let (ev, fmt) = try evaluator()
+        let (ev, fmt) = try liveEvaluator()
         // glibc's epoll calls through dlsym (the Glibc module has no epoll); struct epoll_event is packed:
         // u32 events, u64 data.
         func symbol<T>(_ name: String, _: T.Type) throws -> T {
@@ -128,13 +117,28 @@ final class WalkerTests: XCTestCase {
         }
         XCTAssertEqual(Set(listed), Set(fds.map { String($0) }))
         let root = "((struct eventpoll *)current->files->fdt->fd[\(ep)]->private_data)->rbr"
-        let cached = try field(ev, fmt, "ffd.fd", try entries(ev, "rbtree_inorder_for_each_entry(struct epitem, &\(root), rbn)"))
+        let cached = try field(ev, fmt, "ffd.fd", try walkEntries(ev, "rbtree_inorder_for_each_entry(struct epitem, &\(root), rbn)"))
         XCTAssertEqual(cached, listed)
-        let plain = try field(ev, fmt, "ffd.fd", try entries(ev, "rbtree_inorder_for_each_entry(struct epitem, &\(root).rb_root, rbn)"))
+        let plain = try field(ev, fmt, "ffd.fd", try walkEntries(ev, "rbtree_inorder_for_each_entry(struct epitem, &\(root).rb_root, rbn)"))
         XCTAssertEqual(plain, listed)
         XCTAssertThrowsError(try ev.evaluate("rbtree_inorder_for_each_entry(struct epitem, &\(root).rb_leftmost, rbn)")) {
             XCTAssertTrue("\($0)".contains("needs a struct rb_root or struct rb_root_cached"), "\($0)")
         }
+    }
+}
+
+extension XCTestCase {
+    /// An evaluator of the live kernel reading through BPF, and its formatter; skips when not root.
+    func liveEvaluator() throws -> (Evaluator, ObjectFormatter) {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: BPF needs CAP_BPF + CAP_PERFMON, kallsyms CAP_SYSLOG, mount CAP_SYS_ADMIN")) }
+        let ev = try Evaluator(kernel: try Kernel(source: .live), memory: try BPFMemory())
+        return (ev, ObjectFormatter(evaluator: ev))
+    }
+
+    /// The entries of the walk `source`.
+    func walkEntries(_ ev: Evaluator, _ source: String) throws -> [Object] {
+        guard case .entries(let entries, _) = try ev.evaluate(source) else { throw FixtureError("\(source) is not a walk") }
+        return entries
     }
 }
 

@@ -83,7 +83,7 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
         w.mode = mode
         w.fields = fields
         w.bitLimit = bitLimit
-        if mode == .kernel, walker != ListWalker.self, walker != ListReverseWalker.self, walker != HListWalker.self {
+        if mode == .kernel, walker != ListWalker.self, walker != ListReverseWalker.self, walker != HListWalker.self, walker != LListWalker.self {
             throw WalkError.noKernelWalk(self, reader: memory.name)
         }
         try walker.walk(head: head, &w)
@@ -126,7 +126,7 @@ public enum WalkError: Error, CustomStringConvertible, Equatable {
         case let .nullNext(h, after): return "\(h.macro): NULL next pointer after \(after) entries"
         case let .tooDeep(h, limit): return "\(h.macro): tree deeper than \(limit) (corrupt?)"
         case let .missingMember(s, m): return "vmlinux BTF has no struct \(s) with a member \(m)"
-        case let .noKernelWalk(h, reader): return "\(h.macro): no in-kernel walk here (memory reader \(reader); list_for_each_entry[_reverse] and hlist_for_each_entry through bpf only); use --walk=user or auto"
+        case let .noKernelWalk(h, reader): return "\(h.macro): no in-kernel walk here (memory reader \(reader); list_for_each_entry[_reverse], hlist_for_each_entry and llist_for_each_entry through bpf only); use --walk=user or auto"
         case let .badNode(h, node, why): return "\(h.macro): bad node at 0x\(String(node, radix: 16)): \(why) (corrupt, or changed while read)"
         case let .unsupportedLayout(h, why): return "\(h.macro): \(why)"
         }
