@@ -237,24 +237,30 @@ public final class Evaluator {
         return last + 1
     }
 
-    /// The offset of MEMBER (or MEMBER[N]) in the entry type: entry = node - offset.
+    /// The offset of MEMBER (a member path `a.b`, its last member optionally `[N]`) in the entry type:
+    /// entry = node - offset.
     func linkOffset(_ entryType: CType, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> UInt64 {
-        var name = memberName, index = 0
-        if let open = memberName.firstIndex(of: "[") {
-            name = String(memberName[..<open])
-            index = Int(memberName[memberName.index(after: open)...].dropLast()) ?? 0
-        }
-        guard let link = try entryType.member(name) else {
-            throw ExpressionError.at("\(entryType.name) has no member \(name)", source: source, range: range)
-        }
-        var linkOffset = UInt64(link.bitOffset / 8)
-        if memberName.contains("[") {
-            guard case let .array(element, count) = try link.type.resolved(), index < count else {
-                throw ExpressionError.at("\(memberName): \(name) is not an array with that many elements", source: source, range: range)
+        var type = entryType, offset: UInt64 = 0
+        for part in memberName.split(separator: ".") {
+            var name = String(part), index: Int?
+            if let open = name.firstIndex(of: "[") {
+                index = Int(name[name.index(after: open)...].dropLast())
+                name = String(name[..<open])
             }
-            linkOffset += UInt64(index * (try element.size()))
+            guard let link = try type.member(name) else {
+                throw ExpressionError.at("\(type.name) has no member \(name)", source: source, range: range)
+            }
+            offset += UInt64(link.bitOffset / 8)
+            type = link.type
+            if let index {
+                guard case let .array(element, count) = try type.resolved(), index < count else {
+                    throw ExpressionError.at("\(memberName): \(name) is not an array with that many elements", source: source, range: range)
+                }
+                offset += UInt64(index * (try element.size()))
+                type = element
+            }
         }
-        return linkOffset
+        return offset
     }
 
     /// The entries of an indexed walk: for a scalar TYPE (`void *`, `unsigned long`, for_each_cpu's CPU

@@ -382,6 +382,11 @@ public struct ExpressionParser {
                 if helper.arguments == .typeHeadMember {
                     _ = try expect(",")
                     member = try identifier("the member that links the entries").0
+                    // A member path: io_task_work.node.
+                    while peek == .punct(".") {
+                        pos += 1
+                        member += "." + (try identifier("a member name after '.'")).0
+                    }
                     // MEMBER[N]: one element of an array of links (e.g. pid_links[0]).
                     if peek == .punct("[") {
                         pos += 1
