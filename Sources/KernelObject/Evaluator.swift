@@ -195,24 +195,11 @@ public final class Evaluator {
 
     /// A container walk (Walkers/: one walker per kernel macro): types the entries and the link member,
     /// checks the head's type, and maps walk errors to the expression.
-    func walk(_ helper: ContainerHelper, _ t: TypeName, _ headExpr: Expr, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> [Object] {
+    func walk(_ helper: ContainerHelper, _ t: TypeName?, _ headExpr: Expr, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> [Object] {
         let whole = Expr.number(0, range: range)
-        let entryType = try resolveType(t, whole, source)
-        var name = memberName, index = 0
-        if let open = memberName.firstIndex(of: "[") {
-            name = String(memberName[..<open])
-            index = Int(memberName[memberName.index(after: open)...].dropLast()) ?? 0
-        }
-        guard let link = try entryType.member(name) else {
-            throw ExpressionError.at("\(entryType.name) has no member \(name)", source: source, range: range)
-        }
-        var linkOffset = UInt64(link.bitOffset / 8)
-        if memberName.contains("[") {
-            guard case let .array(element, count) = try link.type.resolved(), index < count else {
-                throw ExpressionError.at("\(memberName): \(name) is not an array with that many elements", source: source, range: range)
-            }
-            linkOffset += UInt64(index * (try element.size()))
-        }
+        // for_each_cpu yields CPU numbers: unsigned int values.
+        let entryType = try t.map { try resolveType($0, whole, source) } ?? resolveType(TypeName(words: ["unsigned", "int"], pointers: 0, text: "unsigned int"), whole, source)
+        let linkOffset = helper.arguments == .typeHeadMember ? try self.linkOffset(entryType, memberName, range, source) : 0
         var head = try eval(headExpr, source)
         if let target = try pointerTarget(head.type) { head = try deref(head, target, headExpr, source) }
         guard let headAddress = head.address else { throw fail("the list head has no address", headExpr, source) }
@@ -222,18 +209,83 @@ public final class Evaluator {
             throw fail("\(helper.macro) needs a \(wanted), not \(head.type.name)", headExpr, source)
         }
         do {
-            let copied = try copiedFields(of: entryType)
+            let copied = helper.arguments == .typeHeadMember ? try copiedFields(of: entryType) : []
             let w = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
-                                    vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied)
+                                    vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied,
+                                    bitLimit: helper == .forEachCpu ? cpuCount() : nil)
             w.warnings.forEach(warn)
             prefetched = [:]
             for (entry, values) in w.fieldBytes {
                 for (f, bytes) in zip(copied, values) { prefetched[entry &+ UInt64(bitPattern: Int64(f.offset))] = bytes }
             }
-            return w.entries.map { Object(type: entryType, address: $0) }
+            if helper.arguments == .typeHeadMember { return w.entries.map { Object(type: entryType, address: $0) } }
+            return try indexedEntries(w, entryType, helper)
         } catch let error as WalkError {
             throw ExpressionError.at(error.description, source: source, range: range)
         }
+    }
+
+    /// nr_cpu_ids: the kernel's (an unsigned int in kallsyms, where data symbols are listed); else, for the live
+    /// kernel, one more than the last CPU of /sys/devices/system/cpu/possible (how the kernel sets it); nil if neither.
+    func cpuCount() -> Int? {
+        if let nr = try? symbols.resolve(GlobalName(module: "vmlinux", name: "nr_cpu_ids")),
+           let bytes = try? memory.read(nr.address, count: 4) {
+            return Int(littleEndianWord(bytes[...]))
+        }
+        guard case .live = kernel.source, let possible = try? FileBytes.readText("/sys/devices/system/cpu/possible"),
+              let last = possible.split(whereSeparator: { $0 == "," || $0 == "-" }).last.flatMap({ Int($0) }) else { return nil }
+        return last + 1
+    }
+
+    /// The offset of MEMBER (a member path `a.b`, its last member optionally `[N]`) in the entry type:
+    /// entry = node - offset.
+    func linkOffset(_ entryType: CType, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> UInt64 {
+        var type = entryType, offset: UInt64 = 0
+        for part in memberName.split(separator: ".") {
+            var name = String(part), index: Int?
+            if let open = name.firstIndex(of: "[") {
+                index = Int(name[name.index(after: open)...].dropLast())
+                name = String(name[..<open])
+            }
+            guard let link = try type.member(name) else {
+                throw ExpressionError.at("\(type.name) has no member \(name)", source: source, range: range)
+            }
+            offset += UInt64(link.bitOffset / 8)
+            type = link.type
+            if let index {
+                guard case let .array(element, count) = try type.resolved(), index < count else {
+                    throw ExpressionError.at("\(memberName): \(name) is not an array with that many elements", source: source, range: range)
+                }
+                offset += UInt64(index * (try element.size()))
+                type = element
+            }
+        }
+        return offset
+    }
+
+    /// The entries of an indexed walk: for a scalar TYPE (`void *`, `unsigned long`, for_each_cpu's CPU
+    /// numbers) each slot's value; otherwise the TYPE object each pointer entry points at (value entries,
+    /// `xa_is_value`, are not pointers: skipped, and counted in a note).
+    func indexedEntries(_ w: Walk, _ entryType: CType, _ helper: ContainerHelper) throws -> [Object] {
+        var out: [Object] = []
+        var values = 0
+        for (e, index) in zip(w.entries, w.indices) {
+            var o: Object
+            if entryType.isScalar {
+                o = try Object.value(helper == .forEachCpu ? index : e, type: entryType)
+            } else if e & 1 != 0 {
+                values += 1
+                continue
+            } else {
+                o = Object(type: entryType, address: e)
+            }
+            o.index = helper == .forEachCpu ? nil : index
+            out.append(o)
+        }
+        if values > 0 {
+            warn("\(helper.macro): skipped \(values) value entries (xa_is_value: not pointers; walk with TYPE unsigned long to see them)")
+        }
+        return out
     }
 }
 

@@ -53,16 +53,21 @@ public indirect enum Expr {
     case cast(TypeName, Expr, range: Range<Int>)
     /// per_cpu(VAR, CPU)
     case perCPU(Expr, Expr, range: Range<Int>)
-    /// list_for_each_entry(TYPE, HEAD, MEMBER) and friends: `helper` names the kernel macro.
-    case container(helper: ContainerHelper, TypeName, Expr, member: String, range: Range<Int>)
+    /// list_for_each_entry(TYPE, HEAD, MEMBER) and friends: `helper` names the kernel macro. TYPE is nil and
+    /// MEMBER empty where the macro has none (`for_each_cpu(MASK)`, `xa_for_each(TYPE, XA)`).
+    case container(helper: ContainerHelper, TypeName?, Expr, member: String, range: Range<Int>)
+    /// per_cpu_sum(VAR.member...): the sum of a per-CPU variable's scalar over the possible CPUs.
+    case perCPUSum(Expr, range: Range<Int>)
+    /// container_of(PTR, TYPE, MEMBER): a `TYPE *` to the object whose MEMBER (a member path) PTR points at.
+    case containerOf(Expr, TypeName, member: String, range: Range<Int>)
     /// Script text kreach leaves to bpftrace (an index such as `$i` or `arg0`); only the script scanner asks for it.
     case opaque(String, range: Range<Int>)
 
     public var range: Range<Int> {
         switch self {
         case .symbol(_, let r), .number(_, let r), .current(let r), .member(_, _, _, let r), .index(_, _, let r),
-             .deref(_, let r), .addressOf(_, let r), .negate(_, let r), .cast(_, _, let r), .perCPU(_, _, let r),
-             .container(_, _, _, _, let r), .opaque(_, let r):
+             .deref(_, let r), .addressOf(_, let r), .negate(_, let r), .cast(_, _, let r), .perCPU(_, _, let r), .perCPUSum(_, let r),
+             .container(_, _, _, _, let r), .containerOf(_, _, _, let r), .opaque(_, let r):
             return r
         }
     }
@@ -72,8 +77,9 @@ public indirect enum Expr {
 ///
 /// Grammar: `name`, `mod:name`, ``mod`name``, `` `name `` (vmlinux), `name#N`, `name@ADDR`, integers
 /// (decimal, 0x hex), `current`, `&x`, `*p`, `-n`, `p->f`, `s.f`, `a[i]`, `(TYPE)x`, `(x)`,
-/// `per_cpu(VAR, CPU)`, and the container walks of `ContainerHelper` (`list_for_each_entry(TYPE, HEAD, MEMBER)`,
-/// `hlist_for_each_entry`, `hlist_nulls_for_each_entry`, `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)`, ...).
+/// `per_cpu(VAR, CPU)`, `per_cpu_sum(VAR.member)`, `container_of(PTR, TYPE, MEMBER)`, and the container walks of `ContainerHelper`
+/// (`list_for_each_entry(TYPE, HEAD, MEMBER)`, `hlist_for_each_entry`, `hlist_nulls_for_each_entry`,
+/// `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)`, `xa_for_each(TYPE, XA)`, `for_each_cpu(MASK)`, ...).
 public struct ExpressionParser {
     enum Token: Equatable {
         case ident(String)
@@ -342,20 +348,53 @@ public struct ExpressionParser {
                 let close = try expect(")")
                 return try node(.perCPU(v, cpu, range: start.lowerBound..<close.upperBound), above: max(vDepth, lastDepth), at: start)
             }
-            if let helper = ContainerHelper(rawValue: name), peek == .punct("(") {
+            if name == "per_cpu_sum" && peek == .punct("(") {
                 pos += 1
+                let v = try expression()
+                let close = try expect(")")
+                return try node(.perCPUSum(v, range: start.lowerBound..<close.upperBound), above: lastDepth, at: start)
+            }
+            if name == "container_of" && peek == .punct("(") {
+                pos += 1
+                let pointer = try expression()
+                let depth = lastDepth
+                _ = try expect(",")
                 let t = try typeName()
                 _ = try expect(",")
+                var (member, _) = try identifier("the member PTR points at")
+                // A member path: a.b.c
+                while peek == .punct(".") {
+                    pos += 1
+                    member += "." + (try identifier("a member name after '.'")).0
+                }
+                let close = try expect(")")
+                return try node(.containerOf(pointer, t, member: member, range: start.lowerBound..<close.upperBound), above: depth, at: start)
+            }
+            if let helper = ContainerHelper(rawValue: name), peek == .punct("(") {
+                pos += 1
+                var t: TypeName?
+                if helper.arguments != .head {
+                    t = try typeName()
+                    _ = try expect(",")
+                }
                 let head = try expression()
-                _ = try expect(",")
-                var (member, _) = try identifier("the member that links the entries")
-                // MEMBER[N]: one element of an array of links (e.g. pid_links[0]).
-                if peek == .punct("[") {
-                    pos += 1
-                    guard case .number(let n) = peek else { throw error("expected an index", here) }
-                    pos += 1
-                    _ = try expect("]")
-                    member += "[\(n)]"
+                var member = ""
+                if helper.arguments == .typeHeadMember {
+                    _ = try expect(",")
+                    member = try identifier("the member that links the entries").0
+                    // A member path: io_task_work.node.
+                    while peek == .punct(".") {
+                        pos += 1
+                        member += "." + (try identifier("a member name after '.'")).0
+                    }
+                    // MEMBER[N]: one element of an array of links (e.g. pid_links[0]).
+                    if peek == .punct("[") {
+                        pos += 1
+                        guard case .number(let n) = peek else { throw error("expected an index", here) }
+                        pos += 1
+                        _ = try expect("]")
+                        member += "[\(n)]"
+                    }
                 }
                 let close = try expect(")")
                 return try node(.container(helper: helper, t, head, member: member, range: start.lowerBound..<close.upperBound), above: lastDepth, at: start)

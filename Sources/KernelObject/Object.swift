@@ -18,6 +18,8 @@ public struct Object {
     public var extent: UInt64?
     /// Where `extent` comes from (exact from a symbol table, or an upper bound).
     public var extentSource: ExtentSource?
+    /// An entry's index in an indexed container walk (xarray index, IDR id, maple range start); nil otherwise.
+    public var index: UInt64?
 
     public init(type: CType, address: UInt64?, bytes: [UInt8]? = nil) {
         self.type = type

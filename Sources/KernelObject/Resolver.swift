@@ -212,7 +212,7 @@ public final class Resolver {
                 guard let g = try? GlobalName(parsing: name), let m = g.module, m != "vmlinux" else { return nil }
                 return m
             case .member(let b, _, _, _), .index(let b, _, _), .deref(let b, _), .addressOf(let b, _), .negate(let b, _),
-                 .cast(_, let b, _), .perCPU(let b, _, _):
+                 .cast(_, let b, _), .perCPU(let b, _, _), .containerOf(let b, _, _, _):
                 node = b
             default:
                 return nil
@@ -540,8 +540,71 @@ public final class Resolver {
             var note = "per_cpu(\(g.symbol.name))"
             if case .constant(let c) = n { note = "per_cpu(\(g.symbol.name), \(c))" }
             return Resolved(type: g.type, place: Value.plus(base, .constant(g.symbol.address)), note: note)
+        case let .perCPUSum(inner, _):
+            return try perCPUSum(inner, e, source)
+        case let .containerOf(pointer, t, member, _):
+            let target = try resolveType(t, near: Resolver.module(of: pointer), e, source)
+            let p = try resolve(pointer, source)
+            guard try pointerTarget(p.type) != nil || p.type.isScalar else {
+                throw fail("container_of() takes a pointer, not \(p.type.name)", pointer, source)
+            }
+            var offset = 0
+            var inner = target
+            for name in member.split(separator: ".") {
+                guard let m = try inner.member(String(name)), m.bitfieldSize == 0 else {
+                    throw fail("\(inner.name) has no member \(name)", e, source)
+                }
+                offset += m.bitOffset / 8
+                inner = m.type
+            }
+            return Resolved(type: .pointer(target), value: Value.plus(try rvalue(p, pointer, source), .constant(0 &- UInt64(offset))))
         case .container:
             throw fail("a container walk can only be the whole expression", e, source)
+        }
+    }
+
+    /// `per_cpu_sum(VAR.a.b[i])`: the path read on each possible CPU (`for_each_possible_cpu`: the bits of
+    /// `__cpu_possible_mask` below `nr_cpu_ids`, both read now) and added up, like the kernel's per-CPU
+    /// counters are summed. Needs memory (show), and data symbols in kallsyms.
+    func perCPUSum(_ inner: Expr, _ e: Expr, _ source: String) throws -> Resolved {
+        let nr = try resolveWithKallsyms(GlobalName(module: "vmlinux", name: "nr_cpu_ids"), e, source)
+        let mask = try resolveWithKallsyms(GlobalName(module: "vmlinux", name: "__cpu_possible_mask"), e, source)
+        guard case .constant(let count) = try settle(.load(.constant(nr.address), size: 4, signed: false)) else {
+            throw fail("per_cpu_sum() reads nr_cpu_ids from memory: not in a script", e, source)
+        }
+        guard count > 0, count <= 1 << 16 else { throw fail("nr_cpu_ids is \(count)", e, source) }
+        var cpus: [UInt64] = []
+        for word in 0..<(count + 63) / 64 {
+            guard case .constant(let bits) = try settle(.load(.constant(mask.address + word * 8), size: 8, signed: false)) else {
+                throw fail("per_cpu_sum() reads __cpu_possible_mask from memory: not in a script", e, source)
+            }
+            for b in 0..<UInt64(64) where bits & (1 << b) != 0 && word * 64 + b < count { cpus.append(word * 64 + b) }
+        }
+        var sum: Value = .constant(0)
+        var type: CType?
+        for cpu in cpus {
+            let r = try resolve(try Resolver.onCPU(inner, cpu, source), source)
+            guard r.type.isScalar else { throw fail("per_cpu_sum() adds numbers, not \(r.type.name)", inner, source) }
+            type = type ?? r.type
+            sum = Value.plus(sum, try rvalue(r, inner, source))
+        }
+        guard let type else { throw fail("no possible CPU in __cpu_possible_mask", e, source) }
+        // Summed in 64 bits: shown as the member's type widened to long or unsigned long.
+        let signed = (try? type.record()).flatMap { $0 }.map { $0.1.isSigned } ?? false
+        var wide = try unsignedLong
+        if (try? type.size()) == 8 { wide = type } else if signed, let id = types.vmlinux.lookup("long int").first { wide = .btf(types.vmlinux, id) }
+        return Resolved(type: wide, value: sum, note: "per_cpu_sum over \(cpus.count) possible CPUs")
+    }
+
+    /// `path` (members and indices down from a per-CPU variable's name) with the name replaced by
+    /// `per_cpu(NAME, cpu)`.
+    static func onCPU(_ path: Expr, _ cpu: UInt64, _ source: String) throws -> Expr {
+        switch path {
+        case let .symbol(_, r): return .perCPU(path, .number(cpu, range: r), range: r)
+        case let .member(b, n, arrow, r): return .member(try onCPU(b, cpu, source), n, arrow: arrow, range: r)
+        case let .index(b, i, r): return .index(try onCPU(b, cpu, source), i, range: r)
+        default:
+            throw ExpressionError.at("per_cpu_sum() takes a per-CPU variable's name and members of it (per_cpu_sum(VAR.member))", source: source, range: path.range)
         }
     }
 

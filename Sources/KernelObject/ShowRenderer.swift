@@ -47,9 +47,17 @@ public struct ShowRenderer {
             case .entries(let entries, _):
                 var rows: [JSON] = []
                 for entry in entries {
-                    let address = entry.address.map(Self.hex) ?? "?"
+                    // An indexed walk's entries say their index: `[7] ...` ("index" in JSON).
+                    let key: [(String, JSON)] = entry.index.map { [("index", .uint($0))] } ?? []
+                    let prefix = entry.index.map { "[\($0)] " } ?? ""
+                    guard let entryAddress = entry.address else {
+                        // A value entry (for_each_cpu's CPU numbers, a scalar TYPE's slots): its value.
+                        if json { rows.append(.object(key + [("value", try formatter.json(entry))])) } else { out.lines.append(prefix + (try formatter.compact(entry))) }
+                        continue
+                    }
+                    let address = Self.hex(entryAddress)
                     if fields.isEmpty {
-                        if json { rows.append(.object([("address", .string(address)), ("value", try formatter.json(entry))])) } else { out.lines.append(try formatter.text(entry)) }
+                        if json { rows.append(.object(key + [("address", .string(address)), ("value", try formatter.json(entry))])) } else { out.lines.append(prefix + (try formatter.text(entry))) }
                         continue
                     }
                     var parts: [String] = []
@@ -58,7 +66,7 @@ public struct ShowRenderer {
                         let v = try evaluator.prefetchedField(f, of: entry) ?? evaluator.evaluate(field: f, of: entry)
                         if json { jf.append((f, try formatter.json(v))) } else { parts.append("\(f)=\(try formatter.compact(v))") }
                     }
-                    if json { rows.append(.object([("address", .string(address)), ("fields", .object(jf))])) } else { out.lines.append(address + " " + parts.joined(separator: " ")) }
+                    if json { rows.append(.object(key + [("address", .string(address)), ("fields", .object(jf))])) } else { out.lines.append(prefix + address + " " + parts.joined(separator: " ")) }
                 }
                 if json { out.json = .object([("expression", .string(expression)), ("count", .uint(UInt64(entries.count))), ("entries", .array(rows))]) }
             }

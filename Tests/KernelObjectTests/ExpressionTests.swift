@@ -19,7 +19,9 @@ final class ExpressionTests: XCTestCase {
         case .negate(let b, _): return "-\(shape(b))"
         case let .cast(t, b, _): return "((\(t.words.joined(separator: " "))\(String(repeating: "*", count: t.pointers))\(t.arrayCount.map { "[\($0)]" } ?? ""))\(shape(b)))"
         case let .perCPU(v, c, _): return "per_cpu(\(shape(v)),\(shape(c)))"
-        case let .container(h, t, head, m, _): return "\(h)(\(t.words.joined(separator: " ")),\(shape(head)),\(m))"
+        case let .container(h, t, head, m, _): return "\(h)(\(t?.words.joined(separator: " ") ?? ""),\(shape(head)),\(m))"
+        case let .perCPUSum(v, _): return "per_cpu_sum(\(shape(v)))"
+        case let .containerOf(p, t, m, _): return "container_of(\(shape(p)),\(t.words.joined(separator: " ")),\(m))"
         case .opaque(let t, _): return "opaque(\(t))"
         }
     }
@@ -43,6 +45,12 @@ final class ExpressionTests: XCTestCase {
         XCTAssertEqual(shape(try parse("per_cpu(runqueues, 1).nr_running")), "(per_cpu(runqueues,1).nr_running)")
         XCTAssertEqual(shape(try parse("list_for_each_entry(struct task_struct, &init_task.tasks, tasks)")),
                        "list_for_each_entry(struct task_struct,&(init_task.tasks),tasks)")
+        // Helpers without a MEMBER (xa_for_each, idr_for_each_entry, mt_for_each) or a TYPE (for_each_cpu).
+        XCTAssertEqual(shape(try parse("xa_for_each(void *, &m->i_pages)")), "xa_for_each(void,&(m->i_pages),)")
+        XCTAssertEqual(shape(try parse("for_each_cpu(&current->cpus_mask)")), "for_each_cpu(,&(current->cpus_mask),)")
+        XCTAssertEqual(shape(try parse("container_of(p->next, struct task_struct, se.run_node)->pid")),
+                       "(container_of((p->next),struct task_struct,se.run_node)->pid)")
+        XCTAssertEqual(shape(try parse("per_cpu_sum(runqueues.nr_running)")), "per_cpu_sum((runqueues.nr_running))")
     }
 
     func testErrorsPointAtTheBadToken() {
@@ -55,6 +63,8 @@ final class ExpressionTests: XCTestCase {
             ("0xzz", "bad number 0xzz", "  ^~~~"),
             ("lockd:", "expected a symbol name after ':', found end of expression", "        ^"),
             ("per_cpu(x)", "expected ',', found ')'", "           ^"),
+            ("xa_for_each(void *, x, m)", "expected ')', found ','", "                       ^"),
+            ("container_of(p, struct s)", "expected ',', found ')'", "                          ^"),
             ("", "expected a name, number or '(', found end of expression", "  ^"),
         ]
         for (source, message, caret) in cases {

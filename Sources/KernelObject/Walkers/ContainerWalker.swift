@@ -13,6 +13,16 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
     case hlistNullsForEachEntry = "hlist_nulls_for_each_entry"
     /// include/linux/rbtree.h
     case rbtreeInorderForEachEntry = "rbtree_inorder_for_each_entry"
+    /// include/linux/llist.h
+    case llistForEachEntry = "llist_for_each_entry"
+    /// include/linux/xarray.h (radix trees are xarrays since 4.20): `xa_for_each(TYPE, XA)`
+    case xaForEach = "xa_for_each"
+    /// include/linux/idr.h: `idr_for_each_entry(TYPE, IDR)`
+    case idrForEachEntry = "idr_for_each_entry"
+    /// include/linux/maple_tree.h: `mt_for_each(TYPE, MT)`
+    case mtForEach = "mt_for_each"
+    /// include/linux/cpumask.h: `for_each_cpu(MASK)`, the CPU numbers set in a struct cpumask
+    case forEachCpu = "for_each_cpu"
 
     /// The macro's name, as written in an expression.
     public var macro: String { rawValue }
@@ -26,6 +36,29 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
         case .hlistForEachEntry: return HListWalker.self
         case .hlistNullsForEachEntry: return HListNullsWalker.self
         case .rbtreeInorderForEachEntry: return RBTreeWalker.self
+        case .llistForEachEntry: return LListWalker.self
+        case .xaForEach: return XArrayWalker.self
+        case .idrForEachEntry: return IDRWalker.self
+        case .mtForEach: return MapleTreeWalker.self
+        case .forEachCpu: return CPUMaskWalker.self
+        }
+    }
+
+    /// What the macro takes, as written in an expression.
+    public enum Arguments: Sendable {
+        /// `(TYPE, HEAD, MEMBER)`: entries linked through MEMBER (list_for_each_entry).
+        case typeHeadMember
+        /// `(TYPE, ROOT)`: the container stores pointers to TYPE, or values of a scalar TYPE, by index (xa_for_each).
+        case typeHead
+        /// `(MASK)`: the container yields numbers (for_each_cpu).
+        case head
+    }
+
+    public var arguments: Arguments {
+        switch self {
+        case .xaForEach, .idrForEachEntry, .mtForEach: return .typeHead
+        case .forEachCpu: return .head
+        default: return .typeHeadMember
         }
     }
 
@@ -45,11 +78,12 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
     /// The same walk, also copying `fields` (offsets from the entry, scalars of 1–8 bytes) of each entry
     /// when the walk runs in the kernel (`Walk.fieldBytes`; empty otherwise).
     func walk(head: UInt64, headType: String, linkOffset: UInt64, memory: KernelMemory, vmlinux: BTF,
-              maxEntries: Int, mode: WalkMode, fields: [BPFListWalk.Field]) throws -> Walk {
+              maxEntries: Int, mode: WalkMode, fields: [BPFListWalk.Field], bitLimit: Int? = nil) throws -> Walk {
         var w = Walk(helper: self, memory: memory, vmlinux: vmlinux, headType: headType, linkOffset: linkOffset, maxEntries: maxEntries)
         w.mode = mode
         w.fields = fields
-        if mode == .kernel, walker != ListWalker.self, walker != ListReverseWalker.self, walker != HListWalker.self {
+        w.bitLimit = bitLimit
+        if mode == .kernel, walker != ListWalker.self, walker != ListReverseWalker.self, walker != HListWalker.self, walker != LListWalker.self {
             throw WalkError.noKernelWalk(self, reader: memory.name)
         }
         try walker.walk(head: head, &w)
@@ -80,6 +114,11 @@ public enum WalkError: Error, CustomStringConvertible, Equatable {
     case missingMember(structure: String, member: String)
     /// `--walk=kernel` where the walker or the memory reader has no in-kernel walk.
     case noKernelWalk(ContainerHelper, reader: String)
+    /// A tree node that contradicts its parent (an xa_node's shift, a maple node's type): corrupt, or changed
+    /// while read.
+    case badNode(ContainerHelper, node: UInt64, String)
+    /// vmlinux BTF lacks a struct the walker reads, or has it in a shape the walker does not know.
+    case unsupportedLayout(ContainerHelper, String)
 
     public var description: String {
         switch self {
@@ -87,7 +126,9 @@ public enum WalkError: Error, CustomStringConvertible, Equatable {
         case let .nullNext(h, after): return "\(h.macro): NULL next pointer after \(after) entries"
         case let .tooDeep(h, limit): return "\(h.macro): tree deeper than \(limit) (corrupt?)"
         case let .missingMember(s, m): return "vmlinux BTF has no struct \(s) with a member \(m)"
-        case let .noKernelWalk(h, reader): return "\(h.macro): no in-kernel walk here (memory reader \(reader); list_for_each_entry[_reverse] and hlist_for_each_entry through bpf only); use --walk=user or auto"
+        case let .noKernelWalk(h, reader): return "\(h.macro): no in-kernel walk here (memory reader \(reader); list_for_each_entry[_reverse], hlist_for_each_entry and llist_for_each_entry through bpf only); use --walk=user or auto"
+        case let .badNode(h, node, why): return "\(h.macro): bad node at 0x\(String(node, radix: 16)): \(why) (corrupt, or changed while read)"
+        case let .unsupportedLayout(h, why): return "\(h.macro): \(why)"
         }
     }
 }
@@ -112,11 +153,15 @@ struct Walk {
     let maxEntries: Int
     /// Where the pointers are followed.
     var mode = WalkMode.auto
+    /// Bits of a bitmap that count (nr_cpu_ids for a cpumask: the kernel leaves the bits past it undefined).
+    var bitLimit: Int?
     /// Fields to copy per entry in an in-kernel walk (offsets from the entry).
     var fields: [BPFListWalk.Field] = []
     /// Their bytes, by entry address, when the walk ran in the kernel.
     var fieldBytes: [UInt64: [[UInt8]]] = [:]
     private(set) var entries: [UInt64] = []
+    /// Each entry's index (xarray index, IDR id, maple range start) for indexed containers; empty otherwise.
+    private(set) var indices: [UInt64] = []
     private(set) var warnings: [String] = []
     private var seen = Set<UInt64>()
 
@@ -141,12 +186,65 @@ struct Walk {
         return true
     }
 
+    /// Adds an entry found at `index` of an indexed container (the same pointer may sit at several indices,
+    /// so entries are not checked for loops: the walker checks its nodes with `visit`); false when
+    /// `maxEntries` is reached.
+    mutating func add(entry: UInt64, index: UInt64) -> Bool {
+        if entries.count >= maxEntries {
+            warnings.append("\(helper.macro): stopped after \(maxEntries) entries (--max)")
+            return false
+        }
+        entries.append(entry)
+        indices.append(index)
+        return true
+    }
+
+    /// Records an inner node of a tree; reaching one twice is a loop.
+    mutating func visit(node: UInt64) throws {
+        guard seen.insert(node).inserted else { throw WalkError.loop(helper, node: node, after: entries.count) }
+    }
+
+    /// Nodes visited so far (`visit`).
+    var nodesVisited: Int { seen.count }
+
+    mutating func warn(_ text: String) { warnings.append(text) }
+
     /// The byte offset of `member` in vmlinux's `struct structure`.
     func offset(of member: String, in structure: String) throws -> UInt64 {
+        try self.member(member, in: structure).offset
+    }
+
+    /// The byte offset and type of `member` in vmlinux's `struct structure`.
+    func member(_ member: String, in structure: String) throws -> (offset: UInt64, type: CType) {
         for id in vmlinux.lookup(structure) where (try? vmlinux.kind(of: id)) == .structure {
-            if let m = try CType.btf(vmlinux, id).member(member) { return UInt64(m.bitOffset / 8) }
+            if let m = try CType.btf(vmlinux, id).member(member) { return (UInt64(m.bitOffset / 8), m.type) }
         }
         throw WalkError.missingMember(structure: structure, member: member)
+    }
+
+    /// The size of vmlinux's `struct structure`.
+    func size(of structure: String) throws -> Int {
+        for id in vmlinux.lookup(structure) where (try? vmlinux.kind(of: id)) == .structure {
+            return try CType.btf(vmlinux, id).size()
+        }
+        throw WalkError.unsupportedLayout(helper, "vmlinux BTF has no struct \(structure)")
+    }
+
+    /// The element count of the array `member` of vmlinux's `struct structure` (xa_node.slots).
+    func arrayCount(of member: String, in structure: String) throws -> Int {
+        guard case .array(_, let count) = try self.member(member, in: structure).type.resolved() else {
+            throw WalkError.unsupportedLayout(helper, "struct \(structure).\(member) is not an array")
+        }
+        return count
+    }
+
+    /// `count` little-endian words of `btf.pointerSize` bytes from `bytes` at `offset` (the slots of a node read at once).
+    func words(_ bytes: [UInt8], at offset: Int, count: Int) -> [UInt64] {
+        let size = Int(vmlinux.pointerSize)
+        return (0..<count).map { k in
+            let start = min(bytes.count, offset + k * size)
+            return littleEndianWord(bytes[start..<min(bytes.count, start + size)])
+        }
     }
 
     /// The pointer stored at `address`.

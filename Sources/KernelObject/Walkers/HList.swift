@@ -8,8 +8,13 @@ enum HListWalker: ContainerWalker {
     static let headTypes = ["hlist_head"]
 
     static func walk(head: UInt64, _ walk: inout Walk) throws {
-        let next = try walk.offset(of: "next", in: "hlist_node")
-        var node = try walk.pointer(at: head + walk.offset(of: "first", in: "hlist_head"))
+        try chain(head: head, first: walk.offset(of: "first", in: "hlist_head"), next: walk.offset(of: "next", in: "hlist_node"), &walk)
+    }
+
+    /// Follows a NULL-terminated chain: the pointer at `first` in the head, then the one at `next` in each node
+    /// (hlist, llist); inside the kernel when the reader is BPF.
+    static func chain(head: UInt64, first: UInt64, next: UInt64, _ walk: inout Walk) throws {
+        var node = try walk.pointer(at: head + first)
         if walk.mode != .user, let bpf = walk.memory as? BPFMemory {
             // In the kernel: the chain ends at NULL, the `end` no node equals.
             do {
