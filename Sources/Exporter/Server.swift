@@ -1,3 +1,4 @@
+import Glibc
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -43,7 +44,8 @@ public final class MetricsServer: @unchecked Sendable {
         let channel: Channel
         do { channel = try bootstrap.bind(host: host, port: port).wait() } catch {
             try? group.syncShutdownGracefully()
-            throw error
+            let reason = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
+            throw ListenError(description: "can't listen on \(host):\(port): \(reason)")
         }
         let allClosed = channel.eventLoop.makePromise(of: Void.self)
         onBound(channel.localAddress?.port ?? port) { [self] in
@@ -57,6 +59,11 @@ public final class MetricsServer: @unchecked Sendable {
         try? allClosed.futureResult.wait()
         try group.syncShutdownGracefully()
     }
+}
+
+/// The address can't be bound (in use, not local, not permitted).
+public struct ListenError: Error, CustomStringConvertible {
+    public let description: String
 }
 
 final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {

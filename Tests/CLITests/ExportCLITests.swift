@@ -116,6 +116,11 @@ final class ExportCLITests: XCTestCase {
             defer { child.signal(SIGKILL); _ = try? child.wait(timeout: 10) }
             XCTAssertTrue(try curl(url).contains("\nkreach_tgid \(child.pid)\n"))
             if stopSignal == SIGTERM {
+                // A second exporter on the same address: one line, exit 1.
+                let address = String(url.dropFirst("http://".count).dropLast("/metrics".count))
+                let second = try runKreach(["export", "--config", config, "--web.listen-address", address])
+                XCTAssertEqual(second.status, 1)
+                XCTAssertEqual(second.stderr, "kreach: can't listen on \(address): Address already in use\n")
                 _ = try write(tgid + "  - name: tgid_again\n    help: h\n    type: gauge\n    expr: current->tgid\n")
                 child.signal(SIGHUP)
                 try child.waitForOutput(containing: "reloaded \(config): 2 metrics\n", timeout: Run.defaultTimeout)
