@@ -196,13 +196,15 @@ final class ExportCLITests: XCTestCase {
         XCTAssertEqual(try query("kreach_exporter_up"), "1")
     }
 
-    /// `body` again until it gives a value: at most 120 tries, 250 ms apart (30 s).
+    /// `body` again until it gives a value: tries 250 ms apart, for at most Run.defaultTimeout (120 s; more
+    /// under TCG through $KREACH_TEST_TIMEOUT).
     func poll<T>(_ what: String, _ body: () throws -> T?) throws -> T {
-        for _ in 0..<120 {
+        let tries = Int(Run.defaultTimeout * 4)
+        for _ in 0..<tries {
             if let v = try body() { return v }
             _ = Glibc.poll(nil, 0, 250)
         }
-        throw FixtureError("prometheus: no \(what) after 120 polls (30 s)")
+        throw FixtureError("prometheus: no \(what) after \(tries) polls (\(Int(Run.defaultTimeout)) s)")
     }
 
     func json(_ text: String) throws -> [String: Any] {
