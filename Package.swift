@@ -73,7 +73,7 @@ let package = Package(
         .testTarget(name: "KreachSupportTests", dependencies: ["KreachSupport"]),
         .testTarget(name: "ArchTests", dependencies: ["Arch", "KernelSymbols", "KernelSource", "BTF", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "VMCoreTests", dependencies: ["Arch", "Memory", "KreachSupport", "KreachTestSupport"]),
-        .testTarget(name: "ExporterTests", dependencies: ["Exporter", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "ExporterTests", dependencies: ["Exporter", "KernelSource", "Memory", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "TypeInferenceTests", dependencies: ["TypeInference", "BTF", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
     ]

@@ -8,7 +8,11 @@ import Memory
 /// loaded once). Names and types are resolved through one `Evaluator`, built again when the module list
 /// changes (a "resolution refresh"). Module identity (name and core address in /proc/modules) is read
 /// before and after each scrape's reads: a metric whose module is absent has no series, and values of a
-/// module that changed during the reads are dropped, never reported. Not thread-safe: one scrape at a time.
+/// module that changed during the reads are dropped, never reported. A metric depends on the modules its
+/// expression names and on the modules whose core memory holds the values it read (a pointer chain from a
+/// vmlinux global into a module's data): those values are dropped too when that module changes during the
+/// reads, and a read that faults in memory of a module that went away makes the series absent, not an error.
+/// Not thread-safe: one scrape at a time.
 public final class Collector {
     public let config: ExporterConfig
     let memory: KernelMemory
@@ -20,6 +24,8 @@ public final class Collector {
     var formatter: ObjectFormatter?
     /// The module identities the evaluator was built against.
     var resolvedModules: [String: UInt64]?
+    /// Per metric, the modules whose memory held its values at its last successful read.
+    var homes: [String: Set<String>] = [:]
     /// Exporter-wide counts (exposed as kreach_exporter_* counters).
     public private(set) var refreshes = 0
     public private(set) var discardedDuringChange = 0
@@ -34,10 +40,25 @@ public final class Collector {
     }
 
     /// Name → core address of each loaded module (/proc/modules).
-    func moduleIdentities(_ kernel: Kernel) throws -> [String: UInt64] {
+    static func identities(_ modules: [LoadedModule]) -> [String: UInt64] {
         var ids: [String: UInt64] = [:]
-        for m in try kernel.modules() where m.state == "Live" { ids[m.name] = m.address }
+        for m in modules { ids[m.name] = m.address }
         return ids
+    }
+
+    /// The live modules (/proc/modules).
+    func liveModules(_ kernel: Kernel) throws -> [LoadedModule] {
+        try kernel.modules().filter { $0.state == "Live" }
+    }
+
+    /// Names of the modules whose core range holds one of `addresses`.
+    static func modules(holding addresses: [UInt64], in modules: [LoadedModule]) -> Set<String> {
+        var names: Set<String> = []
+        for m in modules {
+            guard let range = m.range else { continue }
+            if addresses.contains(where: { range.contains($0) }) { names.insert(m.name) }
+        }
+        return names
     }
 
     /// One scrape: the configured families, then the exporter's own.
@@ -70,7 +91,8 @@ public final class Collector {
 
     func collectConfigured() throws -> [Family] {
         var kernel = try kernel ?? openKernel()
-        let before = try moduleIdentities(kernel)
+        let live = try liveModules(kernel)
+        let before = Self.identities(live)
         if evaluator == nil || resolvedModules != before {
             if evaluator != nil {
                 refreshes += 1
@@ -85,54 +107,81 @@ public final class Collector {
         }
         guard let ev = evaluator, let fmt = formatter else { return [] }
         var families: [Family] = []
-        for metric in config.metrics {
+        /// Per metric (by index): the modules its values depend on, and its error if the read failed.
+        var depends: [Set<String>] = []
+        var failures: [Int: (message: String, fault: UInt64?)] = [:]
+        for (i, metric) in config.metrics.enumerated() {
             var family = Family(name: metric.name, help: metric.help, type: metric.type, samples: [])
+            var modules = Set(metric.modules)
+            defer { depends.append(modules); families.append(family); ev.clearWarnings() }
             // Absent module: no series, and not an error.
-            guard metric.modules.allSatisfy({ before[$0] != nil }) else { families.append(family); continue }
+            guard metric.modules.allSatisfy({ before[$0] != nil }) else { continue }
             do {
-                family.samples = try read(metric, ev, fmt)
+                let (samples, addresses) = try read(metric, ev, fmt)
+                let holding = Self.modules(holding: addresses, in: live)
+                homes[metric.name] = holding
+                modules.formUnion(holding)
+                family.samples = samples
             } catch {
-                readErrors[metric.name, default: 0] += 1
-                lastErrors[metric.name] = (error as? ExpressionError)?.message ?? "\(error)"
+                let fault = (error as? MemoryFault)?.address
+                // A fault inside a live module's memory depends on that module; one where a module the
+                // values lived in last time went away is that module's absence, not a read error.
+                if let fault { modules.formUnion(Self.modules(holding: [fault], in: live)) }
+                let gone = homes[metric.name, default: []].filter { before[$0] == nil }
+                if fault != nil, !gone.isEmpty, Self.modules(holding: [fault ?? 0], in: live).isEmpty {
+                    homes[metric.name] = nil
+                    continue
+                }
+                failures[i] = ((error as? ExpressionError)?.message ?? "\(error)", fault)
             }
-            ev.clearWarnings()
-            families.append(family)
         }
-        let after = try moduleIdentities(kernel)
-        if after != before {
-            resolvedModules = nil  // resolve again next scrape
-            for (i, metric) in config.metrics.enumerated() where metric.modules.contains(where: { before[$0] != after[$0] }) {
-                if !families[i].samples.isEmpty { discardedDuringChange += 1 }
+        let after = Self.identities(try liveModules(kernel))
+        let changed = Set(before.keys).union(after.keys).filter { before[$0] != after[$0] }
+        if !changed.isEmpty { resolvedModules = nil }  // resolve again next scrape
+        for (i, metric) in config.metrics.enumerated() {
+            if !depends[i].isDisjoint(with: changed) {
+                // Read while a module it depends on changed: dropped, neither a value nor an error.
+                if !families[i].samples.isEmpty || failures[i] != nil { discardedDuringChange += 1 }
                 families[i].samples = []
+            } else if let failure = failures[i] {
+                readErrors[metric.name, default: 0] += 1
+                lastErrors[metric.name] = failure.message
             }
         }
         return families
     }
 
-    func read(_ metric: MetricConfig, _ ev: Evaluator, _ fmt: ObjectFormatter) throws -> [Sample] {
+    /// The metric's samples, and the addresses of the objects their values were read from.
+    func read(_ metric: MetricConfig, _ ev: Evaluator, _ fmt: ObjectFormatter) throws -> ([Sample], [UInt64]) {
         switch metric.source {
         case .expression(let text):
             if compiled[metric.name] == nil { compiled[metric.name] = .some(try? ev.compile(text)) }
+            let object: Object
             if let c = compiled[metric.name] ?? nil {
-                return [Sample(labels: metric.constantLabels, value: try ev.number(c).text)]
+                object = try ev.object(c)
+            } else {
+                guard case .object(let o) = try ev.evaluate(text) else {
+                    throw ExpressionError.plain("`\(text)` is a container walk: use `walk:` with `value:` and `label_fields:`")
+                }
+                object = o
             }
-            guard case .object(let o) = try ev.evaluate(text) else {
-                throw ExpressionError.plain("`\(text)` is a container walk: use `walk:` with `value:` and `label_fields:`")
-            }
-            return [Sample(labels: metric.constantLabels, value: try o.number(memory).text)]
+            return ([Sample(labels: metric.constantLabels, value: try object.number(memory).text)], object.address.map { [$0] } ?? [])
         case let .walk(text, valueField, labelFields):
             guard case .entries(let entries, _) = try ev.evaluate(text) else {
                 throw ExpressionError.plain("`\(text)` is not a container walk: use `expr:`")
             }
             var samples: [Sample] = []
+            var addresses: [UInt64] = []
             for entry in entries {
                 var labels = metric.constantLabels
                 for (label, field) in labelFields {
                     labels.append((label, Self.labelText(try fmt.compact(try ev.evaluate(field: field, of: entry)))))
                 }
-                samples.append(Sample(labels: labels, value: try ev.evaluate(field: valueField, of: entry).number(memory).text))
+                let value = try ev.evaluate(field: valueField, of: entry)
+                addresses += [entry.address, value.address].compactMap { $0 }
+                samples.append(Sample(labels: labels, value: try value.number(memory).text))
             }
-            return samples
+            return (samples, addresses)
         }
     }
 

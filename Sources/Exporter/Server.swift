@@ -1,3 +1,4 @@
+import Glibc
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -6,13 +7,20 @@ import NIOPosix
 /// The HTTP side: GET /metrics scrapes, GET / is a landing page, anything else 404. The request's path
 /// only picks the page: nothing from the request reaches the evaluator.
 public final class MetricsServer: @unchecked Sendable {
-    let collector: Collector
+    /// Guarded by `lock`: replaced on reload.
+    var collector: Collector
     /// One scrape at a time (the collector and its evaluator are not thread-safe).
     let lock = NIOLock()
+    /// The open connections (guarded by `lock`), closed when the server stops.
+    var handlers: [ObjectIdentifier: HTTPHandler] = [:]
+    var stopping = false
 
     public init(collector: Collector) { self.collector = collector }
 
     func scrape() -> String { lock.withLock { TextFormat.render(collector.collect()) } }
+
+    /// Serves `collector` from the next scrape on (a reloaded config); the memory reader is kept.
+    public func replace(collector: Collector) { lock.withLock { self.collector = collector } }
 
     static let landing = """
         <html><head><title>kreach exporter</title></head><body><h1>kreach exporter</h1>
@@ -20,8 +28,10 @@ public final class MetricsServer: @unchecked Sendable {
 
         """
 
-    /// Binds `host:port` and serves until the process ends; `onBound` gets the bound port (0 picks one).
-    public func run(host: String, port: Int, onBound: (Int) -> Void) throws {
+    /// Binds `host:port` and serves until `stop` is called; `onBound` gets the bound port (0 picks one)
+    /// and a `stop` function (safe from any thread) that closes the listener, lets the response being
+    /// written finish, closes the connections and makes `run` return.
+    public func run(host: String, port: Int, onBound: (_ port: Int, _ stop: @escaping @Sendable () -> Void) -> Void) throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 64)
@@ -31,11 +41,29 @@ public final class MetricsServer: @unchecked Sendable {
                     channel.pipeline.addHandler(HTTPHandler(server: self))
                 }
             }
-        let channel = try bootstrap.bind(host: host, port: port).wait()
-        onBound(channel.localAddress?.port ?? port)
-        try channel.closeFuture.wait()
+        let channel: Channel
+        do { channel = try bootstrap.bind(host: host, port: port).wait() } catch {
+            try? group.syncShutdownGracefully()
+            let reason = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
+            throw ListenError(description: "can't listen on \(host):\(port): \(reason)")
+        }
+        let allClosed = channel.eventLoop.makePromise(of: Void.self)
+        onBound(channel.localAddress?.port ?? port) { [self] in
+            // On the event loop (one thread): after the scrape running there, if any, has written its response.
+            channel.eventLoop.execute { [self] in
+                let open = lock.withLock { stopping = true; return Array(handlers.values) }
+                let closes = [channel.close()] + open.compactMap { $0.finishAndClose() }
+                EventLoopFuture.andAllComplete(closes, on: channel.eventLoop).cascade(to: allClosed)
+            }
+        }
+        try? allClosed.futureResult.wait()
         try group.syncShutdownGracefully()
     }
+}
+
+/// The address can't be bound (in use, not local, not permitted).
+public struct ListenError: Error, CustomStringConvertible {
+    public let description: String
 }
 
 final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
@@ -43,8 +71,32 @@ final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias OutboundOut = HTTPServerResponsePart
     let server: MetricsServer
     var head: HTTPRequestHead?
+    /// Event-loop state: the connection and the last response's write.
+    var channel: Channel?
+    var lastWrite: EventLoopFuture<Void>?
 
     init(server: MetricsServer) { self.server = server }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        channel = context.channel
+        let stopping = server.lock.withLock {
+            if !server.stopping { server.handlers[ObjectIdentifier(self)] = self }
+            return server.stopping
+        }
+        if stopping { context.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        server.lock.withLock { _ = server.handlers.removeValue(forKey: ObjectIdentifier(self)) }
+    }
+
+    /// Closes the connection once the response being written (if any) is out; returns when it is closed.
+    /// On the event loop (the server's one thread).
+    func finishAndClose() -> EventLoopFuture<Void>? {
+        guard let channel else { return nil }
+        (lastWrite ?? channel.eventLoop.makeSucceededVoidFuture()).whenComplete { _ in channel.close(promise: nil) }
+        return channel.closeFuture
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -72,7 +124,7 @@ final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: type)
         headers.add(name: "Content-Length", value: String(body.utf8.count))
-        let keepAlive = request.isKeepAlive
+        let keepAlive = request.isKeepAlive && !server.lock.withLock { server.stopping }
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
         if request.method == .GET {
@@ -82,6 +134,9 @@ final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         let promise: EventLoopPromise<Void>? = keepAlive ? nil : context.eventLoop.makePromise()
         if let promise { promise.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) } }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
+        let written = context.eventLoop.makePromise(of: Void.self)
+        if let promise { written.futureResult.cascade(to: promise) }
+        lastWrite = written.futureResult
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
     }
 }

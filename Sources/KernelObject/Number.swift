@@ -46,4 +46,10 @@ extension Evaluator {
     public func number(_ compiled: CompiledExpression) throws -> ScalarNumber {
         try object(compiled.resolved).number(memory)
     }
+
+    /// The object a compiled expression designates now, its pointers followed (its `address` tells an
+    /// exporter which module's memory holds the value).
+    public func object(_ compiled: CompiledExpression) throws -> Object {
+        try object(compiled.resolved)
+    }
 }

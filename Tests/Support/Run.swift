@@ -103,9 +103,18 @@ public final class Child {
 
     /// Waits for a line on stdout containing `text` (an event the child reports), or fails after `timeout`.
     public func waitForOutput(containing text: String, timeout: Double) throws {
+        try waitFor(text, in: \.stdoutText, timeout: timeout)
+    }
+
+    /// Waits for stderr to contain `text`, or fails after `timeout`.
+    public func waitForError(containing text: String, timeout: Double) throws {
+        try waitFor(text, in: \.stderrText, timeout: timeout)
+    }
+
+    private func waitFor(_ text: String, in stream: KeyPath<Child, String>, timeout: Double) throws {
         let deadline = Date().addingTimeInterval(timeout)
-        while !stdoutText.contains(text) {
-            if outFD < 0 {
+        while !self[keyPath: stream].contains(text) {
+            if outFD < 0 && errFD < 0 {
                 reap(block: true)
                 throw FixtureError("\(argv[0]) closed its output (status \(status ?? -1)) without printing \(text): \(stdoutText) \(stderrText)")
             }

@@ -18,6 +18,12 @@ metrics:
     help: the exporter's process id, through current
     type: gauge
     expr: current->tgid
+  - name: module_refcnt
+    help: "each module's reference count, read in its struct module (module memory; the expression names no module)"
+    type: gauge
+    walk: list_for_each_entry(struct module, &modules, list)
+    label_fields: {module: name}
+    value: refcnt.counter
 YAML
 kreach export --config "$dir/c.yaml" > "$dir/out" 2> "$dir/err" &  # bounded by the case's TIMEOUT; killed on exit
 pid=$!
@@ -31,6 +37,8 @@ step() {
   scrape
   echo "$1: rd_size $(value kreach_brd_rd_size) sysfs $(param rd_size), rd_nr $(value kreach_brd_rd_nr) sysfs $(param rd_nr), tgid ok $([ "$(value kreach_tgid)" = "$pid" ] && echo yes || echo no)"
   echo "$1: brd read errors $(awk '$1 ~ /read_errors_total\{metric="kreach_brd_rd_size"\}/ {print $2}' "$dir/m")"
+  # struct module's refcnt is module_refcount() + 1 while the module is live (kernel/module/main.c).
+  echo "$1: walk refcnt brd $(awk '$1 == "kreach_module_refcnt{module=\"brd\"}" {print $2 - 1}' "$dir/m") sysfs $(param ../refcnt), walk errors $(awk '$1 ~ /read_errors_total\{metric="kreach_module_refcnt"\}/ {print $2}' "$dir/m")"
 }
 step loaded
 rmmod brd

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Exporter
 import Glibc
 import KreachSupport
@@ -9,7 +10,9 @@ struct Export: ParsableCommand {
         abstract: "Serve the expressions of a config file as Prometheus metrics (or write a textfile once).",
         discussion: """
             Metrics are served as kreach_<name>; the exporter's own are kreach_exporter_*. Only the config's \
-            expressions are evaluated. Default address 127.0.0.1:\(Export.defaultPort).
+            expressions are evaluated. Default address 127.0.0.1:\(Export.defaultPort). SIGTERM or SIGINT \
+            stops serving (the scrape being answered finishes) and exits 0; SIGHUP reads the config again \
+            (a bad one is reported on one line and the old one kept).
             """)
 
     static let defaultPort = 19157
@@ -43,10 +46,15 @@ struct Export: ParsableCommand {
         return host.isEmpty ? nil : (host, port)
     }
 
-    func run() throws {
+    /// The config file, parsed and validated.
+    func load() throws -> ExporterConfig {
         let text = String(decoding: try FileBytes.read(config, limit: Export.configLimit), as: UTF8.self)
+        return try ExporterConfig(yaml: text, file: config)
+    }
+
+    func run() throws {
         let parsed: ExporterConfig
-        do { parsed = try ExporterConfig(yaml: text, file: config) } catch {
+        do { parsed = try load() } catch let error as ConfigError {
             throw Failure(message: Terminal.escaped(error.description), code: 1)
         }
         if checkConfig {
@@ -64,9 +72,40 @@ struct Export: ParsableCommand {
             return
         }
         guard let (host, port) = Export.hostPort(listenAddress) else { return }
-        try MetricsServer(collector: collector).run(host: host, port: port) { bound in
+        let server = MetricsServer(collector: collector)
+        var sources: [DispatchSourceSignal] = []
+        defer { for s in sources { s.cancel() } }
+        try server.run(host: host, port: port) { bound, stop in
+            let queue = DispatchQueue(label: "kreach.export.signals")
+            for number in [SIGTERM, SIGINT, SIGHUP] {
+                signal(number, SIG_IGN)  // delivered to the dispatch source instead
+                let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+                source.setEventHandler { [self] in
+                    if number == SIGHUP {
+                        reload(server, reader)
+                    } else {
+                        print("kreach export: stopping on \(number == SIGTERM ? "SIGTERM" : "SIGINT")")
+                        fflush(nil)
+                        stop()
+                    }
+                }
+                source.resume()
+                sources.append(source)
+            }
             print("kreach export: listening on http://\(host):\(bound)/metrics")
             fflush(nil)
         }
+    }
+
+    /// SIGHUP: the config read again; a bad one leaves the served one in place (one line on stderr).
+    func reload(_ server: MetricsServer, _ reader: KernelMemory) {
+        do {
+            let parsed = try load()
+            server.replace(collector: Collector(config: parsed, memory: reader))
+            print("kreach export: reloaded \(Terminal.escaped(config)): \(parsed.metrics.count) metrics")
+        } catch {
+            StandardError.write("kreach export: config not reloaded, still serving the previous one: \(Terminal.escaped("\(error)"))")
+        }
+        fflush(nil)
     }
 }
