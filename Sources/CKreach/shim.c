@@ -160,7 +160,10 @@ static int decompress_gzip(const uint8_t *in, size_t in_len, uint8_t *out, size_
         }
         if (r == Z_OK) continue;
         if (r == Z_BUF_ERROR && z.avail_out == 0) { result = KREACH_DECOMPRESS_TOO_LARGE; break; }
-        result = fail(err, err_len, r == Z_BUF_ERROR ? "gzip data is truncated" : r == Z_MEM_ERROR ? "out of memory decompressing gzip data" : "gzip data is corrupt");
+        const char *kind = window_bits == 15 ? "zlib" : "gzip";
+        char why[64];
+        snprintf(why, sizeof why, r == Z_BUF_ERROR ? "%s data is truncated" : r == Z_MEM_ERROR ? "out of memory decompressing %s data" : "%s data is corrupt", kind);
+        result = fail(err, err_len, why);
         break;
     }
     *out_len = z.total_out;
