@@ -15,7 +15,7 @@ let package = Package(
     targets: [
         // The only C: thin wrappers over libc/syscalls Swift can't call directly (GNU memmem, bpf()), and
         // in-process decompression (liblzma, libzstd, zlib: Debian liblzma-dev, libzstd-dev, zlib1g-dev).
-        .target(name: "CKreach", linkerSettings: [.linkedLibrary("lzma"), .linkedLibrary("zstd"), .linkedLibrary("z")]),
+        .target(name: "CKreach", linkerSettings: [.linkedLibrary("lzma"), .linkedLibrary("zstd"), .linkedLibrary("z"), .linkedLibrary("lzo2"), .linkedLibrary("snappy")]),
         // Capstone (Debian libcapstone-dev), flattened to what type inference needs: a C shim, no unions in Swift.
         .target(name: "CCapstone", linkerSettings: [.linkedLibrary("capstone")]),
         // Byte files, JSON output, globs, shared error type. No kernel knowledge.

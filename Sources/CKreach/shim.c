@@ -67,8 +67,11 @@ int kreach_bpf_map_lookup(int map_fd, const void *key, void *value) {
     return sys_bpf(BPF_MAP_LOOKUP_ELEM, &a);
 }
 
-/* In-process decompression of .ko.xz, .ko.zst and .ko.gz: no decompressor process, no shell. */
+/* In-process decompression of .ko.xz, .ko.zst and .ko.gz, and of kdump-compressed pages (zlib, lzo, snappy,
+ * zstd): no decompressor process, no shell. */
 #include <lzma.h>
+#include <lzo/lzo1x.h>
+#include <snappy-c.h>
 #include <stdio.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -157,12 +160,37 @@ static int decompress_gzip(const uint8_t *in, size_t in_len, uint8_t *out, size_
         }
         if (r == Z_OK) continue;
         if (r == Z_BUF_ERROR && z.avail_out == 0) { result = KREACH_DECOMPRESS_TOO_LARGE; break; }
-        result = fail(err, err_len, r == Z_BUF_ERROR ? "gzip data is truncated" : r == Z_MEM_ERROR ? "out of memory decompressing gzip data" : "gzip data is corrupt");
+        const char *kind = window_bits == 15 ? "zlib" : "gzip";
+        char why[64];
+        snprintf(why, sizeof why, r == Z_BUF_ERROR ? "%s data is truncated" : r == Z_MEM_ERROR ? "out of memory decompressing %s data" : "%s data is corrupt", kind);
+        result = fail(err, err_len, why);
         break;
     }
     *out_len = z.total_out;
     inflateEnd(&z);
     return result;
+}
+
+/* One lzo1x block (makedumpfile -l: lzo1x_1_compress of a page), bounds-checked by the _safe decoder. */
+static int decompress_lzo(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len, char *err, size_t err_len) {
+    if (lzo_init() != LZO_E_OK) return fail(err, err_len, "can't start the lzo decoder");
+    lzo_uint length = out_cap;
+    int r = lzo1x_decompress_safe(in, in_len, out, &length, NULL);
+    *out_len = length;
+    if (r == LZO_E_OK) return KREACH_DECOMPRESS_OK;
+    if (r == LZO_E_OUTPUT_OVERRUN) return KREACH_DECOMPRESS_TOO_LARGE;
+    return fail(err, err_len, r == LZO_E_INPUT_OVERRUN ? "lzo data is truncated"
+        : r == LZO_E_INPUT_NOT_CONSUMED ? "lzo data has bytes past its end" : "lzo data is corrupt");
+}
+
+/* One raw snappy block (makedumpfile -p: snappy_compress of a page); its header states the length. */
+static int decompress_snappy(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len, char *err, size_t err_len) {
+    size_t length = 0;
+    if (snappy_uncompressed_length((const char *)in, in_len, &length) != SNAPPY_OK) return fail(err, err_len, "not snappy data");
+    if (length > out_cap) return KREACH_DECOMPRESS_TOO_LARGE;
+    if (snappy_uncompress((const char *)in, in_len, (char *)out, &length) != SNAPPY_OK) return fail(err, err_len, "snappy data is corrupt");
+    *out_len = length;
+    return KREACH_DECOMPRESS_OK;
 }
 
 int kreach_decompress(int format, const void *in, size_t in_len, void *out, size_t out_cap, size_t *out_len, char *err, size_t err_len) {
@@ -172,6 +200,8 @@ int kreach_decompress(int format, const void *in, size_t in_len, void *out, size
     case KREACH_ZSTD: return decompress_zstd(in, in_len, out, out_cap, out_len, err, err_len);
     case KREACH_GZIP: return decompress_gzip(in, in_len, out, out_cap, out_len, err, err_len, 15 + 16);
     case KREACH_ZLIB: return decompress_gzip(in, in_len, out, out_cap, out_len, err, err_len, 15);
+    case KREACH_LZO: return decompress_lzo(in, in_len, out, out_cap, out_len, err, err_len);
+    case KREACH_SNAPPY: return decompress_snappy(in, in_len, out, out_cap, out_len, err, err_len);
     default: return fail(err, err_len, "unknown compression");
     }
 }

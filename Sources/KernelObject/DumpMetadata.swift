@@ -18,8 +18,20 @@ public enum DumpMetadata {
 
     public static func write(from core: VMCoreMemory, into dir: PrivateDirectory) throws -> Report {
         var report = Report()
-        guard let tables = InMemoryKallsyms.Tables(core.info.symbols) else {
-            throw MemoryError.unavailable("\(core.path): VMCOREINFO has no SYMBOL(kallsyms_*) entries (kernels before 6.0 without the backport); searching the image for the tables is not implemented: give a snapshot of the same kernel with --kernel DIR")
+        let tables: InMemoryKallsyms.Tables
+        if let named = InMemoryKallsyms.Tables(core.info.symbols) {
+            tables = named
+        } else {
+            // Kernels before 6.0 (without the backport) don't name the tables in VMCOREINFO: search the image.
+            guard let text = core.info.symbols["_stext"] else {
+                throw MemoryError.unavailable("\(core.path): VMCOREINFO has neither SYMBOL(kallsyms_*) nor SYMBOL(_stext): give a snapshot of the same kernel with --kernel DIR")
+            }
+            do {
+                tables = try InMemoryKallsyms.Tables.search(memory: core, text: text)
+            } catch {
+                throw MemoryError.unavailable("\(core.path): VMCOREINFO has no SYMBOL(kallsyms_*) entries and searching the image failed (\(error)): give a snapshot of the same kernel with --kernel DIR")
+            }
+            report.notes.append("VMCOREINFO names no kallsyms tables: found them by searching the kernel image (token table at \(Hex.short(tables.tokenTable)))")
         }
         let kallsyms = try InMemoryKallsyms(memory: core, tables: tables)
         var byName: [String: UInt64] = [:]

@@ -1,5 +1,6 @@
 import Memory
 import BTF
+import CKreach
 import Glibc
 import KernelObject
 import KernelSource
@@ -12,7 +13,7 @@ import TypeInference
 /// One fuzz target: a parser (and what is built on it) fed arbitrary bytes. A harness must return
 /// normally on every input; a bad input is expected to end in a thrown error, which is ignored.
 enum FuzzTarget: String, CaseIterable {
-    case btf, kallsyms, modules, elf, tracepoint, expr, script, image
+    case btf, kallsyms, modules, elf, tracepoint, expr, script, image, vmcore, page
 
     /// Whether the harness needs the unpacked Debian capture (KREACH_FUZZ_KERNEL).
     var needsCapture: Bool { self == .btf || self == .expr || self == .script }
@@ -27,6 +28,8 @@ enum FuzzTarget: String, CaseIterable {
         case .expr: Harness.expression(data, context)
         case .script: Harness.script(data, context)
         case .image: Harness.image(data)
+        case .vmcore: Harness.vmcore(data)
+        case .page: Harness.page(data)
         }
     }
 }
@@ -135,6 +138,44 @@ enum Harness {
             _ = image.word(at: s.address)
             _ = image.word(at: s.range.upperBound &- 4)
         }
+    }
+
+    /// A vmcore (ELF, kdump-compressed, flattened): headers, VMCOREINFO, and reads of the addresses its
+    /// VMCOREINFO names (page-table walks, page descriptors, each page decompressor), from one scratch file
+    /// rewritten per input.
+    static func vmcore(_ data: [UInt8]) {
+        guard let file = vmcoreFile, ftruncate(file.fd, 0) == 0 else { return }
+        let written = data.withUnsafeBytes { pwrite(file.fd, $0.baseAddress, $0.count, 0) }
+        guard written == data.count, let dump = try? VMCoreMemory(path: file.path) else { return }
+        for (_, address) in dump.info.symbols.sorted(by: { $0.key < $1.key }).prefix(16) {
+            _ = try? dump.read(address, count: 16)
+            _ = try? dump.readPhysical(address & 0xfff_ffff_f000, count: 8)
+        }
+        for page in 0..<UInt64(8) { _ = try? dump.readPhysical(page << 12, count: 4096) }
+    }
+
+    /// The vmcore target's scratch file (removed at once: reached through /proc/self/fd).
+    static let vmcoreFile: (fd: Int32, path: String)? = {
+        var template = Array("/tmp/kreach-fuzz-vmcore.XXXXXX".utf8CString)
+        let fd = mkstemp(&template)
+        guard fd >= 0 else { return nil }
+        unlink(template)
+        return (fd, "/proc/self/fd/\(fd)")
+    }()
+
+    /// A kdump-compressed page's data: the first byte picks the method (zlib, lzo, snappy, zstd), the rest is
+    /// decompressed into one 4 KiB page as `KdumpDump` does.
+    static func page(_ data: [UInt8]) {
+        guard let selector = data.first else { return }
+        let methods = [KREACH_ZLIB, KREACH_LZO, KREACH_SNAPPY, KREACH_ZSTD]
+        let input = Array(data.dropFirst())
+        var out = [UInt8](repeating: 0, count: 4096)
+        var length = 0
+        var reason = [CChar](repeating: 0, count: 128)
+        _ = input.withUnsafeBytes { i in out.withUnsafeMutableBytes { o in
+            kreach_decompress(Int32(methods[Int(selector) % methods.count]), i.baseAddress, i.count, o.baseAddress, o.count, &length, &reason, reason.count)
+        } }
+        precondition(length <= out.count)
     }
 
     static func elf(_ data: [UInt8]) {

@@ -51,6 +51,12 @@ public struct InMemoryKallsyms: Sendable {
             text = symbols["_stext"]
             if relativeBase == nil && text == nil { return nil }
         }
+
+        /// Tables at known addresses (found by searching the image: `search(memory:text:)`).
+        public init(names: UInt64, numSyms: UInt64, tokenTable: UInt64, tokenIndex: UInt64, offsets: UInt64, relativeBase: UInt64?, text: UInt64?) {
+            self.names = names; self.numSyms = numSyms; self.tokenTable = tokenTable; self.tokenIndex = tokenIndex
+            self.offsets = offsets; self.relativeBase = relativeBase; self.text = text
+        }
     }
 
     /// At most this many symbols (a corrupt count is an error, not a huge allocation).

@@ -72,10 +72,39 @@ final class KdumpDump: PhysicalDump {
     let vmcoreinfo: [UInt8]?
     let physBase: UInt64?
     let format: String
+    let machine: DumpMachine
+    /// disk_dump_header.status has DUMP_DH_COMPRESSED_INCOMPLETE: makedumpfile stopped early (a full disk),
+    /// so page descriptors past what it wrote are zero.
+    let incomplete: Bool
     var cache: [UInt64: [UInt8]] = [:]
 
-    /// page_desc.flags (diskdump_mod.h DUMP_DH_COMPRESSED_*).
-    enum Method: UInt32 { case zlib = 0x1, lzo = 0x2, snappy = 0x4, zstd = 0x20 }
+    /// page_desc.flags (diskdump_mod.h DUMP_DH_COMPRESSED_*): how one page was compressed.
+    enum Method: UInt32, CustomStringConvertible {
+        case zlib = 0x1, lzo = 0x2, snappy = 0x4, zstd = 0x20
+        /// Every DUMP_DH_COMPRESSED_* bit (DUMP_DH_COMPRESSED_INCOMPLETE, 0x8, is a header flag).
+        static let all: UInt32 = 0x27
+
+        /// The one method `flags` names; nil for an uncompressed page or for several bits at once.
+        init?(flags: UInt32) { self.init(rawValue: flags & Method.all) }
+
+        var description: String {
+            switch self {
+            case .zlib: return "zlib"
+            case .lzo: return "lzo"
+            case .snappy: return "snappy"
+            case .zstd: return "zstd"
+            }
+        }
+
+        var code: Int32 {
+            switch self {
+            case .zlib: return Int32(KREACH_ZLIB)
+            case .lzo: return Int32(KREACH_LZO)
+            case .snappy: return Int32(KREACH_SNAPPY)
+            case .zstd: return Int32(KREACH_ZSTD)
+            }
+        }
+    }
 
     init(file: any DumpBytes) throws {
         self.file = file
@@ -85,6 +114,9 @@ final class KdumpDump: PhysicalDump {
             throw VMCoreError.notADump(path: path, magic: String(decoding: h.prefix(8), as: UTF8.self))
         }
         let version = h.le(8, as: Int32.self)
+        // disk_dump_header: signature[8], header_version, new_utsname (6 × 65: machine at 12 + 4 × 65), timestamp, status.
+        machine = .uname(String(decoding: h[272..<337].prefix { $0 != 0 }, as: UTF8.self))
+        incomplete = h.le(424, as: UInt32.self) & 0x8 != 0
         blockSize = Int(h.le(428, as: Int32.self))
         let subHeaderBlocks = Int(h.le(432, as: Int32.self)), bitmapBlocks = Int(h.le(436, as: UInt32.self))
         guard blockSize >= 4096, blockSize <= 1 << 20, blockSize & (blockSize - 1) == 0, subHeaderBlocks >= 0, subHeaderBlocks < 1 << 20 else {
@@ -131,29 +163,29 @@ final class KdumpDump: PhysicalDump {
         for p in (pfn / 64 * 64)..<pfn where bit(dumpedBitmap, p) { index += 1 }
         let d = try file.read(descriptorsOffset + index * 24, count: 24, what: "the page descriptor of pfn \(pfn)")
         let offset = d.le(0, as: UInt64.self), size = Int(d.le(8, as: UInt32.self)), flags = d.le(12, as: UInt32.self)
+        if incomplete && offset == 0 && size == 0 { throw MissingPage(physical: physical, reason: .notWritten) }
         guard size > 0, size <= blockSize else {
             throw VMCoreError.malformed(path: file.path, what: "pfn \(pfn): a page of \(size) bytes")
         }
         let data = try file.read(offset, count: size, what: "the data of pfn \(pfn)")
         var bytes: [UInt8]
-        if flags & 0x27 == 0 {
-            guard size == blockSize else { throw VMCoreError.malformed(path: file.path, what: "pfn \(pfn): an uncompressed page of \(size) bytes") }
-            bytes = data
-        } else if flags & (Method.zlib.rawValue | Method.zstd.rawValue) != 0 {
-            // zlib (compress2) and zstd (one ZSTD_compress frame) with the system's libraries.
-            let (code, method) = flags & Method.zlib.rawValue != 0 ? (Int32(KREACH_ZLIB), "zlib") : (Int32(KREACH_ZSTD), "zstd")
+        if let method = Method(flags: flags) {
+            // Each method's library (zlib's uncompress, lzo1x_decompress_safe, snappy_uncompress, one zstd frame).
             bytes = [UInt8](repeating: 0, count: blockSize)
             var length = 0
             var reason = [CChar](repeating: 0, count: 128)
             let status = data.withUnsafeBytes { i in bytes.withUnsafeMutableBytes { o in
-                kreach_decompress(code, i.baseAddress, i.count, o.baseAddress, o.count, &length, &reason, reason.count)
+                kreach_decompress(method.code, i.baseAddress, i.count, o.baseAddress, o.count, &length, &reason, reason.count)
             } }
             guard status == KREACH_DECOMPRESS_OK, length == blockSize else {
-                throw VMCoreError.malformed(path: file.path, what: "pfn \(pfn): \(method) page does not decompress to a page (\(String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))")
+                let why = status == KREACH_DECOMPRESS_TOO_LARGE ? "more than a page" : status == KREACH_DECOMPRESS_OK ? "\(length) bytes" : String(decoding: reason.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                throw VMCoreError.malformed(path: file.path, what: "pfn \(pfn): \(method) page does not decompress to a page (\(why))")
             }
+        } else if flags & Method.all == 0 {
+            guard size == blockSize else { throw VMCoreError.malformed(path: file.path, what: "pfn \(pfn): an uncompressed page of \(size) bytes") }
+            bytes = data
         } else {
-            let method = flags & Method.lzo.rawValue != 0 ? "lzo" : "snappy"  // no liblzo2/libsnappy on Debian's build hosts
-            throw VMCoreError.unsupportedCompression(path: file.path, method: method)
+            throw VMCoreError.malformed(path: file.path, what: "pfn \(pfn): page descriptor flags \(Hex.short(UInt64(flags))) name more than one compression")
         }
         if cache.count > 4096 { cache.removeAll(keepingCapacity: true) }
         cache[pfn] = bytes

@@ -39,6 +39,13 @@ public final class VMCoreMemory: KernelMemory {
         } else {
             throw VMCoreError.notADump(path: path, magic: magic.isEmpty ? "nothing (an empty file)" : magic.prefix(8).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: " "))
         }
+        switch physical.machine {
+        case .elf(let m) where m != arch.elfMachine:
+            throw VMCoreError.wrongArch(path: path, dump: "ELF machine \(m)", expected: "\(arch.name) (ELF machine \(arch.elfMachine))")
+        case .uname(let m) where (try? Arch(unameMachine: m))?.elfMachine != arch.elfMachine:
+            throw VMCoreError.wrongArch(path: path, dump: "\"\(Terminal.escaped(m, layout: false))\" (the kdump header's utsname.machine)", expected: arch.name)
+        default: break
+        }
         guard let note = physical.vmcoreinfo else {
             throw VMCoreError.noVMCoreInfo(path: path, hint: "a qemu dump carries it with -device vmcoreinfo and the guest's qemu_fw_cfg module loaded")
         }
@@ -117,20 +124,30 @@ public final class VMCoreMemory: KernelMemory {
 
 /// A physical page the dump doesn't hold: outside every dumped range, or excluded (filtered) by the dumper.
 public struct MissingPage: Error, CustomStringConvertible, Sendable {
-    public enum Reason: Sendable { case notInDump, excluded }
+    public enum Reason: Sendable { case notInDump, excluded, notWritten }
     public let physical: UInt64
     public let reason: Reason
     public var description: String {
         switch reason {
         case .notInDump: return "physical \(Hex.short(physical)) is not in the dump"
         case .excluded: return "physical \(Hex.short(physical)) was excluded from the dump (filtered when it was saved)"
+        case .notWritten: return "physical \(Hex.short(physical)) was not written: the dump is incomplete (its header says the dumper stopped early)"
         }
     }
+}
+
+/// The architecture a dump's own header names.
+enum DumpMachine: Sendable {
+    /// ELF e_machine (EM_X86_64 = 62).
+    case elf(UInt16)
+    /// The kdump header's utsname.machine ("x86_64").
+    case uname(String)
 }
 
 /// The physical memory a dump holds.
 protocol PhysicalDump: AnyObject {
     var format: String { get }
+    var machine: DumpMachine { get }
     /// The VMCOREINFO note's bytes, nil without one.
     var vmcoreinfo: [UInt8]? { get }
     /// phys_base from the dump's own header (kdump), when VMCOREINFO lacks it.
@@ -197,6 +214,7 @@ final class ELFDump: PhysicalDump {
     let file: DumpFile
     let loads: [ELFFile.Segment]
     let vmcoreinfo: [UInt8]?
+    let machine: DumpMachine
     var physBase: UInt64? { nil }
 
     init(file: DumpFile) throws {
@@ -205,6 +223,7 @@ final class ELFDump: PhysicalDump {
         let phoff = header.le(32, as: UInt64.self), phentsize = Int(header.le(54, as: UInt16.self))
         let phnum = Int(header.le(56, as: UInt16.self))
         guard header[4] == 2, header[5] == 1 else { throw VMCoreError.malformed(path: file.path, what: "not a 64-bit little-endian ELF file") }
+        machine = .elf(header.le(18, as: UInt16.self))
         guard phnum != 0xffff else { throw VMCoreError.malformed(path: file.path, what: "more than 65534 segments (PN_XNUM) are not supported") }
         guard phentsize >= 56, phoff < 1 << 32 else { throw VMCoreError.malformed(path: file.path, what: "program headers of \(phentsize) bytes at \(phoff)") }
         var head = try file.read(0, count: Int(phoff) + phnum * phentsize, what: "the program headers")

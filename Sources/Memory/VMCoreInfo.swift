@@ -92,10 +92,10 @@ public enum VMCoreError: Error, CustomStringConvertible, Equatable {
     /// VMCOREINFO lacks an entry the reader needs.
     case missingVMCoreInfo(path: String, key: String)
     case badVMCoreInfo(line: String)
-    /// A kdump page compressed with a method kreach has no library for.
-    case unsupportedCompression(path: String, method: String)
     /// The dump is of an architecture kreach can't walk page tables for.
     case unsupportedArch(path: String, arch: String)
+    /// The dump's header names another architecture than the one kreach reads it as.
+    case wrongArch(path: String, dump: String, expected: String)
 
     public var description: String {
         switch self {
@@ -107,8 +107,8 @@ public enum VMCoreError: Error, CustomStringConvertible, Equatable {
         case let .noVMCoreInfo(path, hint): return "\(path): the dump has no VMCOREINFO note (\(hint))"
         case let .missingVMCoreInfo(path, key): return "\(path): the dump's VMCOREINFO has no \(key)"
         case .badVMCoreInfo(let line): return "VMCOREINFO: can't parse the line \"\(line)\""
-        case let .unsupportedCompression(path, method): return "\(path): compression \(method) is not supported"
         case let .unsupportedArch(path, arch): return "\(path): can't walk \(arch) page tables"
+        case let .wrongArch(path, dump, expected): return "\(path): a dump of \(dump), not \(expected)"
         }
     }
 }

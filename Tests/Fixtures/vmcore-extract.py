@@ -8,11 +8,19 @@ it), with the original VMCOREINFO note. One page after the first address is kept
 dumped (excluded, as makedumpfile -d leaves a filtered page); in the ELF it is a PT_LOAD with MemSiz beyond
 FileSiz.
 
-  vmcore-extract.py SEEKABLE.kdump OUTDIR ADDRESS[:LENGTH]...
+  vmcore-extract.py [--pages-from OTHER.kdump] SEEKABLE.kdump OUTDIR ADDRESS[:LENGTH]...
+
+--pages-from: the kdump file's pages are OTHER's own page data and flags, byte for byte (OTHER: makedumpfile's
+seekable output from an ELF dump of the same memory, e.g. -l for lzo pages): the pages are found by walking
+SEEKABLE (zlib, decoded here), and written as the other dumper compressed them.
 """
 import struct, sys, zlib, os
 
-src, outdir, specs = sys.argv[1], sys.argv[2], sys.argv[3:]
+args = sys.argv[1:]
+other = None
+if args[0] == "--pages-from":
+    other, args = args[1], args[2:]
+src, outdir, specs = args[0], args[1], args[2:]
 f = open(src, "rb")
 def rd(off, n):
     f.seek(off); b = f.read(n); assert len(b) == n, "truncated"; return b
@@ -88,8 +96,32 @@ struct.pack_into("<QQ", subh, 48, 0, 0)  # no other notes
 subh[block:block + len(info)] = info
 descs_at = (1 + subblocks_new + bitmap_blocks_new) * block
 data_at = descs_at + 24 * len(pfns)
+def raw_pages(path):
+    """pfn → (data, flags) of every dumped page of a seekable kdump file, as its dumper wrote them."""
+    g = open(path, "rb"); oh = g.read(464)
+    ob, osub, obm = struct.unpack_from("<iiI", oh, 428)
+    ohalf = obm * ob // 2
+    g.seek((1 + osub) * ob + ohalf); odumped = g.read(ohalf)
+    odesc = (1 + osub + obm) * ob
+    index = 0; out = {}
+    want = set(pfns)
+    for byte_index, byte in enumerate(odumped):
+        for bit in range(8):
+            if byte >> bit & 1:
+                pfn = byte_index * 8 + bit
+                if pfn in want:
+                    g.seek(odesc + 24 * index); off, size, flags, _ = struct.unpack("<QIIQ", g.read(24))
+                    g.seek(off); out[pfn] = (g.read(size), flags)
+                index += 1
+    return out
+verbatim = raw_pages(other) if other else None
 descs = bytearray(); data = bytearray()
 for p in pfns:
+    if verbatim is not None:
+        assert p in verbatim, f"pfn {p:#x} is not in {other}"
+        c, flags = verbatim[p]
+        descs += struct.pack("<QIIQ", data_at + len(data), len(c), flags, 0); data += c
+        continue
     c = zlib.compress(page(p))
     if len(c) < block: descs += struct.pack("<QIIQ", data_at + len(data), len(c), 1, 0); data += c
     else: descs += struct.pack("<QIIQ", data_at + len(data), block, 0, 0); data += page(p)

@@ -3,14 +3,20 @@ import Foundation
 /// Real qemu dumps of Debian's 6.1.0-56-amd64 guest, cut down to a few pages by
 /// Tests/Fixtures/vmcore-extract.py: vmcore.kdump (kdump-compressed, zlib), vmcore.flat (the same,
 /// flattened), vmcore.elf (qemu's ELF layout), and fixture.txt (the addresses and the guest's own values).
-/// One with 5-level paging (-cpu max), one with 4-level (-cpu max,la57=off).
+/// One with 5-level paging (-cpu max), one with 4-level (-cpu max,la57=off), three whose kdump pages are
+/// makedumpfile's lzo, snappy and zstd.
 public struct VMCoreCapture: Sendable, CustomStringConvertible {
     public let archive: String
     public let label: String
 
     public static let fiveLevel = VMCoreCapture(file: "vmcore-debian-6.1.0-56-qemu.tar.zst", label: "vmcore-6.1.0-56")
     public static let fourLevel = VMCoreCapture(file: "vmcore-debian-6.1.0-56-qemu-4level.tar.zst", label: "vmcore-6.1.0-56-4level")
-    public static let all = [fiveLevel, fourLevel]
+    /// Another boot's dump converted by makedumpfile -d 31 with -l, -p, -z: its kdump files hold makedumpfile's
+    /// own lzo, snappy, zstd pages.
+    public static let makedumpfileLZO = VMCoreCapture(file: "vmcore-debian-6.1.0-56-makedumpfile-lzo.tar.zst", label: "vmcore-6.1.0-56-lzo")
+    public static let makedumpfileSnappy = VMCoreCapture(file: "vmcore-debian-6.1.0-56-makedumpfile-snappy.tar.zst", label: "vmcore-6.1.0-56-snappy")
+    public static let makedumpfileZstd = VMCoreCapture(file: "vmcore-debian-6.1.0-56-makedumpfile-zstd.tar.zst", label: "vmcore-6.1.0-56-zstd")
+    public static let all = [fiveLevel, fourLevel, makedumpfileLZO, makedumpfileSnappy, makedumpfileZstd]
 
     init(file: String, label: String) {
         archive = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -151,21 +151,53 @@ final class VMCoreTests: XCTestCase {
         XCTAssertTrue(errors.contains { $0.hasPrefix("\(cutData): truncated: the data of pfn") }, "\(errors)")
     }
 
-    func testACompressionWithoutALibraryIsNamed() throws {
-        // Every page descriptor's flags set to lzo (DUMP_DH_COMPRESSED_LZO): Debian has no liblzo2 here.
-        let lzo = try damaged("vmcore.kdump") { bytes in
+    /// The fixture's kdump with `change` applied to each of its first page descriptors (24 bytes each).
+    func descriptorsChanged(_ change: @escaping (inout [UInt8], Int) -> Void) throws -> String {
+        try damaged("vmcore.kdump") { bytes in
             let block = 4096
             let sub = Int(bytes[432]) | Int(bytes[433]) << 8, maps = Int(bytes[436]) | Int(bytes[437]) << 8
-            var d = (1 + sub + maps) * block
-            while d + 24 <= bytes.count, bytes[d + 8] != 0 || bytes[d + 9] != 0 {
-                bytes[d + 12] = 0x2
+            let first = (1 + sub + maps) * block
+            var d = first
+            while d + 24 <= bytes.count, bytes[d + 8] != 0 || bytes[d + 9] != 0, d < first + 24 * 64 {
+                change(&bytes, d)
                 d += 24
-                if d > (1 + sub + maps) * block + 24 * 64 { break }
             }
         }
-        let core = try VMCoreMemory(path: lzo)
-        XCTAssertThrowsError(try core.read(try VMCoreCapture.fiveLevel.hex("init_uts_ns"), count: 8)) {
-            XCTAssertEqual("\($0)", "\(lzo): compression lzo is not supported")
+    }
+
+    func testPagesThatDoNotDecompressNameTheirMethod() throws {
+        // The fixture's zlib pages relabelled (page_desc.flags): lzo and snappy decoders reject zlib data.
+        let address = try VMCoreCapture.fiveLevel.hex("init_uts_ns")
+        for (flag, method, reason) in [(UInt8(0x2), "lzo", "lzo data"), (0x4, "snappy", "snappy data"), (0x20, "zstd", "zstd data is corrupt")] {
+            let path = try descriptorsChanged { bytes, d in bytes[d + 12] = flag }
+            XCTAssertThrowsError(try VMCoreMemory(path: path).read(address, count: 8)) {
+                XCTAssertTrue("\($0)".hasPrefix("\(path): pfn "), "\($0)")
+                XCTAssertTrue("\($0)".contains(": \(method) page does not decompress to a page (\(reason)"), "\($0)")
+            }
         }
+        let both = try descriptorsChanged { bytes, d in bytes[d + 12] = 0x3 }
+        XCTAssertThrowsError(try VMCoreMemory(path: both).read(address, count: 8)) {
+            XCTAssertTrue("\($0)".hasSuffix("page descriptor flags 0x3 name more than one compression"), "\($0)")
+        }
+    }
+
+    func testAnIncompleteKdumpSaysSoForPagesItNeverWrote() throws {
+        // DUMP_DH_COMPRESSED_INCOMPLETE in disk_dump_header.status, descriptors zero: makedumpfile ran out of space.
+        let path = try descriptorsChanged { bytes, d in
+            bytes[424] |= 0x8
+            for i in d..<(d + 24) { bytes[i] = 0 }
+        }
+        XCTAssertThrowsError(try VMCoreMemory(path: path).read(try VMCoreCapture.fiveLevel.hex("init_uts_ns"), count: 8)) {
+            XCTAssertTrue("\($0)".hasSuffix("was not written: the dump is incomplete (its header says the dumper stopped early)"), "\($0)")
+        }
+    }
+
+    func testADumpOfAnotherArchitectureIsRefused() throws {
+        let arm = try damaged("vmcore.elf") { $0[18] = 183; $0[19] = 0 }  // EM_AARCH64
+        XCTAssertEqual(error(arm), "\(arm): a dump of ELF machine 183, not x86_64 (ELF machine 62)")
+        let s390 = try damaged("vmcore.kdump") { bytes in
+            bytes.replaceSubrange(272..<278, with: Array("s390x\u{0}".utf8))
+        }
+        XCTAssertEqual(error(s390), "\(s390): a dump of \"s390x\" (the kdump header's utsname.machine), not x86_64")
     }
 }

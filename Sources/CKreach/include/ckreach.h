@@ -19,11 +19,12 @@ int kreach_bpf_prog_test_run(int prog_fd, const void *ctx, uint32_t ctx_size, ui
 int kreach_bpf_map_lookup(int map_fd, const void *key, void *value);
 
 /// Formats for kreach_decompress.
-enum { KREACH_XZ = 1, KREACH_ZSTD = 2, KREACH_GZIP = 3, KREACH_ZLIB = 4 };
+/// KREACH_LZO (lzo1x, one block) and KREACH_SNAPPY (raw snappy, one block) are kdump-compressed pages.
+enum { KREACH_XZ = 1, KREACH_ZSTD = 2, KREACH_GZIP = 3, KREACH_ZLIB = 4, KREACH_LZO = 5, KREACH_SNAPPY = 6 };
 /// kreach_decompress results.
 enum { KREACH_DECOMPRESS_OK = 0, KREACH_DECOMPRESS_CORRUPT = -1, KREACH_DECOMPRESS_TOO_LARGE = -2 };
 /// Decompresses all of in[0, in_len) (concatenated streams/frames/members too) into out[0, out_cap) with
-/// liblzma, libzstd or zlib. KREACH_DECOMPRESS_OK with the length in *out_len; TOO_LARGE when the output
+/// liblzma, libzstd, zlib, liblzo2 or libsnappy. KREACH_DECOMPRESS_OK with the length in *out_len; TOO_LARGE when the output
 /// does not fit in out_cap; CORRUPT (corrupt, truncated, not that format) with a reason in err.
 int kreach_decompress(int format, const void *in, size_t in_len, void *out, size_t out_cap, size_t *out_len, char *err, size_t err_len);
 
