@@ -14,6 +14,7 @@ final class TypeCacheTests: XCTestCase {
     /// /sys/kernel/notes shows (the capture predates kreach capturing it).
     static func snapshot() throws -> String {
         let dir = try DebianCapture.copy(withoutBTFOf: [])
+        made.append(dir)
         let elf = try ELFFile(bytes: try DebianImage.image().bytes, source: DebianImage.path)
         let notes = try XCTUnwrap(elf.sections.first { $0.name == ".notes" })
         try Data(elf.contents(notes)).write(to: URL(fileURLWithPath: dir + "/notes"))
@@ -21,7 +22,18 @@ final class TypeCacheTests: XCTestCase {
     }
 
     static func scratch(_ name: String) -> String {
-        NSTemporaryDirectory() + "kreach-typecache-\(getpid())-\(name)-\(UUID().uuidString)"
+        let path = NSTemporaryDirectory() + "kreach-typecache-\(getpid())-\(name)-\(UUID().uuidString)"
+        made.append(path)
+        return path
+    }
+
+    /// Scratch directories and snapshot copies, removed when the class is done.
+    nonisolated(unsafe) static var made: [String] = []
+
+    override class func tearDown() {
+        for path in made { try? FileManager.default.removeItem(atPath: path) }
+        made = []
+        cold = nil
     }
 
     func inference(_ dir: String, root: String?, image: String) throws -> CachedInference {
@@ -162,6 +174,28 @@ final class TypeCacheTests: XCTestCase {
         }
         XCTAssertEqual(chmod(elsewhere, 0o700), 0)
         XCTAssertEqual(try TypeCacheDirectory.read(root: elsewhere, buildID: id), planted)
+    }
+
+    /// A snapshot carrying its kernel's cache (DIR/type-cache, as `kreach snapshot` writes it) answers from
+    /// it with no cache directory and no image; a carried cache of another build is ignored with a note.
+    func testASnapshotAnswersFromTheCacheItCarries() throws {
+        let (_, _, coldFile, _, _) = try coldRun()
+        let dir = try TypeCacheTests.snapshot(), root = TypeCacheTests.scratch("empty")
+        let carried = dir + "/" + CachedInference.snapshotName
+        try Data(try FileBytes.read(coldFile)).write(to: URL(fileURLWithPath: carried))
+        let warm = try inference(dir, root: root, image: "/nonexistent/vmlinuz")
+        let t = try warm.infer(named: "init_uts_ns")
+        XCTAssertEqual(t.cachedIn, carried)
+        XCTAssertNotNil(t.type)
+        XCTAssertEqual(warm.notes, [])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root), "reading creates no cache directory")
+
+        let id = try XCTUnwrap(try DebianImage.image().buildID)
+        let foreign = try TypeCacheFormat.decode(try FileBytes.read(coldFile), buildID: id, source: coldFile)
+        try Data(TypeCacheFormat.encode(buildID: id.map { ~$0 }, entries: Array(foreign.values))).write(to: URL(fileURLWithPath: carried))
+        let other = try inference(dir, root: root, image: "/nonexistent/vmlinuz")
+        XCTAssertThrowsError(try other.infer(named: "init_uts_ns"))
+        XCTAssert(other.notes.contains { $0.hasPrefix("type cache \(carried): for build-id ") && $0.hasSuffix("; ignored") }, "\(other.notes)")
     }
 
     /// An image whose build-id is not the kernel's (/sys/kernel/notes): refused before any inference.
