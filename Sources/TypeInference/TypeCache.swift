@@ -246,6 +246,7 @@ public enum TypeCacheDirectory {
         defer { close(dir) }
         let name = fileName(buildID), path = root + "/types/" + name
         let temporary = ".\(name).\(getpid()).tmp"
+        unlinkat(dir, temporary, 0)  // one left by a process of the same pid that died writing
         let fd = openat(dir, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw TypeCacheError(source: path, message: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
         var failure: Int32 = fchmod(fd, 0o600) == 0 ? 0 : errno
