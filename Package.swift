@@ -75,6 +75,6 @@ let package = Package(
         .testTarget(name: "VMCoreTests", dependencies: ["Arch", "Memory", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "ExporterTests", dependencies: ["Exporter", "KernelSource", "Memory", "KreachSupport", "KreachTestSupport"]),
         .testTarget(name: "TypeInferenceTests", dependencies: ["TypeInference", "BTF", "KernelSource", "KernelSymbols", "KreachSupport", "KreachTestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["KernelSource", "KreachSupport", "KreachTestSupport", "TypeInference"]),
     ]
 )

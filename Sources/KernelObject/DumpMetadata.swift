@@ -1,5 +1,6 @@
 import BTF
 import KernelSource
+import KernelSymbols
 import KreachSupport
 import Memory
 
@@ -41,6 +42,8 @@ public enum DumpMetadata {
             return a
         }
         if let release = core.info.osRelease { try dir.create(KernelFile.release.snapshotName, Array((release + "\n").utf8)) }
+        // The build-id (VMCOREINFO BUILD-ID) as the kernel's notes: inferred types are cached under it.
+        if let id = core.info.buildID.flatMap(Hex.bytes) { try dir.create(KernelFile.notes.snapshotName, ELFFile.gnuBuildIDNote(id)) }
         // vmlinux BTF.
         let start = try symbol("__start_BTF"), stop = try symbol("__stop_BTF")
         guard stop > start, stop - start <= UInt64(maxBTF) else {

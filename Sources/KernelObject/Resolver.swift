@@ -343,15 +343,16 @@ public final class Resolver {
 
     /// Type inference from the kernel's code, opened on first need (nil with the reason when it can't be:
     /// no kernel image, or one of another build).
-    private lazy var inference: Result<TypeInferrer, Error> = Result { try TypeInferrer.open(kernel) }
+    /// Kept per kernel build in the type cache (`CachedInference`).
+    private lazy var inference = CachedInference(kernel: kernel)
 
-    /// A vmlinux data symbol's type inferred from the kernel's code, with the note naming the evidence.
+    /// A vmlinux data symbol's type inferred from the kernel's code, with the note naming the evidence
+    /// (and the cache file it was read from).
     func inferredType(of symbol: KernelSymbol) -> (CType, String)? {
-        guard case .success(let inferrer) = inference,
-              let s = try? inferrer.dataSymbol(named: symbol.name), s.address == symbol.address else { return nil }
-        let result = inferrer.infer(s)
-        guard let id = result.type else { return nil }
-        return (.btf(inferrer.btf, id), "\(result.note)")
+        let result = try? inference.infer(named: symbol.name)
+        for n in inference.notes { warn(n) }
+        guard let result, result.address == symbol.address, let id = result.type else { return nil }
+        return (.btf(types.vmlinux, id), result.note + (result.cachedIn.map { "; read from the type cache \($0)" } ?? ""))
     }
 
     func nextSymbolAddress(after symbol: KernelSymbol) -> UInt64? {

@@ -7,7 +7,7 @@ import KreachSupport
 /// The kernel metadata files kreach reads, wherever they live.
 public enum KernelFile: String, CaseIterable, Sendable {
     case kallsyms, modules, btf, availableFilterFunctions, availableEvents, events, kprobesBlacklist
-    case moduleDirectory, release, lockdown, kptrRestrict
+    case moduleDirectory, release, lockdown, kptrRestrict, notes
 
     /// The name of the file (or directory) inside a snapshot.
     public var snapshotName: String {
@@ -23,6 +23,7 @@ public enum KernelFile: String, CaseIterable, Sendable {
         case .release: return "uname-r"
         case .lockdown: return "lockdown"
         case .kptrRestrict: return "kptr_restrict"
+        case .notes: return "notes"
         }
     }
 }
@@ -44,6 +45,7 @@ extension KernelFile {
         case .release: return FileLimit("kernel release", bytes: 1 << 20)
         case .lockdown: return FileLimit("lockdown state", bytes: 1 << 20)
         case .kptrRestrict: return FileLimit("kptr_restrict", bytes: 1 << 20)
+        case .notes: return FileLimit("kernel notes", bytes: 1 << 20)
         }
     }
 
@@ -74,6 +76,16 @@ public final class Kernel {
     public let source: KernelSource
     /// tracefs mount point on the live kernel (nil when not mounted).
     public let tracefs: String?
+
+    /// Where types inferred from the kernel's code are cached (`TypeCache`: the directory holding its
+    /// `types/`), or nil for no cache. Default: $KREACH_CACHE_DIR, else /var/cache/kreach.
+    public var typeCacheRoot: String? = Kernel.defaultTypeCacheRoot
+
+    /// $KREACH_CACHE_DIR when set and not empty, else /var/cache/kreach.
+    public static var defaultTypeCacheRoot: String {
+        if let v = getenv("KREACH_CACHE_DIR"), v.pointee != 0 { return String(cString: v) }
+        return "/var/cache/kreach"
+    }
 
     private var symbolTableCache: SymbolTable?
     private var typeCache: TypeDatabase?
@@ -126,6 +138,7 @@ public final class Kernel {
             case .release: return "/proc/sys/kernel/osrelease"
             case .lockdown: return "/sys/kernel/security/lockdown"
             case .kptrRestrict: return "/proc/sys/kernel/kptr_restrict"
+            case .notes: return "/sys/kernel/notes"
             }
         }
     }
@@ -144,6 +157,13 @@ public final class Kernel {
     /// A small text file of the kind, trailing white space trimmed.
     public func text(_ file: KernelFile, at path: String? = nil) throws(FileError) -> String {
         try FileBytes.readText(path ?? self.path(file), limit: file.limit)
+    }
+
+    /// vmlinux's GNU build-id, from /sys/kernel/notes (a snapshot's `notes`); nil when unknown (an older
+    /// snapshot, a kernel built without one).
+    public func buildID() -> [UInt8]? {
+        guard let notes = try? bytes(.notes) else { return nil }
+        return ELFFile.gnuBuildID(inNotes: notes)
     }
 
     /// `uname -r` of the kernel.

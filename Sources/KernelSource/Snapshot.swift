@@ -6,7 +6,7 @@ import KreachSupport
 ///
 /// Layout (the same as the shared raw captures): kallsyms, modules, btf/*, available_filter_functions,
 /// available_events, events/<sys>/<event>/format, kprobes_blacklist, module/<m>/{sections,parameters}/*,
-/// uname-r, uname-a, lockdown, kptr_restrict, pid_max, plus `capture-errors` (one line per file that could not be
+/// uname-r, uname-a, lockdown, kptr_restrict, pid_max, notes (/sys/kernel/notes: the build-id), plus `capture-errors` (one line per file that could not be
 /// read, with the reason) and `kreach-snapshot` (format marker).
 public struct SnapshotCapture {
     public struct Report {
@@ -17,6 +17,8 @@ public struct SnapshotCapture {
     }
 
     public let directory: String
+    /// Files written into the snapshot as well (name, bytes): the inferred-type cache.
+    public var extraFiles: [(String, [UInt8])] = []
     public init(directory: String) { self.directory = directory }
 
     /// Captures into `directory`, which must not exist (its parent must) or be an empty directory owned by
@@ -61,6 +63,8 @@ public struct SnapshotCapture {
         }
         copy("/sys/kernel/debug/kprobes/blacklist", "kprobes_blacklist", .kprobesBlacklist, out, &report)
         copy("/proc/sys/kernel/osrelease", "uname-r", .release, out, &report)
+        copy("/sys/kernel/notes", "notes", .notes, out, &report)
+        for (name, bytes) in extraFiles { bytes.withUnsafeBytes { write($0, name, out, &report) } }
         copy("/proc/sys/kernel/pid_max", "pid_max", .kptrRestrict, out, &report)
         copy("/proc/sys/kernel/kptr_restrict", "kptr_restrict", .kptrRestrict, out, &report)
         copy("/sys/kernel/security/lockdown", "lockdown", .lockdown, out, &report)

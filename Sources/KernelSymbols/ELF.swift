@@ -140,6 +140,31 @@ public struct ELFFile {
         return ELFFile.noteDescriptor(Array(contents(note)))
     }
 
+    /// NT_GNU_BUILD_ID's descriptor (type 3, name "GNU") among the notes in `bytes`: a vmlinux's .notes
+    /// section, or /sys/kernel/notes, which holds that section of the running kernel. At most 64 notes.
+    public static func gnuBuildID(inNotes bytes: [UInt8]) -> [UInt8]? {
+        func u32(_ o: Int) -> Int { Int(bytes[o]) | Int(bytes[o + 1]) << 8 | Int(bytes[o + 2]) << 16 | Int(bytes[o + 3]) << 24 }
+        var at = 0
+        for _ in 0..<64 {
+            guard at + 12 <= bytes.count else { return nil }
+            let namesz = u32(at), descsz = u32(at + 4), type = u32(at + 8)
+            guard namesz < 256, descsz < 1 << 16 else { return nil }
+            let name = at + 12, desc = name + (namesz + 3) / 4 * 4, end = desc + (descsz + 3) / 4 * 4
+            guard desc + descsz <= bytes.count else { return nil }
+            if type == 3 && namesz == 4 && Array(bytes[name..<(name + 4)]) == [0x47, 0x4e, 0x55, 0] && descsz > 0 {
+                return Array(bytes[desc..<(desc + descsz)])
+            }
+            at = end
+        }
+        return nil
+    }
+
+    /// One NT_GNU_BUILD_ID note holding `id`, as /sys/kernel/notes shows it.
+    public static func gnuBuildIDNote(_ id: [UInt8]) -> [UInt8] {
+        func u32(_ v: Int) -> [UInt8] { (0..<4).map { UInt8(v >> (8 * $0) & 0xff) } }
+        return u32(4) + u32(id.count) + u32(3) + [0x47, 0x4e, 0x55, 0] + id + [UInt8](repeating: 0, count: (4 - id.count % 4) % 4)
+    }
+
     /// The descriptor of the first note in `bytes` (namesz, descsz, type, name padded to 4, desc).
     public static func noteDescriptor(_ bytes: [UInt8]) -> [UInt8]? {
         guard bytes.count >= 12 else { return nil }

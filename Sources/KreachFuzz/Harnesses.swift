@@ -13,7 +13,7 @@ import TypeInference
 /// One fuzz target: a parser (and what is built on it) fed arbitrary bytes. A harness must return
 /// normally on every input; a bad input is expected to end in a thrown error, which is ignored.
 enum FuzzTarget: String, CaseIterable {
-    case btf, kallsyms, modules, elf, tracepoint, expr, script, image, vmcore, page
+    case btf, kallsyms, modules, elf, tracepoint, expr, script, image, vmcore, page, typecache
 
     /// Whether the harness needs the unpacked Debian capture (KREACH_FUZZ_KERNEL).
     var needsCapture: Bool { self == .btf || self == .expr || self == .script }
@@ -30,6 +30,7 @@ enum FuzzTarget: String, CaseIterable {
         case .image: Harness.image(data)
         case .vmcore: Harness.vmcore(data)
         case .page: Harness.page(data)
+        case .typecache: Harness.typeCache(data)
         }
     }
 }
@@ -176,6 +177,18 @@ enum Harness {
             kreach_decompress(Int32(methods[Int(selector) % methods.count]), i.baseAddress, i.count, o.baseAddress, o.count, &length, &reason, reason.count)
         } }
         precondition(length <= out.count)
+    }
+
+    /// A type cache file, as is and with a valid checksum appended (so inputs reach the entries), read
+    /// for the build-id its header names; what decodes must encode and decode to the same entries.
+    static func typeCache(_ data: [UInt8]) {
+        let id = data.count > 17 ? Array(data[17..<min(data.count, 17 + Int(data[16]))]) : []
+        let sum = TypeCacheFormat.checksum(data[...])
+        let sealed = data + (0..<8).map { UInt8(sum >> (8 * $0) & 0xff) }
+        _ = try? TypeCacheFormat.decode(data, buildID: id, source: "fuzz")
+        guard let entries = try? TypeCacheFormat.decode(sealed, buildID: id, source: "fuzz") else { return }
+        let again = try? TypeCacheFormat.decode(TypeCacheFormat.encode(buildID: id, entries: Array(entries.values)), buildID: id, source: "fuzz")
+        precondition(again == entries, "type cache: encode/decode round trip differs")
     }
 
     static func elf(_ data: [UInt8]) {

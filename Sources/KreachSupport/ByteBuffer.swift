@@ -100,6 +100,16 @@ public final class ByteBuffer: @unchecked Sendable {
         return try read(fd, path, size: size, limit: limit)
     }
 
+    /// Reads the rest of the regular file open at `fd` (named `path` in messages), refusing other file
+    /// types and files larger than `limit`; the caller keeps and closes `fd`.
+    public static func read(descriptor fd: Int32, path: String, limit: FileLimit) throws(FileError) -> ByteBuffer {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .system(SystemError("stat", path, errno: errno)) }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw .notRegular(path: path, kind: limit.kind, type: FileType(mode: st.st_mode)) }
+        guard Int(st.st_size) <= limit.bytes else { throw .tooLarge(path: path, limit: limit) }
+        return try read(fd, path, size: Int(st.st_size), limit: limit)
+    }
+
     private static func read(_ fd: Int32, _ path: String, size: Int, limit: FileLimit) throws(FileError) -> ByteBuffer {
         if size <= 0 {
             // Most /proc and /sys files are small: one 64 KiB read decides before reserving big.

@@ -123,7 +123,7 @@ public enum FileBytes {
     }
 
     /// Writes all of `bytes` to `fd`, retrying short writes and EINTR; 0 or the errno of the failure.
-    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
         guard let base = bytes.baseAddress else { return 0 }
         var done = 0
         while done < bytes.count {

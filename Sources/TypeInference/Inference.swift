@@ -25,14 +25,20 @@ public struct InferredType: Sendable {
     public let note: String
     /// Every candidate, most supported first.
     public let candidates: [Candidate]
-    /// All evidence found.
+    /// All evidence found (none when read from `TypeCache`).
     public let evidence: [Evidence]
+    /// The cache file it was read from, when it was.
+    public var cachedIn: String? = nil
 }
 
 /// Types of vmlinux globals inferred from the kernel image's code (`KernelImage`) through BTF prototypes,
 /// for a kernel whose kallsyms lists data symbols. Addresses in kallsyms are the running (KASLR-slid)
 /// ones; the image's are link-time ones: `slide` is the difference, from `_text`.
 public final class TypeInferrer {
+    /// The version of the inference rules: `TypeCache` keeps what they decided under it, so a change
+    /// that can change a decision must increment it.
+    public static let rulesVersion: UInt32 = 1
+
     public let image: KernelImage
     public let kallsyms: Kallsyms
     public let btf: BTF
@@ -54,7 +60,8 @@ public final class TypeInferrer {
     })
 
     /// The inferrer for `kernel`: its kallsyms, vmlinux BTF and image (`imagePath`, else a snapshot's own
-    /// `vmlinuz` — a snapshot never borrows this machine's /boot —, else /boot/vmlinuz-RELEASE).
+    /// `vmlinuz` — a snapshot never borrows this machine's /boot —, else /boot/vmlinuz-RELEASE), refused
+    /// when its build-id is not the kernel's (/sys/kernel/notes).
     public static func open(_ kernel: Kernel, imagePath: String? = nil) throws -> TypeInferrer {
         let path: String
         if let imagePath {
@@ -65,6 +72,9 @@ public final class TypeInferrer {
             path = "/boot/vmlinuz-" + (try kernel.release())
         }
         let image = try KernelImage(path: path)
+        if let want = kernel.buildID(), let have = image.buildID, want != have {
+            throw KernelImageError(source: path, message: "is another build than the kernel's: build-id \(Hex.string(have)), the kernel's \(Hex.string(want))")
+        }
         return try TypeInferrer(image: image, kallsyms: try kernel.symbols().kallsyms, btf: try kernel.types().vmlinux)
     }
 
@@ -164,7 +174,10 @@ public final class TypeInferrer {
         }
     }
 
-    public func dataSymbol(named name: String) throws -> DataSymbol {
+    public func dataSymbol(named name: String) throws -> DataSymbol { try TypeInferrer.dataSymbol(named: name, in: kallsyms) }
+
+    /// The one vmlinux data symbol of kallsyms named `name` (no kernel image needed).
+    public static func dataSymbol(named name: String, in kallsyms: Kallsyms) throws -> DataSymbol {
         let found = kallsyms.indexes(named: name, module: "vmlinux").filter {
             let l = kallsyms.typeLetter($0) | 0x20
             return l == UInt8(ascii: "d") || l == UInt8(ascii: "b") || l == UInt8(ascii: "r")
@@ -173,7 +186,7 @@ public final class TypeInferrer {
         guard found.count == 1 else {
             throw KernelImageError(source: "kallsyms", message: "\(found.count) vmlinux data symbols are named \(name)")
         }
-        return describe(i)
+        return describe(i, in: kallsyms)
     }
 
     /// Every vmlinux data symbol kallsyms lists.
@@ -185,7 +198,9 @@ public final class TypeInferrer {
         }.map(describe)
     }
 
-    func describe(_ i: Int) -> DataSymbol {
+    func describe(_ i: Int) -> DataSymbol { TypeInferrer.describe(i, in: kallsyms) }
+
+    static func describe(_ i: Int, in kallsyms: Kallsyms) -> DataSymbol {
         let a = kallsyms.address(i)
         return DataSymbol(index: i, name: kallsyms.name(i), address: a, extent: kallsyms.nextAddress(after: a).map { $0 - a })
     }
@@ -197,6 +212,9 @@ public final class TypeInferrer {
     public func infer(_ symbol: DataSymbol) -> InferredType { infer(symbol, depth: 0) }
 
     private var memo: [Int: InferredType] = [:]
+
+    /// Every global `infer` has typed so far (those it asked along the way too), for `TypeCache`.
+    public var inferredSoFar: [InferredType] { Array(memo.values) }
     private var inProgress = Set<Int>()
 
     func infer(_ symbol: DataSymbol, depth: Int) -> InferredType {

@@ -38,6 +38,9 @@ public struct KernelImage: Sendable {
     public let bytes: [UInt8]
     /// Loadable segments at kernel addresses, by address (x86-64's per-CPU segment, linked at 0, is left out).
     public let segments: [Segment]
+    /// The vmlinux's GNU build-id (NT_GNU_BUILD_ID in its note sections), which the running kernel shows
+    /// in /sys/kernel/notes.
+    public let buildID: [UInt8]?
     /// Link-time address of the first kernel segment: `_text` on x86-64.
     public var textAddress: UInt64 { segments.first?.address ?? 0 }
 
@@ -61,6 +64,7 @@ public struct KernelImage: Sendable {
         self.source = source
         self.machine = elf.machine
         self.bytes = vmlinux
+        buildID = elf.sections.lazy.filter { $0.type == 7 }.compactMap { ELFFile.gnuBuildID(inNotes: Array(elf.contents($0))) }.first
         // PT_LOAD segments at kernel addresses (the top half), within the file.
         var segments: [Segment] = []
         for s in elf.segments where s.type == 1 && s.vaddr >> 63 == 1 && s.fileSize > 0 {

@@ -13,14 +13,32 @@ struct KernelOptions: ParsableArguments {
     @Flag(help: "Print JSON (schema in docs/json.md).")
     var json = false
 
+    @OptionGroup var cache: CacheOptions
+
     func openKernel() throws -> Kernel {
-        if let core { return try Core.open(core, snapshot: snapshot).0 }
-        return try Kernel(source: snapshot.map { .snapshot($0) } ?? .live)
+        try openKernelAndCore().0
     }
 
     /// The kernel and, with --core, the dump's memory.
     func openKernelAndCore() throws -> (Kernel, VMCoreMemory?) {
-        if let core { return try Core.open(core, snapshot: snapshot) }
-        return (try openKernel(), nil)
+        let (kernel, memory): (Kernel, VMCoreMemory?)
+        if let core { (kernel, memory) = try Core.open(core, snapshot: snapshot) } else {
+            (kernel, memory) = (try Kernel(source: snapshot.map { .snapshot($0) } ?? .live), nil)
+        }
+        cache.apply(to: kernel)
+        return (kernel, memory)
+    }
+}
+
+/// Where types inferred from the kernel's code are cached (`CachedInference`).
+struct CacheOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Cache types inferred from the kernel's code under DIR/types (default $KREACH_CACHE_DIR, else /var/cache/kreach).", valueName: "DIR"))
+    var cacheDir: String?
+
+    @Flag(help: "Neither read nor write the inferred-type cache.")
+    var noCache = false
+
+    func apply(to kernel: Kernel) {
+        if noCache { kernel.typeCacheRoot = nil } else if let cacheDir { kernel.typeCacheRoot = cacheDir }
     }
 }

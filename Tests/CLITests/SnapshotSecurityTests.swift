@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import KreachSupport
 import KreachTestSupport
+import TypeInference
 import XCTest
 
 /// `kreach snapshot DIR` writes only into a directory it creates (or an empty one the user owns), never
@@ -33,6 +34,38 @@ final class SnapshotSecurityTests: XCTestCase {
         XCTAssertEqual(try contents(target), Array("precious\n".utf8))
         XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: dir + "/kallsyms"), target)
         XCTAssertEqual(try FileBytes.list(dir), ["kallsyms"])
+    }
+
+    /// The snapshot carries /sys/kernel/notes (the build-id) and the live kernel's inferred-type cache,
+    /// byte for byte; with none cached (or --no-cache), it says so and carries none.
+    func testTheKernelsNotesAndTypeCacheAreCarried() throws {
+        guard Host.isRoot else { throw XCTSkip(Host.skipReason("not root: kallsyms addresses read as zero")) }
+        let notes = try contents("/sys/kernel/notes")
+        // NT_GNU_BUILD_ID: namesz 4, descsz 20 (SHA-1), type 3, "GNU\0".
+        let header: [UInt8] = [4, 0, 0, 0, 20, 0, 0, 0, 3, 0, 0, 0, 0x47, 0x4e, 0x55, 0]
+        let at = try XCTUnwrap((0...(max(notes.count - header.count - 20, 0))).first { Array(notes[$0..<($0 + header.count)]) == header },
+                               "/sys/kernel/notes has no 20-byte GNU build-id note")
+        let id = Array(notes[(at + 16)..<(at + 36)])
+        let root = scratch + "/cache"
+        let cache = TypeCacheFormat.encode(buildID: id, entries: [])
+        try TypeCacheDirectory.write(root: root, buildID: id, cache)
+
+        let dir = scratch + "/snap"
+        let r = try runKreach(["snapshot", dir, "--cache-dir", root], timeout: 120)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try contents(dir + "/notes"), notes)
+        XCTAssertEqual(try contents(dir + "/" + CachedInference.snapshotName), cache)
+        var st = stat()
+        XCTAssertEqual(lstat(dir + "/" + CachedInference.snapshotName, &st), 0)
+        XCTAssertEqual(st.st_mode & 0o777, 0o600)
+
+        for (label, args) in [("none cached", ["--cache-dir", scratch + "/empty"]), ("--no-cache", ["--no-cache"])] {
+            let other = scratch + "/snap-" + label.filter { $0.isLetter }
+            let r = try runKreach(["snapshot", other] + args, timeout: 120)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: other + "/" + CachedInference.snapshotName), label)
+            XCTAssertEqual(r.stdout.contains("note: no type cache carried: no type of this kernel was inferred yet"), label == "none cached", r.stdout)
+        }
     }
 
     /// DIR itself a symbolic link to an empty directory: refused, nothing written there.

@@ -6,17 +6,18 @@ import TypeInference
 
 /// `kreach type --of GLOBAL` / `--of-all`: types inferred from the kernel's code.
 func runInference(_ kernel: Kernel, global: String?, imagePath: String?, json: Bool) throws {
-    let inferrer = try TypeInferrer.open(kernel, imagePath: imagePath)
-    let btf = inferrer.btf
+    let inference = CachedInference(kernel: kernel, imagePath: imagePath)
+    let btf = try kernel.types().vmlinux
     func describe(_ id: TypeID) -> String { (try? btf.cDeclaration(id, "")) ?? btf.describe(id) }
     guard let global else {
-        for t in inferrer.inferAll() {
+        for t in try inference.inferrer().inferAll() {
             print(Terminal.escaped("\(t.name)\t\(t.type.map(describe) ?? "")"))
         }
         return
     }
-    let symbol = try inferrer.dataSymbol(named: global)
-    let t = inferrer.infer(symbol)
+    defer { for n in inference.notes { StandardError.write("kreach: note: " + n) } }
+    let t = try inference.infer(named: global)
+    if let file = t.cachedIn { StandardError.write("kreach: note: read from the type cache " + file) }
     if json {
         let candidates = t.candidates.map { c in
             JSON.object([("type", .string(describe(c.type))), ("votes", .uint(UInt64(c.votes))),
