@@ -78,12 +78,20 @@ public final class Kernel {
     public let tracefs: String?
 
     /// Where types inferred from the kernel's code are cached (`TypeCache`: the directory holding its
-    /// `types/`), or nil for no cache. Default: $KREACH_CACHE_DIR, else /var/cache/kreach.
+    /// `types/`), or nil for no cache. Default: `defaultTypeCacheRoot`.
     public var typeCacheRoot: String? = Kernel.defaultTypeCacheRoot
 
-    /// $KREACH_CACHE_DIR when set and not empty, else /var/cache/kreach.
+    /// $KREACH_CACHE_DIR when set and not empty; else /var/cache/kreach for root, and for other users (who
+    /// can't create it) $XDG_CACHE_HOME/kreach or ~/.cache/kreach, as the XDG base directory spec says.
     public static var defaultTypeCacheRoot: String {
-        if let v = getenv("KREACH_CACHE_DIR"), v.pointee != 0 { return String(cString: v) }
+        func env(_ name: String) -> String? {
+            guard let v = getenv(name), v.pointee != 0 else { return nil }
+            return String(cString: v)
+        }
+        if let dir = env("KREACH_CACHE_DIR") { return dir }
+        if geteuid() == 0 { return "/var/cache/kreach" }
+        if let xdg = env("XDG_CACHE_HOME"), xdg.hasPrefix("/") { return xdg + "/kreach" }
+        if let home = env("HOME"), home.hasPrefix("/") { return home + "/.cache/kreach" }
         return "/var/cache/kreach"
     }
 

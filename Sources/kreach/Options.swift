@@ -32,7 +32,7 @@ struct KernelOptions: ParsableArguments {
 
 /// Where types inferred from the kernel's code are cached (`CachedInference`).
 struct CacheOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Cache types inferred from the kernel's code under DIR/types (default $KREACH_CACHE_DIR, else /var/cache/kreach).", valueName: "DIR"))
+    @Option(help: ArgumentHelp("Cache types inferred from the kernel's code under DIR/types (default $KREACH_CACHE_DIR, else /var/cache/kreach for root, ~/.cache/kreach for others).", valueName: "DIR"))
     var cacheDir: String?
 
     @Flag(help: "Neither read nor write the inferred-type cache.")

@@ -199,6 +199,26 @@ final class TypeCacheTests: XCTestCase {
     }
 
     /// An image whose build-id is not the kernel's (/sys/kernel/notes): refused before any inference.
+    /// The default root: $KREACH_CACHE_DIR; else /var/cache/kreach for root; for other users, who can't create
+    /// that, $XDG_CACHE_HOME/kreach or ~/.cache/kreach. (The effective uid is switched for the check and back.)
+    func testTheDefaultCacheRootIsPerUserForOthersThanRoot() throws {
+        guard geteuid() == 0 else { throw XCTSkip("needs root to switch the effective uid") }
+        let names = ["KREACH_CACHE_DIR", "XDG_CACHE_HOME", "HOME"]
+        let saved: [(String, String?)] = names.map { name in (name, getenv(name).map { String(cString: $0) }) }
+        defer { for (name, value) in saved { if let value { setenv(name, value, 1) } else { unsetenv(name) } } }
+        unsetenv("KREACH_CACHE_DIR"); unsetenv("XDG_CACHE_HOME"); setenv("HOME", "/home/someone", 1)
+        XCTAssertEqual(Kernel.defaultTypeCacheRoot, "/var/cache/kreach")
+        XCTAssertEqual(seteuid(65534), 0)
+        let home = Kernel.defaultTypeCacheRoot
+        setenv("XDG_CACHE_HOME", "/xdg", 1)
+        let xdg = Kernel.defaultTypeCacheRoot
+        XCTAssertEqual(seteuid(0), 0)
+        XCTAssertEqual(home, "/home/someone/.cache/kreach")
+        XCTAssertEqual(xdg, "/xdg/kreach")
+        setenv("KREACH_CACHE_DIR", "/chosen", 1)
+        XCTAssertEqual(Kernel.defaultTypeCacheRoot, "/chosen")
+    }
+
     func testAnImageOfAnotherBuildIsRefused() throws {
         let dir = try TypeCacheTests.snapshot()
         var notes = try FileBytes.read(dir + "/notes")
