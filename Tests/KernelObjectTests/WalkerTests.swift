@@ -193,8 +193,17 @@ extension WalkerTests {
         let walked = try walkEntries(ev, work).map { try fmt.compact(try ev.evaluate(field: "cqe.user_data", of: $0)) }
         XCTAssertEqual(walked, userData.reversed().map { String($0) }, "newest first")
 
-        // The kernel's own account: wait for the three completions and read their user_data.
-        XCTAssertEqual(syscall6(426, Int(fd), 0, 0, 1 /* IORING_ENTER_GETEVENTS: runs the deferred work, waits for none */, 0, 0), 0)
+        // The kernel's own account: wait for the three completions (waiting runs the deferred work; with
+        // min_complete 0, 6.1 returns before running it) and read their user_data. The wait is bounded:
+        // IORING_ENTER_EXT_ARG's struct io_uring_getevents_arg {sigmask, sigmask_sz, pad, ts} with ts → 10 s.
+        var timeout: (Int, Int) = (10, 0)  // struct __kernel_timespec
+        let waited = withUnsafeMutablePointer(to: &timeout) { ts in
+            var arg: (UInt64, UInt32, UInt32, UInt64) = (0, 0, 0, UInt64(UInt(bitPattern: ts)))
+            return withUnsafeMutablePointer(to: &arg) { a in
+                syscall6(426, Int(fd), 0, 3, 1 | 8 /* IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG */, Int(bitPattern: a), 24)
+            }
+        }
+        XCTAssertEqual(waited, 0, "io_uring_enter waiting for 3 completions: errno \(errno)")
         let head = rings.load(fromByteOffset: cqHead, as: UInt32.self), end = rings.load(fromByteOffset: cqTail, as: UInt32.self)
         XCTAssertEqual(end &- head, 3)
         let completed = (0..<Int(end &- head)).map { k in
