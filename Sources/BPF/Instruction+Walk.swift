@@ -10,6 +10,10 @@ extension Instruction {
     public static func jumpNotEqual(_ dst: Register, _ value: Int32, _ off: Int16) -> Instruction {
         Instruction(code: jmp | 0x50 | k, dst: dst.number, src: 0, offset: off, imm: value)
     }
+    /// if dst & imm goto +off (BPF_JSET).
+    public static func jumpIfAnyBit(_ dst: Register, _ mask: Int32, _ off: Int16) -> Instruction {
+        Instruction(code: jmp | 0x40 | k, dst: dst.number, src: 0, offset: off, imm: mask)
+    }
     /// *(u64 *)(dst + off) = imm (sign-extended).
     public static func store64(_ dst: Register, _ off: Int16, _ value: Int32) -> Instruction {
         Instruction(code: st | mem | dw, dst: dst.number, src: 0, offset: off, imm: value)

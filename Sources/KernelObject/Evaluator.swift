@@ -53,8 +53,8 @@ public final class Evaluator {
     /// Parses and evaluates `source`.
     public func evaluate(_ source: String) throws -> Evaluation {
         let expr = try ExpressionParser.parse(source, isTypeName: { [weak self] in self?.isTypeName($0) ?? false })
-        if case let .container(helper, t, head, member, range) = expr {
-            return .entries(try walk(helper, t, head, member, range, source), helper: helper)
+        if case let .container(helper, t, head, member, count, range) = expr {
+            return .entries(try walk(helper, t, head, member, count: count, range, source), helper: helper)
         }
         return .object(try eval(expr, source))
     }
@@ -195,34 +195,81 @@ public final class Evaluator {
 
     /// A container walk (Walkers/: one walker per kernel macro): types the entries and the link member,
     /// checks the head's type, and maps walk errors to the expression.
-    func walk(_ helper: ContainerHelper, _ t: TypeName?, _ headExpr: Expr, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> [Object] {
+    func walk(_ helper: ContainerHelper, _ t: TypeName?, _ headExpr: Expr, _ memberName: String, count countExpr: Expr? = nil,
+              _ range: Range<Int>, _ source: String) throws -> [Object] {
         let whole = Expr.number(0, range: range)
-        // for_each_cpu yields CPU numbers: unsigned int values.
+        // for_each_cpu and for_each_set_bit yield CPU or bit numbers: unsigned int values.
         let entryType = try t.map { try resolveType($0, whole, source) } ?? resolveType(TypeName(words: ["unsigned", "int"], pointers: 0, text: "unsigned int"), whole, source)
         let linkOffset = helper.arguments == .typeHeadMember ? try self.linkOffset(entryType, memberName, range, source) : 0
+        let count = try countExpr.map { try walkCount($0, helper, source) }
         var head = try eval(headExpr, source)
-        if let target = try pointerTarget(head.type) { head = try deref(head, target, headExpr, source) }
+        var bitLimit = helper == .forEachCpu ? cpuCount() : count
+        var buckets: Int?
+        if helper == .forEachSetBit {
+            // A pointer is the bitmap's first word (`unsigned long *`): NBITS may go past its target.
+            if let target = try pointerTarget(head.type) {
+                head = Object(type: target, address: try head.scalar(memory))
+            } else if let size = try? head.type.size(), let bits = count, bits > size * 8 {
+                throw fail("for_each_set_bit: NBITS \(bits) is past the \(size * 8) bits of \(head.type.name)", countExpr ?? headExpr, source)
+            }
+            bitLimit = count
+        } else if helper == .hashForEach, case let .array(element, length) = try head.type.resolved() {
+            // An array of heads (DEFINE_HASHTABLE): its length is the bucket count; BUCKETS may only lower it.
+            if let count, count > length {
+                throw fail("hash_for_each: BUCKETS \(count) is past the \(length) heads of \(head.type.name)", countExpr ?? headExpr, source)
+            }
+            buckets = count ?? length
+            head = Object(type: element, address: head.address)
+        } else {
+            if let target = try pointerTarget(head.type) { head = try deref(head, target, headExpr, source) }
+            if helper == .hashForEach {
+                guard let count else {
+                    throw fail("hash_for_each over one head needs the bucket count: hash_for_each(TYPE, HEADS, MEMBER, BUCKETS)", headExpr, source)
+                }
+                buckets = count
+            }
+        }
         guard let headAddress = head.address else { throw fail("the list head has no address", headExpr, source) }
         let headType = (try? head.type.record()).flatMap { $0?.1.name } ?? ""
-        guard helper.headTypes.contains(headType) else {
+        guard helper.headTypes.isEmpty || helper.headTypes.contains(headType) else {
             let wanted = helper.headTypes.map { "struct " + $0 }.joined(separator: " or ")
-            throw fail("\(helper.macro) needs a \(wanted), not \(head.type.name)", headExpr, source)
+            throw fail("\(helper.macro) needs a \(wanted)\(helper == .hashForEach ? " (an array of them, or a pointer and BUCKETS)" : ""), not \(head.type.name)", headExpr, source)
         }
         do {
             let copied = helper.arguments == .typeHeadMember ? try copiedFields(of: entryType) : []
             let w = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
                                     vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied,
-                                    bitLimit: helper == .forEachCpu ? cpuCount() : nil)
+                                    bitLimit: bitLimit, buckets: buckets)
             w.warnings.forEach(warn)
             prefetched = [:]
             for (entry, values) in w.fieldBytes {
                 for (f, bytes) in zip(copied, values) { prefetched[entry &+ UInt64(bitPattern: Int64(f.offset))] = bytes }
             }
-            if helper.arguments == .typeHeadMember { return w.entries.map { Object(type: entryType, address: $0) } }
+            if helper.arguments == .typeHeadMember {
+                // Chains carry no index; a hash table's entries their bucket.
+                return w.entries.enumerated().map { k, e in
+                    var o = Object(type: entryType, address: e)
+                    o.index = k < w.indices.count ? w.indices[k] : nil
+                    return o
+                }
+            }
             return try indexedEntries(w, entryType, helper)
         } catch let error as WalkError {
             throw ExpressionError.at(error.description, source: source, range: range)
         }
+    }
+
+    /// A walk's count argument (for_each_set_bit's NBITS, hash_for_each's BUCKETS): a number, or an integer
+    /// read now, at most the walker's bound.
+    func walkCount(_ e: Expr, _ helper: ContainerHelper, _ source: String) throws -> Int {
+        let o = try eval(e, source)
+        guard o.type.isScalar, (try? pointerTarget(o.type)) == nil else { throw fail("\(helper.macro) takes a number here, not \(o.type.name)", e, source) }
+        let v = try o.scalar(memory)
+        let limit = helper == .forEachSetBit ? BitmapWalker.maxBits : HashWalker.maxBuckets
+        guard v <= UInt64(limit) else {
+            throw fail("\(helper.macro): \(Int64(bitPattern: v) < 0 ? String(Int64(bitPattern: v)) : String(v)) is out of range (0 to \(limit))", e, source)
+        }
+        return Int(v)
     }
 
     /// nr_cpu_ids: the kernel's (an unsigned int in kallsyms, where data symbols are listed); else, for the live
@@ -272,14 +319,14 @@ public final class Evaluator {
         for (e, index) in zip(w.entries, w.indices) {
             var o: Object
             if entryType.isScalar {
-                o = try Object.value(helper == .forEachCpu ? index : e, type: entryType)
+                o = try Object.value(helper.yieldsNumbers ? index : e, type: entryType)
             } else if e & 1 != 0 {
                 values += 1
                 continue
             } else {
                 o = Object(type: entryType, address: e)
             }
-            o.index = helper == .forEachCpu ? nil : index
+            o.index = helper.yieldsNumbers ? nil : index
             out.append(o)
         }
         if values > 0 {

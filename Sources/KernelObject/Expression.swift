@@ -54,8 +54,9 @@ public indirect enum Expr {
     /// per_cpu(VAR, CPU)
     case perCPU(Expr, Expr, range: Range<Int>)
     /// list_for_each_entry(TYPE, HEAD, MEMBER) and friends: `helper` names the kernel macro. TYPE is nil and
-    /// MEMBER empty where the macro has none (`for_each_cpu(MASK)`, `xa_for_each(TYPE, XA)`).
-    case container(helper: ContainerHelper, TypeName?, Expr, member: String, range: Range<Int>)
+    /// MEMBER empty where the macro has none (`for_each_cpu(MASK)`, `xa_for_each(TYPE, XA)`); `count` is the
+    /// last argument of the macros that take one (`for_each_set_bit(ADDR, NBITS)`, `hash_for_each`'s BUCKETS).
+    case container(helper: ContainerHelper, TypeName?, Expr, member: String, count: Expr? = nil, range: Range<Int>)
     /// per_cpu_sum(VAR.member...): the sum of a per-CPU variable's scalar over the possible CPUs.
     case perCPUSum(Expr, range: Range<Int>)
     /// container_of(PTR, TYPE, MEMBER): a `TYPE *` to the object whose MEMBER (a member path) PTR points at.
@@ -67,7 +68,7 @@ public indirect enum Expr {
         switch self {
         case .symbol(_, let r), .number(_, let r), .current(let r), .member(_, _, _, let r), .index(_, _, let r),
              .deref(_, let r), .addressOf(_, let r), .negate(_, let r), .cast(_, _, let r), .perCPU(_, _, let r), .perCPUSum(_, let r),
-             .container(_, _, _, _, let r), .containerOf(_, _, _, let r), .opaque(_, let r):
+             .container(_, _, _, _, _, let r), .containerOf(_, _, _, let r), .opaque(_, let r):
             return r
         }
     }
@@ -79,7 +80,8 @@ public indirect enum Expr {
 /// (decimal, 0x hex), `current`, `&x`, `*p`, `-n`, `p->f`, `s.f`, `a[i]`, `(TYPE)x`, `(x)`,
 /// `per_cpu(VAR, CPU)`, `per_cpu_sum(VAR.member)`, `container_of(PTR, TYPE, MEMBER)`, and the container walks of `ContainerHelper`
 /// (`list_for_each_entry(TYPE, HEAD, MEMBER)`, `hlist_for_each_entry`, `hlist_nulls_for_each_entry`,
-/// `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)`, `xa_for_each(TYPE, XA)`, `for_each_cpu(MASK)`, ...).
+/// `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)`, `hash_for_each(TYPE, TABLE, MEMBER[, BUCKETS])`,
+/// `xa_for_each(TYPE, XA)`, `for_each_cpu(MASK)`, `for_each_set_bit(ADDR, NBITS)`, ...).
 public struct ExpressionParser {
     enum Token: Equatable {
         case ident(String)
@@ -373,7 +375,7 @@ public struct ExpressionParser {
             if let helper = ContainerHelper(rawValue: name), peek == .punct("(") {
                 pos += 1
                 var t: TypeName?
-                if helper.arguments != .head {
+                if helper.arguments != .head && helper.arguments != .headCount {
                     t = try typeName()
                     _ = try expect(",")
                 }
@@ -396,8 +398,17 @@ public struct ExpressionParser {
                         member += "[\(n)]"
                     }
                 }
+                var depth = lastDepth
+                var count: Expr?
+                // NBITS (required), or BUCKETS (hash_for_each over a pointer).
+                if helper.takesCount, helper.arguments == .headCount || peek == .punct(",") {
+                    _ = try expect(",")
+                    count = try expression()
+                    depth = max(depth, lastDepth)
+                }
                 let close = try expect(")")
-                return try node(.container(helper: helper, t, head, member: member, range: start.lowerBound..<close.upperBound), above: lastDepth, at: start)
+                return try node(.container(helper: helper, t, head, member: member, count: count, range: start.lowerBound..<close.upperBound),
+                                above: depth, at: start)
             }
             // mod:name and mod`name
             if peek == .punct(":") || peek == .punct("`") {

@@ -47,8 +47,17 @@ public final class BPFListWalk {
         case loop(node: UInt64)
     }
 
+    /// What ends a chain.
+    public enum Ending: Sendable, Hashable {
+        /// The node given as `head` (a ring's head; 0 for a NULL-terminated hlist or llist).
+        case node
+        /// An odd pointer value, the "nulls" marker of an hlist_nulls (`is_a_nulls()`).
+        case nulls
+    }
+
     /// Why a walk could not go on: a read at `node` faulted (`MemoryFault` names the address).
     public let nextOffset: Int32
+    public let ending: Ending
     public let fields: [Field]
     /// Nodes per program run.
     public let batch: Int
@@ -61,13 +70,15 @@ public final class BPFListWalk {
     public struct Key: Hashable, Sendable {
         let nextOffset: Int32
         let fields: [Int64]
+        let ending: Ending
     }
 
     /// A walker for these offsets from `cache`, loaded and added there when missing.
-    public static func cached(nextOffset: Int32, fields: [Field], in cache: inout [Key: BPFListWalk]) throws -> BPFListWalk {
-        let key = Key(nextOffset: nextOffset, fields: fields.map { Int64($0.offset) << 8 | Int64($0.size) })
+    public static func cached(nextOffset: Int32, fields: [Field], ending: Ending = .node,
+                              in cache: inout [Key: BPFListWalk]) throws -> BPFListWalk {
+        let key = Key(nextOffset: nextOffset, fields: fields.map { Int64($0.offset) << 8 | Int64($0.size) }, ending: ending)
         if let walk = cache[key] { return walk }
-        let walk = try BPFListWalk(nextOffset: nextOffset, fields: fields)
+        let walk = try BPFListWalk(nextOffset: nextOffset, fields: fields, ending: ending)
         cache[key] = walk
         return walk
     }
@@ -77,14 +88,15 @@ public final class BPFListWalk {
     static let header = 16
 
     /// `nextOffset`: where a node holds the next node's address (list_head.next or .prev).
-    public init(nextOffset: Int32, fields: [Field], batch requested: Int = 1024) throws {
+    public init(nextOffset: Int32, fields: [Field], ending: Ending = .node, batch requested: Int = 1024) throws {
         for f in fields where !(1...8).contains(f.size) {
             throw BPFError("in-kernel walk: a field of \(f.size) bytes (1 to 8 only)", errno: EINVAL)
         }
         self.nextOffset = nextOffset
         self.fields = fields
+        self.ending = ending
         stride = (8 + fields.reduce(0) { $0 + $1.size } + 7) & ~7
-        // Each node's code is 13 + 7 per field instructions; jumps reach at most 32767 forward.
+        // Each node's code is at most 13 + 7 per field instructions; jumps reach at most 32767 forward.
         let perNode = 13 + 7 * fields.count
         batch = max(1, min(requested, 30_000 / perNode))
         valueSize = BPFListWalk.header + batch * stride
@@ -92,7 +104,7 @@ public final class BPFListWalk {
         guard map >= 0 else { throw BPFError("create the BPF walk map", errno: -map) }
         mapFD = map
         do {
-            progFD = try BPFListWalk.load(BPFListWalk.program(mapFD: map, nextOffset: nextOffset, fields: fields,
+            progFD = try BPFListWalk.load(BPFListWalk.program(mapFD: map, nextOffset: nextOffset, fields: fields, ending: ending,
                                                                batch: batch, stride: stride), name: "kreach_walk")
         } catch {
             close(map)
@@ -133,9 +145,9 @@ public final class BPFListWalk {
     /// Jump targets, fixed up once the program is laid out.
     enum Label { case end, null, fault, full, noValue }
 
-    /// r1 = ctx: args[0] the first node, args[1] the node that ends the walk (the head).
-    /// Returns 0 (reached the head), 1 (batch full), 2 (NULL next), or bpf_probe_read_kernel's -errno.
-    static func program(mapFD: Int32, nextOffset: Int32, fields: [Field], batch: Int, stride: Int) -> [Instruction] {
+    /// r1 = ctx: args[0] the first node, args[1] the node that ends the walk (the head; unused for `.nulls`).
+    /// Returns 0 (reached the end), 1 (batch full), 2 (NULL next), or bpf_probe_read_kernel's -errno.
+    static func program(mapFD: Int32, nextOffset: Int32, fields: [Field], ending: Ending = .node, batch: Int, stride: Int) -> [Instruction] {
         var p: [Instruction] = [.mov(.r6, .r1), .store32(.r10, -4, 0)]
         var jumps: [(at: Int, to: Label)] = []
         func jump(_ i: Instruction, _ label: Label) {
@@ -147,7 +159,10 @@ public final class BPFListWalk {
         jump(.jumpEqual(.r0, 0, 0), .noValue)
         p += [.mov(.r9, .r0), .load64(.r7, .r6, 0), .load64(.r8, .r6, 8), .store64(.r9, 0, 0)]
         for k in 0..<batch {
-            jump(.jumpEqual(.r7, .r8, 0), .end)
+            switch ending {
+            case .node: jump(.jumpEqual(.r7, .r8, 0), .end)
+            case .nulls: jump(.jumpIfAnyBit(.r7, 1, 0), .end)
+            }
             jump(.jumpEqual(.r7, 0, 0), .null)
             p += [.mov(.r6, .r9), .add(.r6, Int32(header + k * stride)), .store64(.r6, 0, .r7)]
             var position: Int32 = 8
@@ -179,7 +194,7 @@ public final class BPFListWalk {
         return p
     }
 
-    /// Visits the chain from `first` until it comes back to `head`, at most `maxEntries` nodes; a node seen
+    /// Visits the chain from `first` until it comes back to `head` (or reaches a nulls marker), at most `maxEntries` nodes; a node seen
     /// twice ends the walk as `.loop`. A faulting read throws `MemoryFault` naming the node's field.
     public func walk(first: UInt64, head: UInt64, maxEntries: Int) throws -> (entries: [Entry], end: End) {
         var entries: [Entry] = []
@@ -209,13 +224,21 @@ public final class BPFListWalk {
             case 0: return (entries, .complete)
             case 1:
                 if entries.count >= maxEntries {
-                    return (entries, last == head ? .complete : .limit)
+                    return (entries, ended(at: last, head: head) ? .complete : .limit)
                 }
                 node = last
             case 2: return (entries, .nullNext)
             case let e:
                 throw MemoryFault(address: last, count: 8, reason: BPFListWalk.reason(-e) + " (node of the in-kernel walk)")
             }
+        }
+    }
+
+    /// Whether `node` ends the chain.
+    func ended(at node: UInt64, head: UInt64) -> Bool {
+        switch ending {
+        case .node: return node == head
+        case .nulls: return node & 1 != 0
         }
     }
 

@@ -164,7 +164,9 @@ public final class ScriptGenerator {
             } catch {
                 throw self.error(error.message, ref, chars, file)
             }
-            if case .container = expr { throw error("a container walk can't be used in a script", ref, chars, file) }
+            if case let .container(helper, _, _, _, _, _) = expr {
+                throw error("\(helper.macro): container walks exist only in `kreach show`, not in scripts", ref, chars, file)
+            }
             r = try resolver.resolve(expr, source)
         } catch let e as ScriptError {
             throw e
@@ -399,6 +401,15 @@ struct ScriptScanner {
                 while i < chars.count && chars[i] != "\"" { if chars[i] == "\\" { i += 1 }; i += 1 }
                 i += 1
                 continue
+            }
+            // The container walks of `show` are no bpftrace: say so, not bpftrace's "unknown function".
+            if ScriptScanner.isIdent(c), !c.isNumber, i == 0 || !ScriptScanner.isIdent(chars[i - 1]) {
+                var e = i
+                while e < chars.count && ScriptScanner.isIdent(chars[e]) { e += 1 }
+                if let helper = ContainerHelper(rawValue: String(chars[i..<e])), skipSpaces(e) < chars.count, chars[skipSpaces(e)] == "(" {
+                    throw ScriptScanner.error("\(helper.macro): container walks exist only in `kreach show`, not in scripts",
+                                              at: i..<e, chars: chars, file: file)
+                }
             }
             guard c == "`" else { i += 1; continue }
             // module`name or `name

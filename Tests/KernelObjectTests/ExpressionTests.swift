@@ -19,7 +19,7 @@ final class ExpressionTests: XCTestCase {
         case .negate(let b, _): return "-\(shape(b))"
         case let .cast(t, b, _): return "((\(t.words.joined(separator: " "))\(String(repeating: "*", count: t.pointers))\(t.arrayCount.map { "[\($0)]" } ?? ""))\(shape(b)))"
         case let .perCPU(v, c, _): return "per_cpu(\(shape(v)),\(shape(c)))"
-        case let .container(h, t, head, m, _): return "\(h)(\(t?.words.joined(separator: " ") ?? ""),\(shape(head)),\(m))"
+        case let .container(h, t, head, m, _, _): return "\(h)(\(t?.words.joined(separator: " ") ?? ""),\(shape(head)),\(m))"
         case let .perCPUSum(v, _): return "per_cpu_sum(\(shape(v)))"
         case let .containerOf(p, t, m, _): return "container_of(\(shape(p)),\(t.words.joined(separator: " ")),\(m))"
         case .opaque(let t, _): return "opaque(\(t))"

@@ -11,14 +11,6 @@ enum CPUMaskWalker: ContainerWalker {
         guard size > 0, size <= 1 << 16 else { throw WalkError.unsupportedLayout(walk.helper, "struct cpumask.bits is \(size) bytes") }
         let bytes = try walk.memory.read(head + bits.offset, count: size)
         if walk.bitLimit == nil { walk.warn("for_each_cpu: nr_cpu_ids unknown: all \(size * 8) bits of the mask are read, and bits past nr_cpu_ids may be stale") }
-        let limit = walk.bitLimit ?? size * 8
-        // Bit k of the bitmap is bit k % 8 of byte k / 8 on a little-endian kernel (unsigned long words).
-        for (n, byte) in bytes.enumerated() where byte != 0 {
-            for b in 0..<8 where byte & (1 << b) != 0 {
-                let cpu = UInt64(n * 8 + b)
-                guard cpu < limit else { return }
-                guard walk.add(entry: cpu, index: cpu) else { return }
-            }
-        }
+        BitmapWalker.setBits(bytes, below: walk.bitLimit ?? size * 8, &walk)
     }
 }

@@ -11,6 +11,9 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
     case hlistForEachEntry = "hlist_for_each_entry"
     /// include/linux/list_nulls.h
     case hlistNullsForEachEntry = "hlist_nulls_for_each_entry"
+    /// include/linux/hashtable.h: `hash_for_each(TYPE, TABLE, MEMBER[, BUCKETS])` over an array of hlist or
+    /// hlist_nulls heads
+    case hashForEach = "hash_for_each"
     /// include/linux/rbtree.h
     case rbtreeInorderForEachEntry = "rbtree_inorder_for_each_entry"
     /// include/linux/llist.h
@@ -23,6 +26,8 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
     case mtForEach = "mt_for_each"
     /// include/linux/cpumask.h: `for_each_cpu(MASK)`, the CPU numbers set in a struct cpumask
     case forEachCpu = "for_each_cpu"
+    /// include/linux/find.h: `for_each_set_bit(ADDR, NBITS)`, the numbers of the bits set in a bitmap
+    case forEachSetBit = "for_each_set_bit"
 
     /// The macro's name, as written in an expression.
     public var macro: String { rawValue }
@@ -35,12 +40,14 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
         case .listForEachEntryReverse: return ListReverseWalker.self
         case .hlistForEachEntry: return HListWalker.self
         case .hlistNullsForEachEntry: return HListNullsWalker.self
+        case .hashForEach: return HashWalker.self
         case .rbtreeInorderForEachEntry: return RBTreeWalker.self
         case .llistForEachEntry: return LListWalker.self
         case .xaForEach: return XArrayWalker.self
         case .idrForEachEntry: return IDRWalker.self
         case .mtForEach: return MapleTreeWalker.self
         case .forEachCpu: return CPUMaskWalker.self
+        case .forEachSetBit: return BitmapWalker.self
         }
     }
 
@@ -52,13 +59,32 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
         case typeHead
         /// `(MASK)`: the container yields numbers (for_each_cpu).
         case head
+        /// `(ADDR, NBITS)`: numbers from the first NBITS bits at ADDR (for_each_set_bit).
+        case headCount
     }
 
     public var arguments: Arguments {
         switch self {
         case .xaForEach, .idrForEachEntry, .mtForEach: return .typeHead
         case .forEachCpu: return .head
+        case .forEachSetBit: return .headCount
         default: return .typeHeadMember
+        }
+    }
+
+    /// Takes a count after its other arguments: NBITS (required), or a hash table's BUCKETS (optional: an
+    /// array's length is its own).
+    public var takesCount: Bool { self == .forEachSetBit || self == .hashForEach }
+
+    /// Yields numbers (bit or CPU numbers), not entries in memory.
+    public var yieldsNumbers: Bool { self == .forEachCpu || self == .forEachSetBit }
+
+    /// Walks some of their chains inside the kernel (BPF), with show's scalar `--fields` copied along.
+    var walksInKernel: Bool {
+        switch self {
+        case .listForEachEntry, .listForEachEntryReverse, .hlistForEachEntry, .hlistNullsForEachEntry, .llistForEachEntry, .hashForEach:
+            return true
+        default: return false
         }
     }
 
@@ -78,12 +104,13 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
     /// The same walk, also copying `fields` (offsets from the entry, scalars of 1–8 bytes) of each entry
     /// when the walk runs in the kernel (`Walk.fieldBytes`; empty otherwise).
     func walk(head: UInt64, headType: String, linkOffset: UInt64, memory: KernelMemory, vmlinux: BTF,
-              maxEntries: Int, mode: WalkMode, fields: [BPFListWalk.Field], bitLimit: Int? = nil) throws -> Walk {
+              maxEntries: Int, mode: WalkMode, fields: [BPFListWalk.Field], bitLimit: Int? = nil, buckets: Int? = nil) throws -> Walk {
         var w = Walk(helper: self, memory: memory, vmlinux: vmlinux, headType: headType, linkOffset: linkOffset, maxEntries: maxEntries)
         w.mode = mode
         w.fields = fields
         w.bitLimit = bitLimit
-        if mode == .kernel, walker != ListWalker.self, walker != ListReverseWalker.self, walker != HListWalker.self, walker != LListWalker.self {
+        w.buckets = buckets
+        if mode == .kernel, !walksInKernel {
             throw WalkError.noKernelWalk(self, reader: memory.name)
         }
         try walker.walk(head: head, &w)
@@ -126,7 +153,7 @@ public enum WalkError: Error, CustomStringConvertible, Equatable {
         case let .nullNext(h, after): return "\(h.macro): NULL next pointer after \(after) entries"
         case let .tooDeep(h, limit): return "\(h.macro): tree deeper than \(limit) (corrupt?)"
         case let .missingMember(s, m): return "vmlinux BTF has no struct \(s) with a member \(m)"
-        case let .noKernelWalk(h, reader): return "\(h.macro): no in-kernel walk here (memory reader \(reader); list_for_each_entry[_reverse], hlist_for_each_entry and llist_for_each_entry through bpf only); use --walk=user or auto"
+        case let .noKernelWalk(h, reader): return "\(h.macro): no in-kernel walk here (memory reader \(reader); list_for_each_entry[_reverse], hlist_for_each_entry, hlist_nulls_for_each_entry, llist_for_each_entry and hash_for_each through bpf only); use --walk=user or auto"
         case let .badNode(h, node, why): return "\(h.macro): bad node at 0x\(String(node, radix: 16)): \(why) (corrupt, or changed while read)"
         case let .unsupportedLayout(h, why): return "\(h.macro): \(why)"
         }
@@ -153,16 +180,21 @@ struct Walk {
     let maxEntries: Int
     /// Where the pointers are followed.
     var mode = WalkMode.auto
-    /// Bits of a bitmap that count (nr_cpu_ids for a cpumask: the kernel leaves the bits past it undefined).
+    /// Bits of a bitmap that count (nr_cpu_ids for a cpumask: the kernel leaves the bits past it undefined;
+    /// for_each_set_bit's NBITS).
     var bitLimit: Int?
+    /// Heads in a hash table (hash_for_each's BUCKETS, or its array's length).
+    var buckets: Int?
     /// Fields to copy per entry in an in-kernel walk (offsets from the entry).
     var fields: [BPFListWalk.Field] = []
     /// Their bytes, by entry address, when the walk ran in the kernel.
     var fieldBytes: [UInt64: [[UInt8]]] = [:]
     private(set) var entries: [UInt64] = []
-    /// Each entry's index (xarray index, IDR id, maple range start) for indexed containers; empty otherwise.
+    /// Each entry's index (xarray index, IDR id, maple range start, hash bucket) for indexed containers; empty otherwise.
     private(set) var indices: [UInt64] = []
     private(set) var warnings: [String] = []
+    /// `maxEntries` was reached: the walk stopped (walkers of several chains stop them all).
+    private(set) var stopped = false
     private var seen = Set<UInt64>()
 
     init(helper: ContainerHelper, memory: KernelMemory, vmlinux: BTF, headType: String, linkOffset: UInt64, maxEntries: Int) {
@@ -180,6 +212,7 @@ struct Walk {
         guard seen.insert(node).inserted else { throw WalkError.loop(helper, node: node, after: entries.count) }
         if entries.count >= maxEntries {
             warnings.append("\(helper.macro): stopped after \(maxEntries) entries (--max)")
+            stopped = true
             return false
         }
         entries.append(node &- linkOffset)
@@ -192,11 +225,17 @@ struct Walk {
     mutating func add(entry: UInt64, index: UInt64) -> Bool {
         if entries.count >= maxEntries {
             warnings.append("\(helper.macro): stopped after \(maxEntries) entries (--max)")
+            stopped = true
             return false
         }
         entries.append(entry)
         indices.append(index)
         return true
+    }
+
+    /// Gives the entries added since the first `from` the index `index` (a hash table's bucket number).
+    mutating func index(from: Int, _ index: UInt64) {
+        indices += Array(repeating: index, count: entries.count - from)
     }
 
     /// Records an inner node of a tree; reaching one twice is a loop.

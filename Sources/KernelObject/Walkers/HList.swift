@@ -14,7 +14,12 @@ enum HListWalker: ContainerWalker {
     /// Follows a NULL-terminated chain: the pointer at `first` in the head, then the one at `next` in each node
     /// (hlist, llist); inside the kernel when the reader is BPF.
     static func chain(head: UInt64, first: UInt64, next: UInt64, _ walk: inout Walk) throws {
-        var node = try walk.pointer(at: head + first)
+        try chain(from: walk.pointer(at: head + first), next: next, &walk)
+    }
+
+    /// The same chain from its first node (`node`, NULL for an empty one).
+    static func chain(from first: UInt64, next: UInt64, _ walk: inout Walk) throws {
+        var node = first
         if walk.mode != .user, let bpf = walk.memory as? BPFMemory {
             // In the kernel: the chain ends at NULL, the `end` no node equals.
             do {

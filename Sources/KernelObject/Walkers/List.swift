@@ -39,12 +39,13 @@ extension ListWalker {
     }
 
     /// Follows the pointer at `link` from `first` until `end` (the head of a ring; 0 for an hlist, whose
-    /// NULL is then its end) inside the kernel; NULL before a non-zero `end` is an error.
-    static func chain(first: UInt64, end head: UInt64, link: UInt64, _ bpf: BPFMemory, _ walk: inout Walk) throws {
+    /// NULL is then its end; nil for an hlist_nulls, which ends at an odd "nulls" value) inside the kernel;
+    /// NULL before a non-zero `end` is an error.
+    static func chain(first: UInt64, end head: UInt64?, link: UInt64, _ bpf: BPFMemory, _ walk: inout Walk) throws {
         // Field offsets from the node: entry + offset = node - linkOffset + offset.
         let fields = walk.fields.map { BPFListWalk.Field(offset: $0.offset &- Int32(truncatingIfNeeded: walk.linkOffset), size: $0.size) }
-        let chain = try BPFListWalk.cached(nextOffset: Int32(link), fields: fields, in: &bpf.listWalks)
-        let (nodes, end) = try chain.walk(first: first, head: head, maxEntries: walk.maxEntries + 1)
+        let chain = try BPFListWalk.cached(nextOffset: Int32(link), fields: fields, ending: head == nil ? .nulls : .node, in: &bpf.listWalks)
+        let (nodes, end) = try chain.walk(first: first, head: head ?? 0, maxEntries: walk.maxEntries + 1)
         for n in nodes {
             guard try walk.add(n.node) else { return }
             if !fields.isEmpty { walk.fieldBytes[n.node &- walk.linkOffset] = n.fields }
