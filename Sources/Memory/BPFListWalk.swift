@@ -71,14 +71,16 @@ public final class BPFListWalk {
         let nextOffset: Int32
         let fields: [Int64]
         let ending: Ending
+        let batch: Int
     }
 
     /// A walker for these offsets from `cache`, loaded and added there when missing.
-    public static func cached(nextOffset: Int32, fields: [Field], ending: Ending = .node,
+    /// `batch`: nodes per run (a short program loads fast: hash chains are a node or two long).
+    public static func cached(nextOffset: Int32, fields: [Field], ending: Ending = .node, batch: Int = 1024,
                               in cache: inout [Key: BPFListWalk]) throws -> BPFListWalk {
-        let key = Key(nextOffset: nextOffset, fields: fields.map { Int64($0.offset) << 8 | Int64($0.size) }, ending: ending)
+        let key = Key(nextOffset: nextOffset, fields: fields.map { Int64($0.offset) << 8 | Int64($0.size) }, ending: ending, batch: batch)
         if let walk = cache[key] { return walk }
-        let walk = try BPFListWalk(nextOffset: nextOffset, fields: fields, ending: ending)
+        let walk = try BPFListWalk(nextOffset: nextOffset, fields: fields, ending: ending, batch: batch)
         cache[key] = walk
         return walk
     }

@@ -5,20 +5,36 @@ import Glibc
 /// Kernel memory through BPF: a BPF_PROG_TYPE_RAW_TRACEPOINT program that calls
 /// bpf_probe_read_kernel into an array map, run synchronously with BPF_PROG_TEST_RUN (never attached).
 /// Address, length and mode arrive as the program's u64 context arguments, so one loaded program serves
-/// every read; reads larger than a chunk are split.
+/// every read; reads larger than a chunk go through a second program with a `bulkChunk` map, loaded on the
+/// first such read (a task_struct, an xa_node, a hash table's heads: one run, not one per 4 KiB), and are
+/// split in pieces of that size.
 public final class BPFMemory: KernelMemory {
     public static let chunk = 4096
+    /// Bytes per run of the bulk reader (its map value; each lookup copies all of it, so small reads don't use it).
+    public static let bulkChunk = 1 << 16
     public let name = "bpf"
     private let mapFD: Int32
     private let progFD: Int32
+    /// The reader for reads above `chunk`: nil until the first one, and when the kernel refused it (`bulkFailed`).
+    private var bulk: BPFMemory?
+    private var bulkFailed = false
+    /// This reader's map value size.
+    private let size: Int
+    /// Reader program runs (BPF_PROG_TEST_RUN) so far, bulk ones included: what a read cost.
+    public private(set) var runs = 0
     /// In-kernel list walk programs loaded so far (BPFListWalk.cached).
     public var listWalks: [BPFListWalk.Key: BPFListWalk] = [:]
 
-    public init() throws {
-        let map = kreach_bpf_array_create(UInt32(BPFMemory.chunk), 1, "kreach_read")
+    public convenience init() throws {
+        try self.init(chunk: BPFMemory.chunk)
+    }
+
+    init(chunk: Int) throws {
+        size = chunk
+        let map = kreach_bpf_array_create(UInt32(chunk), 1, "kreach_read")
         guard map >= 0 else { throw BPFError("create the BPF array map", errno: -map) }
         mapFD = map
-        let program = BPFMemory.program(mapFD: map)
+        let program = BPFMemory.program(mapFD: map, chunk: chunk)
         var insns = program.map(\.raw)
         var log = [CChar](repeating: 0, count: 1 << 16)
         let prog = insns.withUnsafeMutableBufferPointer { p in
@@ -43,7 +59,7 @@ public final class BPFMemory: KernelMemory {
 
     /// r1 = ctx: args[0] address, args[1] length, args[2] mode (0 read, 1 current task).
     /// Returns bpf_probe_read_kernel's result (0 or -errno); the bytes land in map[0].
-    static func program(mapFD: Int32) -> [Instruction] {
+    static func program(mapFD: Int32, chunk: Int = chunk) -> [Instruction] {
         var p: [Instruction] = [
             .mov(.r6, .r1),
             .load64(.r7, .r6, 0),          // address
@@ -83,24 +99,30 @@ public final class BPFMemory: KernelMemory {
         var args: [UInt64] = [address, UInt64(count), mode]
         var retval: UInt32 = 0
         let r = args.withUnsafeMutableBytes { kreach_bpf_prog_test_run(progFD, $0.baseAddress, UInt32($0.count), &retval) }
+        runs += 1
         guard r == 0 else { throw BPFError("run the BPF reader (BPF_PROG_TEST_RUN)", errno: -r) }
         return Int32(bitPattern: retval)
     }
 
     private func fetch(_ count: Int) throws -> [UInt8] {
         var key: UInt32 = 0
-        var value = [UInt8](repeating: 0, count: BPFMemory.chunk)
+        var value = [UInt8](repeating: 0, count: size)
         let r = value.withUnsafeMutableBytes { kreach_bpf_map_lookup(mapFD, &key, $0.baseAddress) }
         guard r == 0 else { throw BPFError("read the BPF array map", errno: -r) }
         return Array(value.prefix(count))
     }
 
     public func read(_ address: UInt64, count: Int) throws -> [UInt8] {
+        if count > size, size == BPFMemory.chunk, let bulk = bulkReader() {
+            let before = bulk.runs
+            defer { runs += bulk.runs - before }
+            return try bulk.read(address, count: count)
+        }
         var out: [UInt8] = []
         out.reserveCapacity(count)
         var done = 0
         while done < count {
-            let n = min(BPFMemory.chunk, count - done)
+            let n = min(size, count - done)
             let (a, overflow) = address.addingReportingOverflow(UInt64(done))
             guard !overflow else { throw MemoryFault(address: address, count: count, reason: "the range wraps around") }
             let r = try run(a, n, mode: 0)
@@ -117,6 +139,15 @@ public final class BPFMemory: KernelMemory {
             done += n
         }
         return out
+    }
+
+    /// The bulk reader, loaded on first use; nil (reads stay chunked) where the kernel refuses it.
+    private func bulkReader() -> BPFMemory? {
+        if bulk == nil, !bulkFailed {
+            bulk = try? BPFMemory(chunk: BPFMemory.bulkChunk)
+            bulkFailed = bulk == nil
+        }
+        return bulk
     }
 
     public func currentTask() throws -> UInt64 {

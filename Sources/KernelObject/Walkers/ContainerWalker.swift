@@ -185,6 +185,8 @@ struct Walk {
     var bitLimit: Int?
     /// Heads in a hash table (hash_for_each's BUCKETS, or its array's length).
     var buckets: Int?
+    /// Nodes per run of an in-kernel chain walk (BPFListWalk's batch; fewer for a hash table's short chains).
+    var chainBatch = 1024
     /// Fields to copy per entry in an in-kernel walk (offsets from the entry).
     var fields: [BPFListWalk.Field] = []
     /// Their bytes, by entry address, when the walk ran in the kernel.

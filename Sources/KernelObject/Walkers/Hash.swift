@@ -13,6 +13,8 @@ enum HashWalker: ContainerWalker {
     static let maxBuckets = 1 << 26
     /// Bytes of heads per read.
     static let slice = 1 << 16
+    /// Nodes per in-kernel chain run.
+    static let chainBatch = 16
 
     static func walk(head: UInt64, _ walk: inout Walk) throws {
         guard let buckets = walk.buckets, buckets >= 0, buckets <= maxBuckets else {
@@ -26,6 +28,8 @@ enum HashWalker: ContainerWalker {
             throw WalkError.unsupportedLayout(walk.helper, "struct \(walk.headType) is \(headSize) bytes")
         }
         let perSlice = max(1, slice / headSize)
+        // Chains of a few nodes: a short walk program, loaded in a moment (1,024 nodes take the verifier ~1 s).
+        walk.chainBatch = chainBatch
         var bucket = 0
         while bucket < buckets {
             let n = min(perSlice, buckets - bucket)
@@ -34,15 +38,14 @@ enum HashWalker: ContainerWalker {
             for k in 0..<n {
                 let at = k * headSize + Int(first)
                 let node = littleEndianWord(bytes[at..<at + size])
+                guard nulls ? !HListNullsWalker.isNulls(node) : node != 0 else { continue }  // an empty bucket
                 let before = walk.entries.count
-                defer { walk.index(from: before, UInt64(bucket + k)) }
                 if nulls {
-                    guard !HListNullsWalker.isNulls(node) else { continue }
                     try HListNullsWalker.chain(from: node, next: next, &walk)
                 } else {
-                    guard node != 0 else { continue }
                     try HListWalker.chain(from: node, next: next, &walk)
                 }
+                walk.index(from: before, UInt64(bucket + k))
                 if walk.stopped { return }
             }
             bucket += n

@@ -44,7 +44,8 @@ extension ListWalker {
     static func chain(first: UInt64, end head: UInt64?, link: UInt64, _ bpf: BPFMemory, _ walk: inout Walk) throws {
         // Field offsets from the node: entry + offset = node - linkOffset + offset.
         let fields = walk.fields.map { BPFListWalk.Field(offset: $0.offset &- Int32(truncatingIfNeeded: walk.linkOffset), size: $0.size) }
-        let chain = try BPFListWalk.cached(nextOffset: Int32(link), fields: fields, ending: head == nil ? .nulls : .node, in: &bpf.listWalks)
+        let chain = try BPFListWalk.cached(nextOffset: Int32(link), fields: fields, ending: head == nil ? .nulls : .node,
+                                           batch: walk.chainBatch, in: &bpf.listWalks)
         let (nodes, end) = try chain.walk(first: first, head: head ?? 0, maxEntries: walk.maxEntries + 1)
         for n in nodes {
             guard try walk.add(n.node) else { return }
