@@ -13,6 +13,7 @@ import TypeInference
 //   kreach-bench btf FILE [N]        read + parse + name index of a BTF file (compare: libbpf btf__parse)
 //   kreach-bench kallsyms FILE [N]   read alone, then load (read + parse + index), alternating in one loop
 //   kreach-bench kallsyms-once FILE  one load + index + lookup (for process-level timing with hyperfine)
+//   kreach-bench walk-hash COUNT [N]  hash_for_each over the TCP ehash with COUNT loopback connections open
 //   kreach-bench duplicates COUNT [N]  one name COUNT times: load+index, NAME#COUNT, every match, name set
 //   kreach-bench types SNAPSHOT IMAGE TABLE [GLOBAL]  type inference: image read, one global cold, every
 //                                    global, scored against the DWARF oracle table (Benchmarks/types)
@@ -163,6 +164,63 @@ do {
         print("walk_kernel_unformatted_entries_per_second_median \(Int(median(walkOnly)))")
         print("walk_user_entries \(userCount)")
         print("walk_user_entries_per_second_median \(Int(median(user)))")
+    case "walk-hash":
+        // hash_for_each over this netns's TCP ehash (hlist_nulls buckets) after opening FILE (a count) loopback
+        // connections: buckets and entries per second, in the kernel and with per-entry reads, skc_num and
+        // skc_dport of each formatted as show --fields does.
+        let count = Int(path) ?? 1000
+        var limit = rlimit(rlim_cur: rlim_t(4 * count + 64), rlim_max: rlim_t(4 * count + 64))
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        func loopback(_ port: UInt16) -> sockaddr_in {
+            var a = sockaddr_in()
+            a.sin_family = sa_family_t(AF_INET)
+            a.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+            a.sin_port = port.bigEndian
+            return a
+        }
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = loopback(0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &address) { a in
+            a.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) == 0 && listen(listener, 4096) == 0 && getsockname(listener, $0, &length) == 0 }
+        }
+        guard listener >= 0, ok else { print("cannot listen on 127.0.0.1"); exit(1) }
+        for _ in 0..<count {
+            let c = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var to = address
+            let r = withUnsafePointer(to: &to) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(c, $0, length) } }
+            guard c >= 0, r == 0, accept(listener, nil, nil) >= 0 else { print("connection failed: errno \(errno)"); exit(1) }
+        }
+        let ev = try Evaluator(kernel: try Kernel(source: .live), memory: try BPFMemory())
+        let fmt = ObjectFormatter(evaluator: ev)
+        let fields = ["skc_num", "skc_dport"]
+        ev.walkFields = fields
+        let hashinfo = "current->nsproxy->net_ns->ipv4.tcp_death_row.hashinfo"
+        guard case .object(let mask) = try ev.evaluate("\(hashinfo)->ehash_mask"), let buckets = UInt64(try fmt.compact(mask)).map({ $0 + 1 }) else { exit(1) }
+        let expr = "hash_for_each(struct sock_common, (struct hlist_nulls_head *)\(hashinfo)->ehash, skc_nulls_node, \(buckets))"
+        func run(_ mode: WalkMode) throws -> (Int, Double) {
+            ev.walkMode = mode
+            let t0 = now()
+            guard case .entries(let entries, _) = try ev.evaluate(expr) else { exit(1) }
+            for e in entries { for f in fields { _ = try fmt.compact(try ev.prefetchedField(f, of: e) ?? ev.evaluate(field: f, of: e)) } }
+            return (entries.count, now() - t0)
+        }
+        _ = try run(.kernel)  // the walk program is loaded once: timed apart
+        var kernel: [Double] = [], user: [Double] = []
+        var entries = 0
+        for _ in 0..<n {
+            let (k, kt) = try run(.kernel)
+            let (_, ut) = try run(.user)
+            entries = k
+            kernel.append(kt); user.append(ut)
+        }
+        print("walk_hash_buckets \(buckets)")
+        print("walk_hash_entries \(entries)")
+        print("walk_hash_kernel_median_us \(Int(median(kernel)))")
+        print("walk_hash_user_median_us \(Int(median(user)))")
+        print("walk_hash_kernel_entries_per_second_median \(Int(Double(entries) / (median(kernel) / 1e6)))")
+        print("walk_hash_user_entries_per_second_median \(Int(Double(entries) / (median(user) / 1e6)))")
+        print("walk_hash_kernel_buckets_per_second_median \(Int(Double(buckets) / (median(kernel) / 1e6)))")
     case "duplicates":
         // One name listed FILE (a count) times in kallsyms and available_filter_functions: load and index,
         // resolve the last `#N`, list every match with its ordinal, build the name set. Linear: see DuplicateCLITests.

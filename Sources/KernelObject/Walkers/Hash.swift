@@ -34,10 +34,8 @@ enum HashWalker: ContainerWalker {
         while bucket < buckets {
             let n = min(perSlice, buckets - bucket)
             let bytes = try walk.memory.read(head + UInt64(bucket * headSize), count: n * headSize)
-            let size = Int(walk.vmlinux.pointerSize)
-            for k in 0..<n {
-                let at = k * headSize + Int(first)
-                let node = littleEndianWord(bytes[at..<at + size])
+            let firsts = try heads(bytes, count: n, stride: headSize, at: Int(first), pointerSize: Int(walk.vmlinux.pointerSize))
+            for (k, node) in firsts.enumerated() {
                 guard nulls ? !HListNullsWalker.isNulls(node) : node != 0 else { continue }  // an empty bucket
                 let before = walk.entries.count
                 if nulls {
@@ -49,6 +47,20 @@ enum HashWalker: ContainerWalker {
                 if walk.stopped { return }
             }
             bucket += n
+        }
+    }
+
+    /// The `first` pointer of each of `count` heads `stride` bytes apart in `bytes` (one pass over raw memory:
+    /// most buckets are empty, and there may be millions).
+    static func heads(_ bytes: [UInt8], count: Int, stride: Int, at offset: Int, pointerSize: Int) throws -> [UInt64] {
+        guard pointerSize == 8 || pointerSize == 4, count == 0 || (count - 1) * stride + offset + pointerSize <= bytes.count else {
+            throw WalkError.unsupportedLayout(.hashForEach, "\(pointerSize)-byte pointers in \(stride)-byte heads")
+        }
+        return bytes.withUnsafeBytes { raw in
+            (0..<count).map { k in
+                pointerSize == 8 ? UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k * stride + offset, as: UInt64.self))
+                    : UInt64(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: k * stride + offset, as: UInt32.self)))
+            }
         }
     }
 }
