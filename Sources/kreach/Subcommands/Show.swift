@@ -49,7 +49,9 @@ struct Show: ParsableCommand {
             integers, `current` (kreach's own task), `per_cpu(VAR, CPU)`.
             Container walks (the kernel's macros): `list_for_each_entry(TYPE, HEAD, MEMBER)`,
             `list_for_each_entry_reverse`, `hlist_for_each_entry(TYPE, HEAD, MEMBER)`, `hlist_nulls_for_each_entry`,
-            `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)` (a struct rb_root or rb_root_cached);
+            `rbtree_inorder_for_each_entry(TYPE, ROOT, MEMBER)` (a struct rb_root or rb_root_cached),
+            `hash_for_each(TYPE, TABLE, MEMBER[, BUCKETS])` (an array of hlist or hlist_nulls heads, or a pointer
+            and BUCKETS; each entry's [bucket]), `for_each_set_bit(ADDR, NBITS)` (the bit numbers);
             each entry is printed, or only --fields (member paths such as pid,comm,mm->map_count), at most --max.
             A global's type comes from a cast, a BTF VAR, its module's parameter table, or is unknown (raw bytes).
             """)
@@ -63,7 +65,7 @@ struct Show: ParsableCommand {
     @Option(help: "For container walks: stop after this many entries.")
     var max: Int = 10_000
 
-    @Option(help: "For list walks: follow the pointers in the kernel (one BPF run per batch), from kreach (one read per pointer), or auto (kernel when reading through bpf).")
+    @Option(help: "For list, hlist[_nulls], llist and hash walks: follow the pointers in the kernel (one BPF run per batch), from kreach (one read per pointer), or auto (kernel when reading through bpf).")
     var walk: WalkMode = .auto
 
     @Argument(help: "Expressions.")
