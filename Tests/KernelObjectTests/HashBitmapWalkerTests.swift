@@ -75,6 +75,21 @@ final class HashBitmapWalkerTests: XCTestCase {
         }
     }
 
+    /// The array form: `struct pid.tasks` is an array of PIDTYPE_MAX hlist heads; its first bucket (PIDTYPE_PID,
+    /// BUCKETS 1, linked through pid_links[0]) holds this thread alone, the TID /proc/thread-self names. BUCKETS
+    /// past the array's length is an error.
+    func testHashForEachOverAnArrayOfHeads() throws {
+        let (ev, fmt) = try liveEvaluator()
+        let entries = try walkEntries(ev, "hash_for_each(struct task_struct, current->thread_pid->tasks, pid_links[0], 1)")
+        let tid = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self").split(separator: "/").last.map(String.init)
+        XCTAssertEqual(try entries.map { try fmt.compact(try ev.evaluate(field: "pid", of: $0)) }, [tid ?? ""])
+        XCTAssertEqual(entries.map(\.index), [0])
+        guard case .array(_, let types) = try ev.evaluate("current->thread_pid->tasks").objectValue().type.resolved() else { throw FixtureError("tasks is no array") }
+        XCTAssertThrowsError(try ev.evaluate("hash_for_each(struct task_struct, current->thread_pid->tasks, pid_links[0], \(types + 1))")) {
+            XCTAssertTrue("\($0)".contains("hash_for_each: BUCKETS \(types + 1) is past the \(types) heads"), "\($0)")
+        }
+    }
+
     /// A loopback listener and three connections: six established sockets in this namespace's TCP ehash
     /// (`net->ipv4.tcp_death_row.hashinfo`: `ehash_mask + 1` buckets of `struct inet_ehash_bucket`, whose `chain` is
     /// an hlist_nulls of `sock_common.skc_nulls_node`). hash_for_each over them finds exactly those six (by the
