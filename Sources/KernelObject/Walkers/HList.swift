@@ -31,7 +31,7 @@ enum HListWalker: ContainerWalker {
         guard walk.mode != .kernel else { throw WalkError.noKernelWalk(walk.helper, reader: walk.memory.name) }
         while node != 0 {
             guard try walk.add(node) else { return }
-            node = try walk.pointer(at: node + next)
+            node = try walk.pointer(at: node &+ next)
         }
     }
 }

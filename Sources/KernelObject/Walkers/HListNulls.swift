@@ -31,7 +31,7 @@ enum HListNullsWalker: ContainerWalker {
         while !isNulls(node) {
             guard node != 0 else { throw WalkError.nullNext(walk.helper, after: walk.entries.count) }
             guard try walk.add(node) else { return }
-            node = try walk.pointer(at: node + next)
+            node = try walk.pointer(at: node &+ next)
         }
     }
 }

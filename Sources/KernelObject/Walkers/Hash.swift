@@ -1,3 +1,5 @@
+import Memory
+
 /// include/linux/hashtable.h: `hash_for_each(TYPE, TABLE, MEMBER)` over an array of bucket heads:
 /// DEFINE_HASHTABLE's `struct hlist_head name[1 << bits]`, or a table allocated at run time given as a pointer
 /// and its bucket count (`hash_for_each(TYPE, PTR, MEMBER, BUCKETS)`: `net->dev_index_head`, NETDEV_HASHENTRIES).
@@ -20,6 +22,8 @@ enum HashWalker: ContainerWalker {
         guard let buckets = walk.buckets, buckets >= 0, buckets <= maxBuckets else {
             throw WalkError.unsupportedLayout(walk.helper, "BUCKETS must be 0 to \(maxBuckets)")
         }
+        // Buckets are walked one chain at a time: say at once that no chain can be walked in the kernel here.
+        if walk.mode == .kernel, !(walk.memory is BPFMemory) { throw WalkError.noKernelWalk(walk.helper, reader: walk.memory.name) }
         let nulls = walk.headType == "hlist_nulls_head"
         let first = try walk.offset(of: "first", in: walk.headType)
         let next = try walk.offset(of: "next", in: nulls ? "hlist_nulls_node" : "hlist_node")
@@ -33,7 +37,7 @@ enum HashWalker: ContainerWalker {
         var bucket = 0
         while bucket < buckets {
             let n = min(perSlice, buckets - bucket)
-            let bytes = try walk.memory.read(head + UInt64(bucket * headSize), count: n * headSize)
+            let bytes = try walk.memory.read(head &+ UInt64(bucket * headSize), count: n * headSize)
             let firsts = try heads(bytes, count: n, stride: headSize, at: Int(first), pointerSize: Int(walk.vmlinux.pointerSize))
             for (k, node) in firsts.enumerated() {
                 guard nulls ? !HListNullsWalker.isNulls(node) : node != 0 else { continue }  // an empty bucket
