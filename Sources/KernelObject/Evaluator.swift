@@ -229,7 +229,9 @@ public final class Evaluator {
                 buckets = count
             }
         }
-        guard let headAddress = head.address else { throw fail("the list head has no address", headExpr, source) }
+        guard let headAddress = head.address else {
+            throw fail("\(helper.macro): \(helper.arguments == .headCount ? "the bitmap" : "the head") has no address (a value, not an object in memory)", headExpr, source)
+        }
         let headType = (try? head.type.record()).flatMap { $0?.1.name } ?? ""
         guard helper.headTypes.isEmpty || helper.headTypes.contains(headType) else {
             let wanted = helper.headTypes.map { "struct " + $0 }.joined(separator: " or ")

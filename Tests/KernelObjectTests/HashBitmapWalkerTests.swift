@@ -227,5 +227,8 @@ final class HashBitmapWalkerTests: XCTestCase {
         XCTAssertThrowsError(try ev.evaluate("for_each_set_bit(current->blocked, 65)")) {
             XCTAssertTrue("\($0)".contains("for_each_set_bit: NBITS 65 is past the 64 bits of sigset_t"), "\($0)")
         }
+        XCTAssertThrowsError(try ev.evaluate("for_each_set_bit(5, 3)")) {
+            XCTAssertTrue("\($0)".contains("for_each_set_bit: the bitmap has no address"), "\($0)")
+        }
     }
 }
