@@ -274,6 +274,12 @@ public final class Resolver {
         if let moduleObject, let type = try parameterTypeFromObject(moduleObject, symbol.name) {
             return TypedSymbol(symbol: symbol, type: type, note: "\(symbol.name), a module parameter")
         }
+        if let moduleObject, let (type, note) = inferredType(of: symbol, in: moduleObject) {
+            warn("\(symbol.name) is \(type.name): \(note)")
+            var t = TypedSymbol(symbol: symbol, type: type, note: symbol.name)
+            t.inferred = true
+            return t
+        }
         if symbol.module == nil, let (type, note) = inferredType(of: symbol) {
             warn("\(symbol.name) is \(type.name): \(note)")
             var t = TypedSymbol(symbol: symbol, type: type, note: symbol.name)
@@ -353,6 +359,17 @@ public final class Resolver {
         for n in inference.notes { warn(n) }
         guard let result, result.address == symbol.address, let id = result.type else { return nil }
         return (.btf(types.vmlinux, id), result.note + (result.cachedIn.map { "; read from the type cache \($0)" } ?? ""))
+    }
+
+    /// Type inference from a loaded module's .ko (`CachedModuleInference`).
+    private lazy var moduleInference = CachedModuleInference(kernel: kernel)
+
+    /// A module data symbol's type inferred from its .ko's code, with the note naming the evidence.
+    func inferredType(of symbol: KernelSymbol, in object: ModuleObject) -> (CType, String)? {
+        let result = try? moduleInference.infer(object, named: symbol.name)
+        for n in moduleInference.notes { warn(n) }
+        guard let result, result.address == symbol.address, let id = result.type, let btf = try? moduleInference.btf(of: object.module) else { return nil }
+        return (.btf(btf, id), result.note + (result.cachedIn.map { "; read from the type cache \($0)" } ?? ""))
     }
 
     func nextSymbolAddress(after symbol: KernelSymbol) -> UInt64? {
