@@ -110,10 +110,10 @@ public final class ModuleTypeInferrer {
                     let shift = UInt64(8 * (little ? b : rel.width - 1 - b))
                     bytes[Int(r.offset) + b] = UInt8(truncatingIfNeeded: value >> shift)
                 }
-                // A function's address stored in data: an initial function pointer.
-                let sym = symbols[r.symbol]
-                if rel.form == .absolute, rel.width == arch.pointerSize, r.addend == 0, sym.type == 2 || sym.section == 0, !sym.name.isEmpty {
-                    words[i, default: [:]][r.offset] = sym.name
+                // A function's address stored in data (against its symbol or its section + addend): an
+                // initial function pointer.
+                if rel.form == .absolute, rel.width == arch.pointerSize, let name = names[value] {
+                    words[i, default: [:]][r.offset] = name
                 }
             }
             linked[i] = bytes
@@ -147,7 +147,14 @@ public final class ModuleTypeInferrer {
     /// Every data object of the module, typed from one pass over all of its code.
     public func inferAll() -> [String: InferredType] {
         if let all { return all }
-        functions.indexAll()
+        // Prototypes by name: the module's own functions and vmlinux's (a split BTF's lookup sees only its own).
+        var byName: [String: TypeID] = [:]
+        for b in [btf, btf.base].compactMap({ $0 }) {
+            for id in b.localIDs where (try? b.kind(of: id)) == .function {
+                if let n = try? b.name(of: id), byName[n] == nil { byName[n] = id }
+            }
+        }
+        functions.byName = byName
         // Objects by link-time address, to place evidence.
         let objects = symbols.indices.filter { symbols[$0].type == 1 && bases[Int(symbols[$0].section)] != nil }
             .sorted { place($0) < place($1) }
