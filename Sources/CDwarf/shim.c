@@ -1,6 +1,7 @@
 #include "cdwarf.h"
 #include <elfutils/libdw.h>
 #include <elfutils/libdwelf.h>
+#include <elfutils/libdwfl.h>
 #include <dwarf.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -10,6 +11,19 @@
 
 /// How many modifiers and typedef-free steps are followed from a variable to its type.
 #define MAX_TYPE_DEPTH 16
+
+/// Debug info is read from the file given only: no search for separate debug files.
+static int no_debuginfo(Dwfl_Module *m, void **u, const char *n, Dwarf_Addr a, const char *f, const char *d,
+                        GElf_Word c, char **p) {
+    (void)m; (void)u; (void)n; (void)a; (void)f; (void)d; (void)c; (void)p;
+    return -1;
+}
+
+static const Dwfl_Callbacks offline_callbacks = {
+    .find_elf = dwfl_build_id_find_elf,
+    .find_debuginfo = no_debuginfo,
+    .section_address = dwfl_offline_section_address,
+};
 
 static void set_error(char *error, size_t size, const char *message) {
     if (error && size) snprintf(error, size, "%s", message);
@@ -86,9 +100,20 @@ int kreach_dwarf_variable_type(const char *path, const char *name, uint64_t max_
         set_error(error, error_size, "not a regular file");
         return -1;
     }
-    Dwarf *dw = dwarf_begin(fd, DWARF_C_READ);
-    if (!dw) {
+    // libdwfl applies a relocatable file's (a .ko's, an object's) relocations to its debug sections.
+    Dwfl *dwfl = dwfl_begin(&offline_callbacks);
+    if (!dwfl) {
         close(fd);
+        set_error(error, error_size, "libdw can't start");
+        return -1;
+    }
+    Dwfl_Module *module = dwfl_report_offline(dwfl, "", path, fd);  // consumes fd on success
+    if (!module) close(fd);
+    dwfl_report_end(dwfl, NULL, NULL);
+    Dwarf_Addr bias;
+    Dwarf *dw = module ? dwfl_module_getdwarf(module, &bias) : NULL;
+    if (!dw) {
+        dwfl_end(dwfl);
         set_error(error, error_size, "no DWARF debug info");
         return -1;
     }
@@ -132,8 +157,7 @@ int kreach_dwarf_variable_type(const char *path, const char *name, uint64_t max_
         offset = next;
     }
     if (result == 0 && found == 0 && have_declaration) { fill(&declaration, &first); found = 1; }
-    dwarf_end(dw);
-    close(fd);
+    dwfl_end(dwfl);
     if (result < 0) return -1;
     if (found) *out = first;
     return found;
