@@ -41,7 +41,8 @@ public struct DWARFType: Sendable, Equatable {
         default: return nil
         }
         guard !name.isEmpty else { return nil }
-        return btf.lookup(name).first { id in
+        // A split BTF's lookup sees its own types only: vmlinux's are its base's.
+        return (btf.lookup(name) + (btf.base?.lookup(name) ?? [])).first { id in
             guard let k = try? btf.kind(of: id), want.contains(k) else { return false }
             guard let s = try? btf.size(of: id) else { return false }
             return UInt64(s) == size
@@ -77,5 +78,38 @@ public enum DWARFTypes {
                                               Int32(KREACH_DWARF_ARRAY): .array]
         let typeName = withUnsafeBytes(of: out.name) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
         return (DWARFType(kind: kinds[out.kind] ?? .other, name: typeName, size: out.size), buildID)
+    }
+}
+
+/// Where DWARF for the running kernel or a module may be, and a global's type from the first such file
+/// of the right build.
+public enum DebugInfoFiles {
+    /// Debian's `linux-image-RELEASE-dbg`: /usr/lib/debug/boot/vmlinux-RELEASE (…/lib/modules/RELEASE/vmlinux
+    /// is a symbolic link to it, never followed).
+    public static func vmlinux(release: String, root: String = "/usr/lib/debug") -> [String] {
+        [root + "/boot/vmlinux-" + release, root + "/lib/modules/" + release + "/vmlinux"]
+    }
+
+    /// A module's .ko at `koPath` (/lib/modules/RELEASE/…/M.ko[.xz|.zst|.gz]): the -dbg package's copy
+    /// under `root`, then the .ko itself when it is not compressed (dkms builds often keep their DWARF).
+    public static func module(koPath: String, root: String = "/usr/lib/debug") -> [String] {
+        var plain = koPath
+        for suffix in [".xz", ".zst", ".gz"] where plain.hasSuffix(suffix) { plain = String(plain.dropLast(suffix.count)) }
+        var files = [root + plain]
+        if plain == koPath { files.append(koPath) }
+        return files
+    }
+
+    /// The BTF type of `name` from the first of `files` that exists, has DWARF and the GNU build-id
+    /// `buildID`, with the note naming the file; nil when none says (or the type has no BTF equal by name
+    /// and size). A file of another build is skipped; its DWARF says nothing about this one.
+    public static func type(of name: String, files: [String], buildID: [UInt8], btf: BTF) -> (TypeID, String)? {
+        for file in files where FileBytes.exists(file) {
+            guard let (found, id) = try? DWARFTypes.variable(name, in: file), id == buildID else { continue }
+            guard let found else { return nil }
+            guard let t = found.btfType(in: btf) else { return nil }
+            return (t, "type from DWARF debug info (\(file))")
+        }
+        return nil
     }
 }

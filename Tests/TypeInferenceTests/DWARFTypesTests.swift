@@ -45,6 +45,16 @@ final class DWARFTypesTests: XCTestCase {
         // Same name as a BTF struct is not enough: a 1-byte struct wrong is not vmlinux's.
         XCTAssertEqual(try DWARFTypes.variable("list_head_sized", in: dir + "/t.o").type?.spelling, "struct wrong")
         XCTAssertNil(try DWARFTypes.variable("no_such_variable", in: dir + "/t.o").type)
+        // A linked file has a build-id: DebugInfoFiles takes its DWARF only for that build.
+        let linked = try Run.command(["clang", "-g", "-shared", "-nostdlib", "-fPIC", "-Wl,--build-id", dir + "/t.c", "-o", dir + "/t.so"], timeout: 60)
+        XCTAssertEqual(linked.status, 0, linked.stderr)
+        let id = try DWARFTypes.variable("plain", in: dir + "/t.so").buildID
+        XCTAssertEqual(id.count, 20)
+        XCTAssertEqual(DebugInfoFiles.type(of: "head_of_things", files: [dir + "/absent", dir + "/t.so"], buildID: id, btf: btf).map { btf.describe($0.0) },
+                       "struct list_head")
+        XCTAssertNil(DebugInfoFiles.type(of: "head_of_things", files: [dir + "/t.so"], buildID: id.map { $0 ^ 1 }, btf: btf))
+        XCTAssertEqual(DebugInfoFiles.module(koPath: "/lib/modules/R/kernel/m.ko.xz"), ["/usr/lib/debug/lib/modules/R/kernel/m.ko"])
+        XCTAssertEqual(DebugInfoFiles.module(koPath: "/lib/modules/R/updates/dkms/m.ko"), ["/usr/lib/debug/lib/modules/R/updates/dkms/m.ko", "/lib/modules/R/updates/dkms/m.ko"])
         XCTAssertThrowsError(try DWARFTypes.variable("plain", in: dir + "/t.c"))
         XCTAssertThrowsError(try DWARFTypes.variable("plain", in: dir))
     }
@@ -77,5 +87,10 @@ final class DWARFTypesTests: XCTestCase {
         let ko = try ByteBuffer.readDecompressing(ModuleInferenceTests.ko, limit: FileLimit(".ko", bytes: 16 << 20)).toArray()
         XCTAssertEqual(id, try ELFFile(bytes: ko, source: "loop.ko").buildID)
         XCTAssertEqual(Hex.string(id), try readelfBuildID(loop))
+        // Through DebugInfoFiles, as the resolver asks for loop.ko.xz.
+        let elf = try ELFFile(bytes: ko, source: "loop.ko")
+        let own = try XCTUnwrap(try ModuleTypeInferrer.ownBTF(of: elf, module: "loop", base: btf))
+        let files = DebugInfoFiles.module(koPath: "/lib/modules/6.1.0-56-amd64/kernel/drivers/block/loop.ko.xz", root: DWARFTypesTests.root)
+        XCTAssertEqual(DebugInfoFiles.type(of: "loop_misc", files: files, buildID: id, btf: own).map { own.describe($0.0) }, "struct miscdevice")
     }
 }
