@@ -26,8 +26,7 @@ final class DWARFTypesTests: XCTestCase {
             unsigned int plain;
             struct { int a; } anonymous;
             struct list_head *pointer;
-            static struct wrong { char c; } list_head_sized;
-            void *use(void) { return &list_head_sized; }
+            struct idr { char c; } idr_of_another_size;
             """
         try source.write(toFile: dir + "/t.c", atomically: true, encoding: .utf8)
         let compiled = try Run.command(["clang", "-g", "-O0", "-c", dir + "/t.c", "-o", dir + "/t.o"], timeout: 60)
@@ -42,8 +41,9 @@ final class DWARFTypesTests: XCTestCase {
         XCTAssertEqual(try mapped("plain"), "unsigned int")
         XCTAssertNil(try mapped("anonymous"))
         XCTAssertNil(try mapped("pointer"))
-        // Same name as a BTF struct is not enough: a 1-byte struct wrong is not vmlinux's.
-        XCTAssertEqual(try DWARFTypes.variable("list_head_sized", in: dir + "/t.o").type?.spelling, "struct wrong")
+        // The name is not enough: a 1-byte struct idr is not vmlinux's.
+        XCTAssertEqual(try DWARFTypes.variable("idr_of_another_size", in: dir + "/t.o").type?.spelling, "struct idr")
+        XCTAssertNil(try mapped("idr_of_another_size"))
         XCTAssertNil(try DWARFTypes.variable("no_such_variable", in: dir + "/t.o").type)
         // A linked file has a build-id: DebugInfoFiles takes its DWARF only for that build.
         let linked = try Run.command(["clang", "-g", "-shared", "-nostdlib", "-fPIC", "-Wl,--build-id", dir + "/t.c", "-o", dir + "/t.so"], timeout: 60)

@@ -55,8 +55,9 @@ final class ModuleInferenceTests: XCTestCase {
         XCTAssert(all["lo_fops"]?.note.contains("function pointers in its initial data") == true, all["lo_fops"]?.note ?? "")
     }
 
-    /// A .ko whose code is garbled (text bytes zeroed) yields no evidence, not a wrong type.
-    func testZeroedCodeGivesNoCallEvidence() throws {
+    /// A .ko whose code is all NOPs yields no evidence, not a wrong type; its function-pointer tables are
+    /// still typed by their initial data.
+    func testCodeOfNOPsGivesNoCallEvidence() throws {
         var bytes = try ByteBuffer.readDecompressing(ModuleInferenceTests.ko, limit: FileLimit(".ko", bytes: 16 << 20)).toArray()
         let elf = try ELFFile(bytes: bytes, source: "loop.ko")
         for s in elf.sections where s.name.hasSuffix("text") && s.type == 1 {
@@ -65,7 +66,9 @@ final class ModuleInferenceTests: XCTestCase {
         let garbled = try ELFFile(bytes: bytes, source: "loop.ko")
         let kernel = try Kernel(source: .snapshot(try DebianCapture.directory()))
         let own = try XCTUnwrap(try ModuleTypeInferrer.ownBTF(of: garbled, module: "loop", base: try kernel.types().vmlinux))
-        let t = try ModuleTypeInferrer(module: "loop", elf: garbled, btf: own).infer(named: "loop_misc")
+        let i = try ModuleTypeInferrer(module: "loop", elf: garbled, btf: own)
+        let t = try i.infer(named: "loop_misc")
         XCTAssertNil(t.type, t.note)
+        XCTAssertEqual(try i.infer(named: "lo_fops").type.map { own.describe($0) }, "struct block_device_operations")
     }
 }
