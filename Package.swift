@@ -18,6 +18,8 @@ let package = Package(
         .target(name: "CKreach", linkerSettings: [.linkedLibrary("lzma"), .linkedLibrary("zstd"), .linkedLibrary("z"), .linkedLibrary("lzo2"), .linkedLibrary("snappy")]),
         // Capstone (Debian libcapstone-dev), flattened to what type inference needs: a C shim, no unions in Swift.
         .target(name: "CCapstone", linkerSettings: [.linkedLibrary("capstone")]),
+        // libdw (Debian libdw-dev): a variable's type from DWARF, when a -dbg package or a .ko carries it.
+        .target(name: "CDwarf", linkerSettings: [.linkedLibrary("dw"), .linkedLibrary("elf")]),
         // Byte files, JSON output, globs, shared error type. No kernel knowledge.
         .target(name: "KreachSupport", dependencies: ["CKreach"]),
         // BTF bytes -> types, C and JSON rendering. Deterministic: same bytes, same result.
@@ -42,7 +44,7 @@ let package = Package(
         .target(name: "Probing", dependencies: ["Arch", "Memory", "BTF", "CKreach", "KernelSource", "KernelSymbols", "KreachSupport"]),
         // Types of globals without debuginfo, inferred from the kernel's code (disassembly of the image on disk
         // and of kernel text) and data, checked against BTF.
-        .target(name: "TypeInference", dependencies: ["Arch", "BTF", "CCapstone", "KernelSource", "KernelSymbols", "KreachSupport"]),
+        .target(name: "TypeInference", dependencies: ["Arch", "BTF", "CCapstone", "CDwarf", "KernelSource", "KernelSymbols", "KreachSupport"]),
         // `kreach export`: a Prometheus exporter of config expressions (YAML config, text format, HTTP).
         .target(name: "Exporter", dependencies: [
             "KernelObject", "KernelSource", "KernelSymbols", "Memory", "KreachSupport",

@@ -274,6 +274,18 @@ public final class Resolver {
         if let moduleObject, let type = try parameterTypeFromObject(moduleObject, symbol.name) {
             return TypedSymbol(symbol: symbol, type: type, note: "\(symbol.name), a module parameter")
         }
+        if let (type, note) = dwarfType(of: symbol, in: moduleObject) {
+            warn("\(symbol.name) is \(type.name): \(note)")
+            var t = TypedSymbol(symbol: symbol, type: type, note: symbol.name)
+            t.inferred = true
+            return t
+        }
+        if let moduleObject, let (type, note) = inferredType(of: symbol, in: moduleObject) {
+            warn("\(symbol.name) is \(type.name): \(note)")
+            var t = TypedSymbol(symbol: symbol, type: type, note: symbol.name)
+            t.inferred = true
+            return t
+        }
         if symbol.module == nil, let (type, note) = inferredType(of: symbol) {
             warn("\(symbol.name) is \(type.name): \(note)")
             var t = TypedSymbol(symbol: symbol, type: type, note: symbol.name)
@@ -353,6 +365,33 @@ public final class Resolver {
         for n in inference.notes { warn(n) }
         guard let result, result.address == symbol.address, let id = result.type else { return nil }
         return (.btf(types.vmlinux, id), result.note + (result.cachedIn.map { "; read from the type cache \($0)" } ?? ""))
+    }
+
+    /// A live kernel's global typed by DWARF debug info of its build (`DebugInfoFiles`: a -dbg package, a
+    /// .ko that keeps its DWARF), ahead of inference; nil when there is none.
+    func dwarfType(of symbol: KernelSymbol, in object: ModuleObject?) -> (CType, String)? {
+        guard case .live = kernel.source, let release = try? kernel.release() else { return nil }
+        if let object {
+            guard let id = object.elf.buildID, let btf = try? moduleInference.btf(of: object.module),
+                  let (t, note) = DebugInfoFiles.type(of: symbol.name, files: DebugInfoFiles.module(koPath: object.elf.source), buildID: id, btf: btf)
+            else { return nil }
+            return (.btf(btf, t), note)
+        }
+        guard symbol.module == nil, let id = kernel.buildID(),
+              let (t, note) = DebugInfoFiles.type(of: symbol.name, files: DebugInfoFiles.vmlinux(release: release), buildID: id, btf: types.vmlinux)
+        else { return nil }
+        return (.btf(types.vmlinux, t), note)
+    }
+
+    /// Type inference from a loaded module's .ko (`CachedModuleInference`).
+    private lazy var moduleInference = CachedModuleInference(kernel: kernel)
+
+    /// A module data symbol's type inferred from its .ko's code, with the note naming the evidence.
+    func inferredType(of symbol: KernelSymbol, in object: ModuleObject) -> (CType, String)? {
+        let result = try? moduleInference.infer(object, named: symbol.name)
+        for n in moduleInference.notes { warn(n) }
+        guard let result, result.address == symbol.address, let id = result.type, let btf = try? moduleInference.btf(of: object.module) else { return nil }
+        return (.btf(btf, id), result.note + (result.cachedIn.map { "; read from the type cache \($0)" } ?? ""))
     }
 
     func nextSymbolAddress(after symbol: KernelSymbol) -> UInt64? {

@@ -457,19 +457,5 @@ extension TypeInferrer {
     }
 
     /// The function-pointer members of `id` (directly or in nested structs), with their FUNC_PROTO.
-    func functionSlots(of id: TypeID) -> [(offset: UInt64, proto: TypeID)] {
-        var slots: [(UInt64, TypeID)] = []
-        func walk(_ t: TypeID, _ at: UInt64, _ depth: Int) {
-            guard depth < 4, slots.count < 256, let r = try? btf.resolve(t), let ty = try? btf.type(r) else { return }
-            switch ty.kind {
-            case .pointer:
-                if let p = try? btf.resolve(ty.target), (try? btf.kind(of: p)) == .functionProto { slots.append((at, p)) }
-            case .structure, .union:
-                for m in ty.members where m.bitfieldSize == 0 && m.bitOffset % 8 == 0 { walk(m.type, at + UInt64(m.bitOffset / 8), depth + 1) }
-            default: break
-            }
-        }
-        walk(id, 0, 0)
-        return slots.map { (offset: $0.0, proto: $0.1) }
-    }
+    func functionSlots(of id: TypeID) -> [(offset: UInt64, proto: TypeID)] { btf.functionPointerSlots(of: id) }
 }

@@ -1,13 +1,14 @@
 import BTF
 import Glibc
 import KernelSource
+import KernelSymbols
 import KreachSupport
 import TypeInference
 
 /// `kreach type --of GLOBAL` / `--of-all`: types inferred from the kernel's code.
 func runInference(_ kernel: Kernel, global: String?, imagePath: String?, json: Bool) throws {
     let inference = CachedInference(kernel: kernel, imagePath: imagePath)
-    let btf = try kernel.types().vmlinux
+    var btf = try kernel.types().vmlinux
     func describe(_ id: TypeID) -> String { (try? btf.cDeclaration(id, "")) ?? btf.describe(id) }
     guard let global else {
         for t in try inference.inferrer().inferAll() {
@@ -16,7 +17,12 @@ func runInference(_ kernel: Kernel, global: String?, imagePath: String?, json: B
         return
     }
     defer { for n in inference.notes { StandardError.write("kreach: note: " + n) } }
-    let t = try inference.infer(named: global)
+    let t: InferredType
+    if let (module, name) = try GlobalName(parsing: global).inModule {
+        t = try inferModuleGlobal(kernel, module: module, name: name, btf: &btf)
+    } else {
+        t = try inference.infer(named: global)
+    }
     if let file = t.cachedIn { StandardError.write("kreach: note: read from the type cache " + file) }
     if json {
         let candidates = t.candidates.map { c in
@@ -28,7 +34,7 @@ func runInference(_ kernel: Kernel, global: String?, imagePath: String?, json: B
                            ("note", .string(t.note)), ("candidates", .array(candidates))]).pretty)
         return
     }
-    let extent = t.extent.map { "\($0) bytes to the next symbol" } ?? "last symbol"
+    let extent = t.extent.map { "\($0) bytes\(global.contains(":") ? "" : " to the next symbol")" } ?? "last symbol"
     print(Terminal.escaped("\(t.name) at \(Hex.address(t.address)) (\(extent)): \(t.type.map(describe) ?? "no type")"))
     print(Terminal.escaped("  \(t.note)"))
     for c in t.candidates {
@@ -38,3 +44,14 @@ func runInference(_ kernel: Kernel, global: String?, imagePath: String?, json: B
     }
 }
 
+
+/// A loaded module's global typed from its .ko (`CachedModuleInference`); `btf` becomes the module's.
+func inferModuleGlobal(_ kernel: Kernel, module: String, name: String, btf: inout BTF) throws -> InferredType {
+    guard let object = kernel.moduleObject(module) else {
+        throw KernelError("\(module):\(name): a module global is typed from the loaded module's own .ko, and the kernel has none for \(module) (a loaded module, /lib/modules/RELEASE holding its .ko with the build-id of /sys/module/\(module)/notes; a snapshot has no .ko)")
+    }
+    let inference = CachedModuleInference(kernel: kernel)
+    defer { for n in inference.notes { StandardError.write("kreach: note: " + n) } }
+    btf = try inference.btf(of: module)
+    return try inference.infer(object, named: name)
+}
