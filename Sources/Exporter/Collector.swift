@@ -46,9 +46,9 @@ public final class Collector {
         return ids
     }
 
-    /// The live modules (/proc/modules).
-    func liveModules(_ kernel: Kernel) throws -> [LoadedModule] {
-        try kernel.modules().filter { $0.state == "Live" }
+    /// The modules in state Live (MODULE_STATE_LIVE), not being loaded or unloaded.
+    static func live(_ modules: [LoadedModule]) -> [LoadedModule] {
+        modules.filter { $0.state == "Live" }
     }
 
     /// Names of the modules whose core range holds one of `addresses`.
@@ -91,7 +91,10 @@ public final class Collector {
 
     func collectConfigured() throws -> [Family] {
         var kernel = try kernel ?? openKernel()
-        let live = try liveModules(kernel)
+        // Every module in /proc/modules, whatever its state: a module being loaded or unloaded still has its
+        // memory, and a value read there depends on it.
+        let all = try kernel.modules()
+        let live = Self.live(all)
         let before = Self.identities(live)
         if evaluator == nil || resolvedModules != before {
             if evaluator != nil {
@@ -118,7 +121,7 @@ public final class Collector {
             guard metric.modules.allSatisfy({ before[$0] != nil }) else { continue }
             do {
                 let (samples, addresses) = try read(metric, ev, fmt)
-                let holding = Self.modules(holding: addresses, in: live)
+                let holding = Self.modules(holding: addresses, in: all)
                 homes[metric.name] = holding
                 modules.formUnion(holding)
                 family.samples = samples
@@ -126,7 +129,7 @@ public final class Collector {
                 let fault = (error as? MemoryFault)?.address
                 // A fault inside a live module's memory depends on that module; one where a module the
                 // values lived in last time went away is that module's absence, not a read error.
-                if let fault { modules.formUnion(Self.modules(holding: [fault], in: live)) }
+                if let fault { modules.formUnion(Self.modules(holding: [fault], in: all)) }
                 let gone = homes[metric.name, default: []].filter { before[$0] == nil }
                 if fault != nil, !gone.isEmpty, Self.modules(holding: [fault ?? 0], in: live).isEmpty {
                     homes[metric.name] = nil
@@ -135,11 +138,15 @@ public final class Collector {
                 failures[i] = ((error as? ExpressionError)?.message ?? "\(error)", fault)
             }
         }
-        let after = Self.identities(try liveModules(kernel))
+        let allAfter = try kernel.modules()
+        let after = Self.identities(Self.live(allAfter))
         let changed = Set(before.keys).union(after.keys).filter { before[$0] != after[$0] }
         if !changed.isEmpty { resolvedModules = nil }  // resolve again next scrape
+        // A module that is not Live (MODULE_STATE_COMING or GOING: loading or unloading) before or after the reads
+        // is changing too: values read in its memory are dropped.
+        let unsettled = changed.union(Set((all + allAfter).map(\.name)).subtracting(before.keys).subtracting(after.keys))
         for (i, metric) in config.metrics.enumerated() {
-            if !depends[i].isDisjoint(with: changed) {
+            if !depends[i].isDisjoint(with: unsettled) {
                 // Read while a module it depends on changed: dropped, neither a value nor an error.
                 if !families[i].samples.isEmpty || failures[i] != nil { discardedDuringChange += 1 }
                 families[i].samples = []

@@ -1,4 +1,5 @@
 import Glibc
+import KreachSupport
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -17,7 +18,21 @@ public final class MetricsServer: @unchecked Sendable {
 
     public init(collector: Collector) { self.collector = collector }
 
-    func scrape() -> String { lock.withLock { TextFormat.render(collector.collect()) } }
+    /// Per metric, the error last written to stderr (guarded by `lock`).
+    var loggedErrors: [String: String] = [:]
+
+    /// One scrape; a metric's read error is written to stderr (the journal under systemd) when it differs from
+    /// the one last written for that metric, so a failing metric is logged once, not at every scrape.
+    func scrape() -> String {
+        lock.withLock {
+            let text = TextFormat.render(collector.collect())
+            for (metric, message) in collector.lastErrors.sorted(by: { $0.key < $1.key }) where loggedErrors[metric] != message {
+                loggedErrors[metric] = message
+                StandardError.write("kreach export: \(metric): \(message)")
+            }
+            return text
+        }
+    }
 
     /// Serves `collector` from the next scrape on (a reloaded config); the memory reader is kept.
     public func replace(collector: Collector) { lock.withLock { self.collector = collector } }

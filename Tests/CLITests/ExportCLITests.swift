@@ -140,6 +140,24 @@ final class ExportCLITests: XCTestCase {
         }
     }
 
+    /// A metric whose read fails is counted at every scrape and written to stderr (the journal under systemd)
+    /// once, with its name, not at every scrape. Address 0 is never mapped in the kernel.
+    func testLogsAReadErrorOnce() throws {
+        guard Run.available("curl") else { throw XCTSkip("curl not installed") }
+        let config = try write("metrics:\n  - name: null_read\n    help: h\n    type: gauge\n    expr: \"*(int *)0\"\n")
+        let (child, url) = try startExporter(config)
+        defer { child.signal(SIGKILL); _ = try? child.wait(timeout: 10) }
+        for scrape in 1...3 {
+            let text = try curl(url)
+            XCTAssertTrue(text.contains("\nkreach_exporter_read_errors_total{metric=\"kreach_null_read\"} \(scrape)\n"), text)
+            XCTAssertFalse(text.contains("\nkreach_null_read "), text)
+        }
+        child.signal(SIGTERM)
+        XCTAssertEqual(try child.wait(timeout: Run.defaultTimeout), 0, child.stderrText)
+        let logged = child.stderrText.split(separator: "\n").filter { $0.hasPrefix("kreach export: kreach_null_read: ") }
+        XCTAssertEqual(logged.count, 1, child.stderrText)
+    }
+
     /// A real Prometheus (Debian's package) scrapes the exporter every second; its query API returns the
     /// values the kernel gives: the exporter's pid (current->tgid) and its parent's, through a pointer
     /// (oracle: PPid in /proc/PID/status). Both need no data symbol in kallsyms (the dev host has none;

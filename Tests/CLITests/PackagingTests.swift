@@ -6,8 +6,8 @@ import KreachTestSupport
 
 /// packaging/: the systemd unit (systemd-analyze verify, and its capability bounding set measured: the
 /// exporter works with exactly that set and fails without any one of it) and what build-deb installs.
-/// Building the .deb itself takes minutes on a loaded machine (a 40 MB binary compressed), so it is a
-/// manual step: `packaging/build-deb` (README).
+/// The .deb itself is built and installed into a Debian root without Swift by Tests/deb-root (Tests/run runs
+/// it after the release build).
 final class PackagingTests: XCTestCase {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().path

@@ -47,9 +47,9 @@ final class ModuleMemoryTests: XCTestCase {
 
     override func tearDown() { try? FileManager.default.removeItem(atPath: dir) }
 
-    /// The module list with brd's core at `core` (nil: brd unloaded).
-    func loadBrd(at core: UInt64?) throws {
-        let brd = core.map { "brd 20480 0 - Live 0x\(String($0, radix: 16))\n" } ?? ""
+    /// The module list with brd's core at `core` (nil: brd unloaded), in `state` (Live, Loading, Unloading).
+    func loadBrd(at core: UInt64?, state: String = "Live") throws {
+        let brd = core.map { "brd 20480 0 - \(state) 0x\(String($0, radix: 16))\n" } ?? ""
         try (modulesWithoutBrd + brd).write(toFile: dir + "/modules", atomically: true, encoding: .utf8)
     }
 
@@ -86,6 +86,14 @@ final class ModuleMemoryTests: XCTestCase {
         XCTAssertEqual(value(text, "kreach_exporter_discarded_reads_total"), "1", text)
         XCTAssertEqual(value(text, errors), "0", text)
         memory.onRead = { _ in }
+        // Unloading (rmmod under way, MODULE_STATE_GOING: brd's memory still mapped and readable): dropped, not
+        // reported, though the read succeeded.
+        try loadBrd(at: Self.brdCore, state: "Unloading")
+        memory.cells = [Self.cell: Self.brdCore + Self.rdSizeOffset, Self.brdCore + Self.rdSizeOffset: 12345]
+        text = TextFormat.render(collector.collect())
+        XCTAssertNil(value(text, "kreach_rd_size_by_pointer"), text)
+        XCTAssertEqual(value(text, "kreach_exporter_discarded_reads_total"), "2", text)
+        XCTAssertEqual(value(text, errors), "0", text)
         // Unloaded: the kernel's pointer is stale and its memory unmapped: absent, not a read error.
         try loadBrd(at: nil)
         memory.cells = [Self.cell: Self.brdCore + Self.rdSizeOffset]
