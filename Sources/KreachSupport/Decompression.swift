@@ -53,8 +53,8 @@ extension ByteBuffer {
 }
 
 extension Compression {
-    /// `bytes` as one zstd frame (libzstd; level 9 keeps a snapshot of 100 modules to seconds); nil if libzstd fails.
-    public static func zstdCompress(_ bytes: UnsafeRawBufferPointer, level: Int32 = 9) -> [UInt8]? {
+    /// `bytes` as one zstd frame (libzstd, its default level 3: fast enough for every loaded module under TCG); nil if libzstd fails.
+    public static func zstdCompress(_ bytes: UnsafeRawBufferPointer, level: Int32 = 3) -> [UInt8]? {
         let bound = kreach_zstd_bound(bytes.count)
         var out = [UInt8](repeating: 0, count: bound)
         let length = out.withUnsafeMutableBytes { kreach_compress_zstd(bytes.baseAddress, bytes.count, $0.baseAddress, bound, level) }
