@@ -205,3 +205,10 @@ int kreach_decompress(int format, const void *in, size_t in_len, void *out, size
     default: return fail(err, err_len, "unknown compression");
     }
 }
+
+size_t kreach_zstd_bound(size_t in_len) { return ZSTD_compressBound(in_len); }
+
+size_t kreach_compress_zstd(const void *in, size_t in_len, void *out, size_t out_cap, int level) {
+    size_t r = ZSTD_compress(out, out_cap, in, in_len, level);
+    return ZSTD_isError(r) ? 0 : r;
+}

@@ -245,7 +245,7 @@ public final class Resolver {
         do { global = try GlobalName(parsing: text) } catch { throw fail(error.description(.colon), e, source) }
         var symbol: KernelSymbol
         var moduleObject: ModuleObject?
-        if let (module, bare) = global.inModule, let mo = kernel.moduleObject(module), case let found = mo.objects(named: bare), found.count == 1 {
+        if let (module, bare) = global.inModule, let mo = try kernel.loadModuleObject(module), case let found = mo.objects(named: bare), found.count == 1 {
             symbol = found[0]
             moduleObject = mo
         } else {

@@ -224,9 +224,10 @@ public final class Kernel {
     }
 
     private var koSymbolCache: [String: [String: UInt64]] = [:]
-    private var moduleObjectCache: [String: ModuleObject?] = [:]
+    private var moduleObjectCache: [String: Result<ModuleObject?, KernelError>] = [:]
+    private var moduleIndexCache: Result<[String: [UInt8]], KernelError>?
 
-    /// st_size of a symbol in the module's .ko on disk (.ko, .ko.xz, .ko.zst), or nil when unknown.
+    /// st_size of a symbol in the module's .ko (on disk, or carried by a snapshot), or nil when unknown.
     public func moduleSymbolSize(module: String, symbol: String) -> UInt64? {
         if koSymbolCache[module] == nil {
             var sizes: [String: UInt64] = [:]
@@ -238,42 +239,89 @@ public final class Kernel {
         return koSymbolCache[module]?[symbol]
     }
 
-    /// The loaded module through its .ko, when the file's build-id matches the running module's.
-    public func moduleObject(_ module: String) -> ModuleObject? {
-        if let cached = moduleObjectCache[module] { return cached }
-        var result: ModuleObject?
-        if case .live = source, let elf = try? moduleELF(module), let fileID = elf.buildID {
-            let sys = path(.moduleDirectory) + "/" + module
-            if let note = try? bytes(.moduleDirectory, at: sys + "/notes/.note.gnu.build-id"), ELFFile.noteDescriptor(note) == fileID,
-               let names = try? FileBytes.list(sys + "/sections") {
-                var bases: [String: UInt64] = [:]
-                for name in names {
-                    if let value = try? text(.moduleDirectory, at: sys + "/sections/" + name), let a = Hex.parse(Substring(value)) { bases[name] = a }
-                }
-                result = try? ModuleObject(module: module, elf: elf, sectionBases: bases)
+    /// The loaded module through its .ko: live, the /lib/modules file whose build-id equals
+    /// /sys/module/M/notes' (nil otherwise: kallsyms is used instead); in a snapshot, the .ko it carries
+    /// (nil when it carries none), whose build-id must be the one its `ko/index` recorded — a damaged or
+    /// other-build file is an error. Section bases come from module/M/sections either way.
+    public func loadModuleObject(_ module: String) throws(KernelError) -> ModuleObject? {
+        if let cached = moduleObjectCache[module] { return try cached.get() }
+        let result = Result<ModuleObject?, KernelError> { () throws(KernelError) -> ModuleObject? in
+            let elf: ELFFile
+            switch source {
+            case .live:
+                guard let file = try? moduleELF(module), let fileID = file.buildID, liveModuleBuildID(module) == fileID else { return nil }
+                elf = file
+            case .snapshot:
+                guard try snapshotModuleIndex()[module.replacingDashes] != nil else { return nil }
+                do { elf = try moduleELF(module) } catch let error as KernelError { throw error } catch { throw KernelError("\(error)") }
             }
+            let sys = path(.moduleDirectory) + "/" + module
+            guard let names = try? FileBytes.list(sys + "/sections") else { return nil }
+            var bases: [String: UInt64] = [:]
+            for name in names {
+                if let value = try? text(.moduleDirectory, at: sys + "/sections/" + name), let a = Hex.parse(Substring(value)) { bases[name] = a }
+            }
+            return try? ModuleObject(module: module, elf: elf, sectionBases: bases)
         }
         moduleObjectCache[module] = result
-        return result
+        return try result.get()
     }
 
-    /// The module's .ko from /lib/modules/RELEASE (found through modules.dep), decompressed in process.
+    /// The running module's GNU build-id (/sys/module/M/notes/.note.gnu.build-id); nil when it has none.
+    func liveModuleBuildID(_ module: String) -> [UInt8]? {
+        guard case .live = source, let note = try? bytes(.moduleDirectory, at: path(.moduleDirectory) + "/\(module)/notes/.note.gnu.build-id") else { return nil }
+        return ELFFile.noteDescriptor(note)
+    }
+
+    /// A snapshot's `ko/index` (`SnapshotModuleObjects`): module name (dashes as underscores) → the build-id
+    /// its .ko was captured under. Empty for the live kernel and for snapshots that carry no .ko.
+    public func snapshotModuleIndex() throws(KernelError) -> [String: [UInt8]] {
+        if let moduleIndexCache { return try moduleIndexCache.get() }
+        let result = Result<[String: [UInt8]], KernelError> { () throws(KernelError) -> [String: [UInt8]] in
+            guard case .snapshot(let dir) = source else { return [:] }
+            let path = dir + "/" + SnapshotModuleObjects.index
+            guard FileBytes.exists(path) else { return [:] }
+            let text: String
+            do { text = String(decoding: try FileBytes.read(path, limit: SnapshotModuleObjects.indexLimit), as: UTF8.self) } catch { throw KernelError("\(error)") }
+            return try SnapshotModuleObjects.parseIndex(text, source: path)
+        }
+        moduleIndexCache = result
+        return try result.get()
+    }
+
+    /// The module's .ko — live, from /lib/modules/RELEASE (found through modules.dep); in a snapshot, the one
+    /// it carries (`ko/BUILDID.ko.zst`, its build-id checked against `ko/index`) — decompressed in process.
     func moduleELF(_ module: String) throws -> ELFFile {
+        if case .snapshot(let dir) = source {
+            guard let id = try snapshotModuleIndex()[module.replacingDashes] else {
+                throw KernelError("snapshot \(dir) carries no .ko for \(module) (not in \(SnapshotModuleObjects.index))")
+            }
+            let path = dir + "/" + SnapshotModuleObjects.file(buildID: id)
+            let elf = try ELFFile(bytes: try ByteBuffer.readDecompressing(path, limit: KernelFile.moduleObjectLimit).toArray(), source: path)
+            guard let fileID = elf.buildID, fileID == id else {
+                throw KernelError("\(path): its build-id is \(elf.buildID.map(Hex.string) ?? "missing"), not \(Hex.string(id)), the one \(SnapshotModuleObjects.index) records for the loaded \(module): not that module's .ko")
+            }
+            return elf
+        }
+        let path = try moduleFile(module)
+        // .ko.xz, .ko.zst and .ko.gz are decompressed in process, under the same cap as a .ko.
+        let bytes = try ByteBuffer.readDecompressing(path, limit: KernelFile.moduleObjectLimit).toArray()
+        return try ELFFile(bytes: bytes, source: path)
+    }
+
+    /// The path of the running module's .ko in /lib/modules/RELEASE, found through modules.dep.
+    public func moduleFile(_ module: String) throws -> String {
         guard let tree = moduleTree else { throw KernelError("no /lib/modules tree for this kernel") }
         let dep = String(decoding: try FileBytes.read(tree + "/modules.dep", limit: KernelFile.moduleDependenciesLimit), as: UTF8.self)
         let wanted = module.replacingDashes
-        var path: String?
         for line in dep.split(separator: "\n") {
             guard let colon = line.firstIndex(of: ":") else { continue }
             let file = line[..<colon]
             let base = file.split(separator: "/").last.map(String.init) ?? ""
             let name = base.components(beforeSuffix: [".ko.xz", ".ko.zst", ".ko.gz", ".ko"])
-            if name?.replacingDashes == wanted { path = tree + "/" + file; break }
+            if name?.replacingDashes == wanted { return tree + "/" + file }
         }
-        guard let path else { throw KernelError("\(module) is not in \(tree)/modules.dep") }
-        // .ko.xz, .ko.zst and .ko.gz are decompressed in process, under the same cap as a .ko.
-        let bytes = try ByteBuffer.readDecompressing(path, limit: KernelFile.moduleObjectLimit).toArray()
-        return try ELFFile(bytes: bytes, source: path)
+        throw KernelError("\(module) is not in \(tree)/modules.dep")
     }
 
     /// Section base addresses of a loaded module (/sys/module/<m>/sections), e.g. ".text" -> address.
@@ -285,6 +333,34 @@ public final class Kernel {
             if let a = Hex.parse(Substring(value)) { result.append((name, a)) }
         }
         return result
+    }
+}
+
+/// The loaded modules' .ko files a snapshot carries (`kreach snapshot`): `ko/index`, one line per module,
+/// `NAME BUILDID` (the loaded module's GNU build-id from /sys/module/NAME/notes, hex), and `ko/BUILDID.ko.zst`,
+/// the module's .ko (decompressed from whatever /lib/modules holds, then zstd), named by that build-id.
+public enum SnapshotModuleObjects {
+    public static let directory = "ko"
+    public static let index = "ko/index"
+    /// The index is small text: 1 MiB at most.
+    public static let indexLimit = FileLimit("module object index", bytes: 1 << 20)
+
+    /// The .ko of the build-id, relative to the snapshot.
+    public static func file(buildID: [UInt8]) -> String { "ko/\(Hex.string(buildID)).ko.zst" }
+
+    /// `ko/index`'s lines; a line that isn't `NAME HEXID` (a name of word characters and dashes, a build-id of
+    /// 1 to 64 bytes) is an error naming it, so no name can lead outside `ko/`.
+    public static func parseIndex(_ text: String, source: String) throws(KernelError) -> [String: [UInt8]] {
+        var index: [String: [UInt8]] = [:]
+        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
+            let words = line.split(separator: " ")
+            guard words.count == 2, words[0].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }),
+                  let id = Hex.bytes(String(words[1])), (1...64).contains(id.count) else {
+                throw KernelError("\(source):\(n + 1): not `MODULE BUILDID`: \(Terminal.escaped(String(line.prefix(100))))")
+            }
+            index[String(words[0]).replacingDashes] = id
+        }
+        return index
     }
 }
 

@@ -70,6 +70,7 @@ public struct SnapshotCapture {
         copy("/sys/kernel/security/lockdown", "lockdown", .lockdown, out, &report)
         write(unameAll(), "uname-a", out, &report)
         copyModules(out, &report)
+        copyModuleObjects(out, &report)
 
         var errors = ""
         for (path, reason) in report.failures { errors += "\(path): \(reason)\n" }
@@ -153,6 +154,49 @@ public struct SnapshotCapture {
                 }
             }
         }
+    }
+
+    /// Each loaded module's .ko (`SnapshotModuleObjects`): found through /lib/modules/RELEASE/modules.dep,
+    /// decompressed, kept only when its build-id is the loaded module's (/sys/module/M/notes), stored zstd-compressed
+    /// under that build-id; `ko/index` maps module names to build-ids. A module without one is a capture error.
+    private func copyModuleObjects(_ out: PrivateDirectory, _ report: inout Report) {
+        guard let live = try? Kernel(source: .live), let modules = try? live.modules(), !modules.isEmpty else { return }
+        var index = ""
+        var written: Set<[UInt8]> = []
+        for module in modules.map(\.name) {
+            let notes = "/sys/module/\(module)/notes/.note.gnu.build-id"
+            guard let id = live.liveModuleBuildID(module) else {
+                report.failures.append((notes, "no GNU build-id: the module's .ko is not kept"))
+                continue
+            }
+            do {
+                let path = try live.moduleFile(module)
+                let bytes = try ByteBuffer.readDecompressing(path, limit: KernelFile.moduleObjectLimit)
+                let fileID = try ELFFile(bytes: bytes.toArray(), source: path).buildID
+                guard fileID == id else {
+                    report.failures.append((path, "build-id \(fileID.map(Hex.string) ?? "missing"), the loaded \(module)'s is \(Hex.string(id)) (\(notes)): not kept"))
+                    continue
+                }
+                if !written.contains(id) {
+                    guard let compressed = Compression.zstdCompress(bytes.bytes) else {
+                        report.failures.append((path, "zstd compression failed"))
+                        continue
+                    }
+                    let before = report.failures.count
+                    write(compressed, SnapshotModuleObjects.file(buildID: id), out, &report)
+                    guard report.failures.count == before else { continue }
+                    written.insert(id)
+                }
+                index += "\(module) \(Hex.string(id))\n"
+            } catch {
+                report.failures.append(("\(module).ko", failureReason(error)))
+            }
+        }
+        write(index, SnapshotModuleObjects.index, out, &report)
+    }
+
+    private func write(_ bytes: [UInt8], _ to: String, _ out: PrivateDirectory, _ report: inout Report) {
+        bytes.withUnsafeBytes { write($0, to, out, &report) }
     }
 
     private func failureReason(_ error: Error) -> String {

@@ -51,3 +51,15 @@ extension ByteBuffer {
         throw .tooLarge(path: source, limit: FileLimit(limit.kind + ", decompressed,", bytes: limit.bytes))
     }
 }
+
+extension Compression {
+    /// `bytes` as one zstd frame (libzstd, its default level 3: fast enough for every loaded module under TCG); nil if libzstd fails.
+    public static func zstdCompress(_ bytes: UnsafeRawBufferPointer, level: Int32 = 3) -> [UInt8]? {
+        let bound = kreach_zstd_bound(bytes.count)
+        var out = [UInt8](repeating: 0, count: bound)
+        let length = out.withUnsafeMutableBytes { kreach_compress_zstd(bytes.baseAddress, bytes.count, $0.baseAddress, bound, level) }
+        guard length > 0 else { return nil }
+        out.removeSubrange(length...)
+        return out
+    }
+}

@@ -306,7 +306,7 @@ public final class WhereAnalyzer {
         guard case let .name(module?, name, ordinal, address) = try SymbolQuery.parse(query) else {
             throw KernelError("\(query): expected MODULE:NAME (or MODULE:NAME#N, MODULE:NAME@ADDRESS)")
         }
-        guard let mo = kernel.moduleObject(module) else {
+        guard let mo = try kernel.loadModuleObject(module) else {
             throw KernelError("\(module)'s .ko (with the loaded module's build-id) is needed to find references; not found for this kernel")
         }
         let elf = mo.elf

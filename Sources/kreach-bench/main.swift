@@ -15,6 +15,8 @@ import TypeInference
 //   kreach-bench kallsyms-once FILE  one load + index + lookup (for process-level timing with hyperfine)
 //   kreach-bench walk-hash COUNT [N]  hash_for_each over the TCP ehash with COUNT loopback connections open
 //   kreach-bench duplicates COUNT [N]  one name COUNT times: load+index, NAME#COUNT, every match, name set
+//   kreach-bench walk-core DUMP [N]  a vmcore: metadata from the dump, then the task list walked N times
+//                                    (pid of each): entries/s median (compare: drgn on the same dump)
 //   kreach-bench types SNAPSHOT IMAGE TABLE [GLOBAL]  type inference: image read, one global cold, every
 //                                    global, scored against the DWARF oracle table (Benchmarks/types)
 
@@ -115,6 +117,30 @@ do {
         print("export_metrics \(count)")
         print("export_scrape_median_us \(Int(median(times)))")
         print("export_per_metric_median_us \(String(format: "%.1f", median(times) / Double(count)))")
+    case "walk-core":
+        let core = try VMCoreMemory(path: path)
+        var template = Array((NSTemporaryDirectory() + "kreach-bench-core.XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else { throw SystemError("create a directory in", NSTemporaryDirectory(), errno: errno) }
+        let dir = String(cString: made)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let t0 = now()
+        _ = try DumpMetadata.write(from: core, into: try PrivateDirectory(creating: dir))
+        let ev = try Evaluator(kernel: try Kernel(source: .snapshot(dir)), memory: core)
+        ev.walkFields = ["pid"]
+        ev.maxEntries = 10_000_000
+        let expr = "list_for_each_entry(struct task_struct, &((struct task_struct)init_task).tasks, tasks)"
+        let fmt = ObjectFormatter(evaluator: ev)
+        var rates: [Double] = [], count = 0
+        for i in 0...n {
+            let t1 = now()
+            guard case .entries(let entries, _) = try ev.evaluate(expr) else { exit(1) }
+            for e in entries { _ = try fmt.compact(try ev.prefetchedField("pid", of: e) ?? ev.evaluate(field: "pid", of: e)) }
+            if i == 0 { print("core_first_walk_ms \(String(format: "%.1f", (now() - t0) / 1000))"); continue }  // metadata, BTF, caches
+            count = entries.count
+            rates.append(Double(entries.count) / ((now() - t1) / 1e6))
+        }
+        print("core_tasks \(count)")
+        print("core_tasks_entries_per_second_median \(Int(median(rates)))")
     case "walk-inodes":
         // The inodes of the tmpfs at FILE (a directory): list_for_each_entry over sb->s_inodes (i_sb_list),
         // reaching the superblock from an open file's fd, i_ino and i_size of each, formatted as show --fields

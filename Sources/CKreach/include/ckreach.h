@@ -27,5 +27,9 @@ enum { KREACH_DECOMPRESS_OK = 0, KREACH_DECOMPRESS_CORRUPT = -1, KREACH_DECOMPRE
 /// liblzma, libzstd, zlib, liblzo2 or libsnappy. KREACH_DECOMPRESS_OK with the length in *out_len; TOO_LARGE when the output
 /// does not fit in out_cap; CORRUPT (corrupt, truncated, not that format) with a reason in err.
 int kreach_decompress(int format, const void *in, size_t in_len, void *out, size_t out_cap, size_t *out_len, char *err, size_t err_len);
+/// The upper bound of kreach_compress_zstd's output for in_len bytes (ZSTD_compressBound).
+size_t kreach_zstd_bound(size_t in_len);
+/// Compresses in[0, in_len) into one zstd frame in out[0, out_cap) at `level`; the frame's length, or 0 on failure.
+size_t kreach_compress_zstd(const void *in, size_t in_len, void *out, size_t out_cap, int level);
 
 #endif

@@ -1,0 +1,76 @@
+#!/usr/bin/python3
+"""drgn's side of kreach's comparisons (Benchmarks/vmcore-vs-drgn, Tests/vm/cases/bench-drgn.case), with
+Debian's python3-drgn and the kernel's DWARF (linux-image-VERSION-dbg's vmlinux):
+
+  drgn-bench.py release VMLINUX CORE           print init_uts_ns.name.release from a dump (timed whole, outside)
+  drgn-bench.py tasks VMLINUX CORE RUNS        walk init_task.tasks reading each pid: count, entries/s median
+  drgn-bench.py inodes VMLINUX DIR RUNS        live (/proc/kcore): walk the s_inodes list of the filesystem
+                                               holding DIR (a tmpfs), reading i_ino and i_size: count, entries/s median
+
+Entries/s time the walk alone (the program and its debuginfo are loaded before); each is the median of RUNS.
+"""
+import os, statistics, sys, time
+import drgn
+from drgn.helpers.linux.list import list_for_each_entry
+
+
+def program(vmlinux, core):
+    prog = drgn.Program()
+    if core:
+        prog.set_core_dump(core)
+    else:
+        prog.set_kernel()
+    prog.load_debug_info([vmlinux], default=False, main=False)
+    return prog
+
+
+def rate(walk, runs):
+    rates, count = [], 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        count = walk()
+        rates.append(count / (time.perf_counter() - t0))
+    return count, statistics.median(rates)
+
+
+def main():
+    mode, vmlinux, target = sys.argv[1:4]
+    runs = int(sys.argv[4]) if len(sys.argv) > 4 else 5
+    if mode == "release":
+        prog = program(vmlinux, target)
+        print(prog["init_uts_ns"].name.release.string_().decode())
+    elif mode == "tasks":
+        prog = program(vmlinux, target)
+        init = prog["init_task"]
+
+        def walk():
+            n = 0
+            for t in list_for_each_entry("struct task_struct", init.tasks.address_of_(), "tasks"):
+                t.pid.value_()
+                n += 1
+            return n
+        count, r = rate(walk, runs)
+        print(f"drgn_tasks {count}")
+        print(f"drgn_tasks_entries_per_second_median {r:.0f}")
+    elif mode == "inodes":
+        from drgn.helpers.linux.fs import fget
+        from drgn.helpers.linux.pid import find_task
+        prog = program(vmlinux, None)
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        sb = fget(find_task(prog, os.getpid()), fd).f_inode.i_sb
+
+        def walk():
+            n = 0
+            for inode in list_for_each_entry("struct inode", sb.s_inodes.address_of_(), "i_sb_list"):
+                inode.i_ino.value_()
+                inode.i_size.value_()
+                n += 1
+            return n
+        count, r = rate(walk, runs)
+        print(f"drgn_inodes {count}")
+        print(f"drgn_inodes_entries_per_second_median {r:.0f}")
+    else:
+        sys.exit(f"drgn-bench.py: unknown mode {mode}")
+
+
+main()
