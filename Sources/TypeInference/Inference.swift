@@ -52,6 +52,8 @@ public final class TypeInferrer {
     let starts: [UInt64]
     let functions: FunctionIndex
     var outerIndex: [TypeID: [TypeID]]?
+    /// Function-pointer members of every struct by offset and prototype (`functionPointerType`).
+    lazy var functionSlotIndex = FunctionSlotIndex(btf: btf)
     /// Structs and unions a typedef names (spinlock_t → struct spinlock).
     lazy var typedefTargets: Set<TypeID> = Set(btf.localIDs.compactMap { t in
         guard (try? btf.kind(of: t)) == .typedef, let r = try? btf.resolve(t), let k = try? btf.kind(of: r),
@@ -338,6 +340,11 @@ public final class TypeInferrer {
         }
         var results: [Int: InferredType] = [:]
         for i in bySymbol.keys { results[i] = decide(describe(i), bySymbol[i] ?? []) }
+        // Globals the code doesn't type: the functions in their initial data.
+        for s in dataSymbols() where results[s.index] == nil {
+            let r = decide(s, [])
+            if r.type != nil { results[s.index] = r }
+        }
         // Rounds of pointers held by typed globals' initial values, for what the code left untyped.
         var pushed = Set<Int>()
         for _ in 0..<TypeInferrer.maxHolderDepth {
@@ -367,7 +374,17 @@ public final class TypeInferrer {
     func decide(_ symbol: DataSymbol, _ evidence: [Evidence]) -> InferredType {
         let d = TypeDecision(btf: btf, extent: symbol.extent, evidence: evidence)
         var type = d.type, note = d.note
-        if let t = type, let r = try? btf.resolve(t), let outer = wrapper(of: r, symbol: symbol) {
+        // The code's types must be the one the initial data says or inside it at offset 0, and what the
+        // code passes from inside the global must be members of it.
+        let code = (d.type.map { [$0] } ?? d.candidates.map(\.type)).compactMap { try? btf.resolve($0) }
+        if let fp = functionPointerType(symbol, accept: { s in
+            let inner = d.atOffsetZero(s)
+            return code.allSatisfy({ $0 == s || inner.contains($0) }) && d.insideConflict(s, evidence) == nil
+        }) {
+            type = fp.type
+            note = "type inferred from \(fp.matches) function\(fp.matches == 1 ? "" : "s") of its prototype\(fp.matches == 1 ? "" : "s") in its initial data (\(fp.example))"
+                + (code.isEmpty ? "" : " and \(code.count) use\(code.count == 1 ? "" : "s") in code")
+        } else if let t = type, let r = try? btf.resolve(t), let outer = wrapper(of: r, symbol: symbol) {
             type = outer
             note += "; \(btf.describe(outer)) around it by its initial data and size"
         }

@@ -62,6 +62,8 @@ public struct InferenceScore: Sendable, CustomStringConvertible {
     public var wrong: [(String, String, String)] = []
     /// Symbols typed compatibly under another name (a first member, an array's element).
     public var inexact: [(String, String, String)] = []
+    /// Symbols the oracle knows that inference left untyped: name, oracle type, inference's note.
+    public var missed: [(String, String, String)] = []
 
     public static let categories = ["struct/union", "array", "pointer", "integer", "enum", "other"]
 
@@ -81,7 +83,10 @@ public struct InferenceScore: Sendable, CustomStringConvertible {
             line.total += 1
             defer { lines[category] = line }
             guard let result = byIndex[s.address], result.name == s.name, let t = result.type,
-                  let r = try? btf.resolve(t) else { continue }
+                  let r = try? btf.resolve(t) else {
+                if missed.count < 100_000 { missed.append((s.name, row.resolvedName, byIndex[s.address]?.note ?? "no evidence")) }
+                continue
+            }
             line.typed += 1
             let name = InferenceScore.resolvedName(btf, t)
             let size = (try? btf.size(of: r)) ?? 0

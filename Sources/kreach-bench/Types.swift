@@ -40,5 +40,6 @@ func benchTypes(snapshot: String, image imagePath: String, table: String, global
     if getenv("KREACH_BENCH_WRONG") != nil {
         for (name, inferred, truth) in score.wrong { print("wrong\t\(name)\t\(inferred)\t\(truth)") }
         for (name, inferred, truth) in score.inexact { print("inexact\t\(name)\t\(inferred)\t\(truth)") }
+        for (name, truth, note) in score.missed { print("missed\t\(name)\t\(note)\t\(truth)") }
     }
 }
