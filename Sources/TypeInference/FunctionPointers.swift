@@ -65,6 +65,16 @@ final class FunctionSlotIndex {
         }
     }
 
+    /// Whether a prototype names a struct or union (a pointer to one among its parameters or its return):
+    /// `int (*)(void *, void *)` fits too many functions to say what holds it.
+    static func isSpecific(_ btf: BTF, _ signature: Signature) -> Bool {
+        signature.contains { t in
+            guard t != 0, let ty = try? btf.type(t), ty.kind == .pointer, let p = try? btf.resolve(ty.target),
+                  let k = try? btf.kind(of: p) else { return false }
+            return k == .structure || k == .union
+        }
+    }
+
     /// The signature of FUNC_PROTO `proto`.
     static func signature(_ btf: BTF, proto: TypeID) -> Signature? {
         guard let p = try? btf.prototypeTypes(proto) else { return nil }
@@ -100,51 +110,50 @@ extension TypeInferrer {
     /// initial bytes (the image's data):
     ///
     /// - a function at offset o must sit at a function-pointer member at o whose prototype is the
-    ///   function's BTF prototype (a match), or at a `void *` / 8-byte integer member, or be a function
+    ///   function's BTF prototype (a match; a name BTF gives several prototypes — static functions in
+    ///   different files — matches by any of them, and the tie rule below keeps it from deciding alone), or at a `void *` / 8-byte integer member, or be a function
     ///   without a BTF prototype (clones) at some function-pointer member;
     /// - every function-pointer member holds zero or a function;
     /// - the type fits the extent (gap to the next symbol) and the bytes past it, up to the next symbol,
     ///   are zero (padding, not another object);
+    /// - at least two matches, or one of a prototype naming a struct (`FunctionSlotIndex.isSpecific`);
     /// - the most matches win; a tie between types is broken by the smallest padding, else nothing.
     func functionPointerType(_ symbol: DataSymbol, accept: (TypeID) -> Bool = { _ in true }) -> FunctionPointerVerdict? {
         guard let extent = symbol.extent, extent >= 8, extent <= TypeInferrer.maxInitialBytes else { return nil }
         let link = symbol.address &- slide
         guard link % 8 == 0, let bytes = image.bytes(link..<(link + extent)) else { return nil }
         var words: [UInt64: UInt64] = [:]
-        var found: [(offset: UInt64, name: String, signature: FunctionSlotIndex.Signature?)] = []
+        var found: [(offset: UInt64, name: String, signatures: [FunctionSlotIndex.Signature])] = []
         bytes.withUnsafeBytes { raw in
             var o = 0
             while o + 8 <= raw.count {
                 let w = raw.loadUnaligned(fromByteOffset: o, as: UInt64.self)
                 if w != 0 {
                     words[UInt64(o)] = w
-                    if let name = functions.names[w] {
-                        let f = functions.function(at: w)
-                        found.append((UInt64(o), name, f.flatMap { FunctionSlotIndex.signature(btf, returns: $0.returns, parameters: $0.parameters) }))
-                    }
+                    if let name = functions.names[w] { found.append((UInt64(o), name, functions.signatures(at: w))) }
                 }
                 o += 8
             }
         }
-        guard found.contains(where: { $0.signature != nil }) else { return nil }
+        guard found.contains(where: { !$0.signatures.isEmpty }) else { return nil }
         let index = functionSlotIndex
         var candidates = Set<TypeID>()
         for f in found {
-            guard let s = f.signature else { continue }
-            candidates.formUnion(index.byKey[FunctionSlotIndex.Key(offset: f.offset, signature: s)] ?? [])
+            for s in f.signatures { candidates.formUnion(index.byKey[FunctionSlotIndex.Key(offset: f.offset, signature: s)] ?? []) }
         }
         var ranked: [(type: TypeID, matches: Int, size: UInt64, example: String)] = []
         for c in candidates {
             guard let size = try? btf.size(of: c), size <= extent, let layout = index.layouts[c], accept(c) else { continue }
             // Bytes past the type, to the next symbol: zero.
             guard bytes.dropFirst(Int(size)).allSatisfy({ $0 == 0 }) else { continue }
-            var matches = 0, example = "", consistent = true
+            var matches = 0, specific = false, example = "", consistent = true
             for f in found {
                 let wanted = layout.functions[f.offset]
-                if let s = f.signature, wanted?.contains(s) == true {
+                if let s = f.signatures.first(where: { wanted?.contains($0) == true }) {
                     matches += 1
+                    specific = specific || FunctionSlotIndex.isSpecific(btf, s)
                     if example.isEmpty { example = "\(f.name)() at +\(f.offset)" }
-                } else if wanted != nil && f.signature == nil || layout.untyped.contains(f.offset) {
+                } else if wanted != nil && f.signatures.isEmpty || layout.untyped.contains(f.offset) {
                     continue
                 } else {
                     consistent = false
@@ -154,6 +163,8 @@ extension TypeInferrer {
             guard consistent else { continue }
             // Every function-pointer member holds nothing or a function.
             guard layout.functions.keys.allSatisfy({ o in words[o].map { functions.names[$0] != nil } ?? true }) else { continue }
+            // One match of a prototype naming no struct is too weak alone.
+            guard specific || matches >= 2 else { continue }
             ranked.append((c, matches, size, example))
         }
         // The most matches; among equals, the innermost of types nested at offset 0 (a wrapper's other
