@@ -384,6 +384,12 @@ public final class TypeInferrer {
             type = fp.type
             note = "type inferred from \(fp.matches) function\(fp.matches == 1 ? "" : "s") of its prototype\(fp.matches == 1 ? "" : "s") in its initial data (\(fp.example))"
                 + (code.isEmpty ? "" : " and \(code.count) use\(code.count == 1 ? "" : "s") in code")
+        } else if let head = selfLinkedListHead(symbol), code.allSatisfy({ $0 == head }) || !evidence.contains(where: {
+            if case .access = $0.kind { return false } else { return true }   // loads alone: not an integer
+        }),
+                  d.insideConflict(head, evidence) == nil {
+            type = head
+            note = "type inferred from its initial data: an empty list_head (both pointers to itself)"
         } else if let t = type, let r = try? btf.resolve(t), let outer = wrapper(of: r, symbol: symbol) {
             type = outer
             note += "; \(btf.describe(outer)) around it by its initial data and size"
@@ -394,6 +400,15 @@ public final class TypeInferrer {
 }
 
 extension TypeInferrer {
+    /// `struct list_head`, for a global of 16 to 31 bytes whose initial words both hold its own address
+    /// (`LIST_HEAD(name)`: an empty list); loads of its first word alone would make it an integer.
+    func selfLinkedListHead(_ symbol: DataSymbol) -> TypeID? {
+        let link = symbol.address &- slide
+        guard let extent = symbol.extent, extent >= 16, extent < 32, image.word(at: link) == link,
+              image.word(at: link + 8) == link else { return nil }
+        return btf.lookup("list_head").first { (try? btf.kind(of: $0)) == .structure && (try? btf.size(of: $0)) == 16 }
+    }
+
     /// Structs and unions by the (resolved) type of their member at offset 0, built once: who wraps what.
     func outerTypes(of id: TypeID) -> [TypeID] {
         if outerIndex == nil {
