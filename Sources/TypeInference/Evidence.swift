@@ -130,6 +130,20 @@ final class FunctionIndex {
         self.names = names
     }
 
+    /// Names looked up in BTF one by one so far: past `maxLookups`, `indexAll` (each lookup searches
+    /// BTF's strings; the index costs about as much as a few dozen of them).
+    private var lookups = 0
+    static let maxLookups = 32
+
+    /// The BTF FUNCs named `name`.
+    private func functionIDs(named name: String) -> [TypeID] {
+        if byName == nil {
+            lookups += 1
+            if lookups > FunctionIndex.maxLookups { indexAll() }
+        }
+        return byName.map { $0[name] ?? [] } ?? btf.lookup(name)
+    }
+
     /// Indexes every BTF FUNC by name (one pass over the types; worth it when most functions are asked).
     func indexAll() {
         var all: [String: [TypeID]] = [:]
@@ -147,7 +161,7 @@ final class FunctionIndex {
         if let known = prototypes[name] { return known }
         var found: Function?
         var signature: [TypeID]?
-        for id in byName.map({ $0[name] ?? [] }) ?? btf.lookup(name) {
+        for id in functionIDs(named: name) {
             guard let t = try? btf.type(id), t.kind == .function,
                   let proto = try? btf.prototypeTypes(t.target) else { continue }
             let f = Function(name: name, parameters: proto.params.filter { $0 != 0 }, returns: proto.returns)
@@ -167,7 +181,7 @@ final class FunctionIndex {
     func signatures(at address: UInt64) -> [[TypeID]] {
         guard let name = names[address], !name.contains(".") else { return [] }
         var found: [[TypeID]] = []
-        for id in byName.map({ $0[name] ?? [] }) ?? btf.lookup(name) {
+        for id in functionIDs(named: name) {
             guard let t = try? btf.type(id), t.kind == .function, let proto = try? btf.prototypeTypes(t.target) else { continue }
             let s = ([proto.returns] + proto.params.filter { $0 != 0 }).map { $0 == 0 ? 0 : (try? btf.resolve($0)) ?? $0 }
             if !found.contains(s) { found.append(s) }

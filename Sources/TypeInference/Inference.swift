@@ -37,7 +37,7 @@ public struct InferredType: Sendable {
 public final class TypeInferrer {
     /// The version of the inference rules: `TypeCache` keeps what they decided under it, so a change
     /// that can change a decision must increment it.
-    public static let rulesVersion: UInt32 = 1
+    public static let rulesVersion: UInt32 = 2
 
     public let image: KernelImage
     public let kallsyms: Kallsyms
@@ -232,15 +232,20 @@ public final class TypeInferrer {
         let link = symbol.address &- slide
         let size = max(symbol.extent ?? 1, 1)
         let target = link..<(link &+ size)
-        var referencing = Set<UInt64>()
         var ranges: [Range<UInt64>] = []
-        for text in textRanges {
-            guard let bytes = image.bytes(text) else { continue }
-            bytes.withUnsafeBytes { raw in
-                arch.textReferences(in: raw, at: text.lowerBound, to: target) { hit in
-                    if let f = function(containing: hit.address), referencing.insert(f.lowerBound).inserted { ranges.append(f) }
+        if depth == 0 {
+            var referencing = Set<UInt64>()
+            for text in textRanges {
+                guard let bytes = image.bytes(text) else { continue }
+                bytes.withUnsafeBytes { raw in
+                    arch.textReferences(in: raw, at: text.lowerBound, to: target) { hit in
+                        if let f = function(containing: hit.address), referencing.insert(f.lowerBound).inserted { ranges.append(f) }
+                    }
                 }
             }
+        } else {
+            // Holders: several globals' references, from one scan of the text for all of them.
+            ranges = referenceIndex()[symbol.index] ?? []
         }
         var evidence: [Evidence] = []
         let collector = EvidenceCollector(decoder: decoder, functions: functions) { address, kind in
@@ -265,6 +270,37 @@ public final class TypeInferrer {
             return decide(symbol, evidence)
         }
         return fromCode
+    }
+
+    private var references: [Int: [Range<UInt64>]]?
+
+    /// The functions whose code refers to each vmlinux data symbol (by kallsyms index), from one scan of
+    /// the text (every reference `Arch.textReferences` finds into the image's data); built on first use.
+    func referenceIndex() -> [Int: [Range<UInt64>]] {
+        if let references { return references }
+        var found: [Int: [Range<UInt64>]] = [:]
+        let data = (textRanges.map(\.upperBound).min() ?? 0)..<(image.segments.map { $0.range.upperBound }.max() ?? 0)
+        let width = arch.textReferenceWidth
+        for text in textRanges {
+            guard let bytes = image.bytes(text) else { continue }
+            bytes.withUnsafeBytes { raw in
+                arch.textReferences(in: raw, at: text.lowerBound, to: data) { hit in
+                    let at = Int(hit.address - text.lowerBound)
+                    let field = Int64(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int32.self)))
+                    let address = hit.kind == .pcRelative ? hit.address &+ UInt64(width) &+ UInt64(bitPattern: field) : UInt64(bitPattern: field)
+                    guard let (i, _) = dataSymbol(containing: address &+ slide), let f = function(containing: hit.address),
+                          found[i]?.last != f else { return }
+                    found[i, default: []].append(f)
+                }
+            }
+        }
+        // One entry per function (a function refers to a global many times, not always in a row).
+        for (i, list) in found where list.count > 1 {
+            var seen = Set<UInt64>()
+            found[i] = list.filter { seen.insert($0.lowerBound).inserted }
+        }
+        references = found
+        return found
     }
 
     /// How many holders deep `infer` asks when code leaves a global untyped (init_uts_ns ← init_nsproxy ←
