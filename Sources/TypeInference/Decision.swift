@@ -151,7 +151,7 @@ struct TypeDecision {
     }
 
     /// Evidence that a member of some type sits at an offset inside `winner` where it has none.
-    private func insideConflict(_ winner: TypeID, _ evidence: [Evidence]) -> String? {
+    func insideConflict(_ winner: TypeID, _ evidence: [Evidence]) -> String? {
         guard let size = try? btf.size(of: winner) else { return nil }
         for e in evidence where e.offset > 0 && e.offset < size {
             let pointee: TypeID, source: String

@@ -123,36 +123,69 @@ final class FunctionIndex {
     private var sizes: [TypeID: UInt64?] = [:]
     private var pointees: [TypeID: TypeID?] = [:]
     /// BTF FUNC ids by name, built on first use of a whole-kernel pass (nil: look names up one by one).
-    var byName: [String: TypeID]?
+    var byName: [String: [TypeID]]?
 
     init(btf: BTF, names: [UInt64: String]) {
         self.btf = btf
         self.names = names
     }
 
+    /// Names looked up in BTF one by one so far: past `maxLookups`, `indexAll` (each lookup searches
+    /// BTF's strings; the index costs about as much as a few dozen of them).
+    private var lookups = 0
+    static let maxLookups = 32
+
+    /// The BTF FUNCs named `name`.
+    private func functionIDs(named name: String) -> [TypeID] {
+        if byName == nil {
+            lookups += 1
+            if lookups > FunctionIndex.maxLookups { indexAll() }
+        }
+        return byName.map { $0[name] ?? [] } ?? btf.lookup(name)
+    }
+
     /// Indexes every BTF FUNC by name (one pass over the types; worth it when most functions are asked).
     func indexAll() {
-        var all: [String: TypeID] = [:]
+        var all: [String: [TypeID]] = [:]
         for id in btf.localIDs where (try? btf.kind(of: id)) == .function {
-            if let n = try? btf.name(of: id), all[n] == nil { all[n] = id }
+            if let n = try? btf.name(of: id) { all[n, default: []].append(id) }
         }
         byName = all
     }
 
     /// The function starting at `address` with a BTF prototype; nil for clones (.isra, .constprop: their
-    /// parameters differ from the source's), unnamed or unknown functions.
+    /// parameters differ from the source's), unnamed or unknown functions, and names BTF gives several
+    /// prototypes (static functions of one name in different files: which one is at `address` is unknown).
     func function(at address: UInt64) -> Function? {
         guard let name = names[address], !name.contains(".") else { return nil }
         if let known = prototypes[name] { return known }
         var found: Function?
-        let ids = byName.map { $0[name].map { [$0] } ?? [] } ?? btf.lookup(name)
-        for id in ids {
+        var signature: [TypeID]?
+        for id in functionIDs(named: name) {
             guard let t = try? btf.type(id), t.kind == .function,
                   let proto = try? btf.prototypeTypes(t.target) else { continue }
-            found = Function(name: name, parameters: proto.params.filter { $0 != 0 }, returns: proto.returns)
-            break
+            let f = Function(name: name, parameters: proto.params.filter { $0 != 0 }, returns: proto.returns)
+            let s = ([f.returns] + f.parameters).map { (try? btf.resolve($0)) ?? $0 }
+            if let signature {
+                if s != signature { found = nil; break }
+            } else {
+                (found, signature) = (f, s)
+            }
         }
         prototypes[name] = found
+        return found
+    }
+
+    /// Every distinct prototype BTF gives functions named like the one at `address` (resolved: return
+    /// type, then parameters); empty for clones and unknown names.
+    func signatures(at address: UInt64) -> [[TypeID]] {
+        guard let name = names[address], !name.contains(".") else { return [] }
+        var found: [[TypeID]] = []
+        for id in functionIDs(named: name) {
+            guard let t = try? btf.type(id), t.kind == .function, let proto = try? btf.prototypeTypes(t.target) else { continue }
+            let s = ([proto.returns] + proto.params.filter { $0 != 0 }).map { $0 == 0 ? 0 : (try? btf.resolve($0)) ?? $0 }
+            if !found.contains(s) { found.append(s) }
+        }
         return found
     }
 

@@ -37,7 +37,7 @@ public struct InferredType: Sendable {
 public final class TypeInferrer {
     /// The version of the inference rules: `TypeCache` keeps what they decided under it, so a change
     /// that can change a decision must increment it.
-    public static let rulesVersion: UInt32 = 1
+    public static let rulesVersion: UInt32 = 2
 
     public let image: KernelImage
     public let kallsyms: Kallsyms
@@ -52,6 +52,8 @@ public final class TypeInferrer {
     let starts: [UInt64]
     let functions: FunctionIndex
     var outerIndex: [TypeID: [TypeID]]?
+    /// Function-pointer members of every struct by offset and prototype (`functionPointerType`).
+    lazy var functionSlotIndex = FunctionSlotIndex(btf: btf)
     /// Structs and unions a typedef names (spinlock_t → struct spinlock).
     lazy var typedefTargets: Set<TypeID> = Set(btf.localIDs.compactMap { t in
         guard (try? btf.kind(of: t)) == .typedef, let r = try? btf.resolve(t), let k = try? btf.kind(of: r),
@@ -230,15 +232,20 @@ public final class TypeInferrer {
         let link = symbol.address &- slide
         let size = max(symbol.extent ?? 1, 1)
         let target = link..<(link &+ size)
-        var referencing = Set<UInt64>()
         var ranges: [Range<UInt64>] = []
-        for text in textRanges {
-            guard let bytes = image.bytes(text) else { continue }
-            bytes.withUnsafeBytes { raw in
-                arch.textReferences(in: raw, at: text.lowerBound, to: target) { hit in
-                    if let f = function(containing: hit.address), referencing.insert(f.lowerBound).inserted { ranges.append(f) }
+        if depth == 0 {
+            var referencing = Set<UInt64>()
+            for text in textRanges {
+                guard let bytes = image.bytes(text) else { continue }
+                bytes.withUnsafeBytes { raw in
+                    arch.textReferences(in: raw, at: text.lowerBound, to: target) { hit in
+                        if let f = function(containing: hit.address), referencing.insert(f.lowerBound).inserted { ranges.append(f) }
+                    }
                 }
             }
+        } else {
+            // Holders: several globals' references, from one scan of the text for all of them.
+            ranges = referenceIndex()[symbol.index] ?? []
         }
         var evidence: [Evidence] = []
         let collector = EvidenceCollector(decoder: decoder, functions: functions) { address, kind in
@@ -263,6 +270,37 @@ public final class TypeInferrer {
             return decide(symbol, evidence)
         }
         return fromCode
+    }
+
+    private var references: [Int: [Range<UInt64>]]?
+
+    /// The functions whose code refers to each vmlinux data symbol (by kallsyms index), from one scan of
+    /// the text (every reference `Arch.textReferences` finds into the image's data); built on first use.
+    func referenceIndex() -> [Int: [Range<UInt64>]] {
+        if let references { return references }
+        var found: [Int: [Range<UInt64>]] = [:]
+        let data = (textRanges.map(\.upperBound).min() ?? 0)..<(image.segments.map { $0.range.upperBound }.max() ?? 0)
+        let width = arch.textReferenceWidth
+        for text in textRanges {
+            guard let bytes = image.bytes(text) else { continue }
+            bytes.withUnsafeBytes { raw in
+                arch.textReferences(in: raw, at: text.lowerBound, to: data) { hit in
+                    let at = Int(hit.address - text.lowerBound)
+                    let field = Int64(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int32.self)))
+                    let address = hit.kind == .pcRelative ? hit.address &+ UInt64(width) &+ UInt64(bitPattern: field) : UInt64(bitPattern: field)
+                    guard let (i, _) = dataSymbol(containing: address &+ slide), let f = function(containing: hit.address),
+                          found[i]?.last != f else { return }
+                    found[i, default: []].append(f)
+                }
+            }
+        }
+        // One entry per function (a function refers to a global many times, not always in a row).
+        for (i, list) in found where list.count > 1 {
+            var seen = Set<UInt64>()
+            found[i] = list.filter { seen.insert($0.lowerBound).inserted }
+        }
+        references = found
+        return found
     }
 
     /// How many holders deep `infer` asks when code leaves a global untyped (init_uts_ns ← init_nsproxy ←
@@ -338,6 +376,11 @@ public final class TypeInferrer {
         }
         var results: [Int: InferredType] = [:]
         for i in bySymbol.keys { results[i] = decide(describe(i), bySymbol[i] ?? []) }
+        // Globals the code doesn't type: the functions in their initial data.
+        for s in dataSymbols() where results[s.index] == nil {
+            let r = decide(s, [])
+            if r.type != nil { results[s.index] = r }
+        }
         // Rounds of pointers held by typed globals' initial values, for what the code left untyped.
         var pushed = Set<Int>()
         for _ in 0..<TypeInferrer.maxHolderDepth {
@@ -367,7 +410,23 @@ public final class TypeInferrer {
     func decide(_ symbol: DataSymbol, _ evidence: [Evidence]) -> InferredType {
         let d = TypeDecision(btf: btf, extent: symbol.extent, evidence: evidence)
         var type = d.type, note = d.note
-        if let t = type, let r = try? btf.resolve(t), let outer = wrapper(of: r, symbol: symbol) {
+        // The code's types must be the one the initial data says or inside it at offset 0, and what the
+        // code passes from inside the global must be members of it.
+        let code = (d.type.map { [$0] } ?? d.candidates.map(\.type)).compactMap { try? btf.resolve($0) }
+        if let fp = functionPointerType(symbol, accept: { s in
+            let inner = d.atOffsetZero(s)
+            return code.allSatisfy({ $0 == s || inner.contains($0) }) && d.insideConflict(s, evidence) == nil
+        }) {
+            type = fp.type
+            note = "type inferred from \(fp.matches) function\(fp.matches == 1 ? "" : "s") of its prototype\(fp.matches == 1 ? "" : "s") in its initial data (\(fp.example))"
+                + (code.isEmpty ? "" : " and \(code.count) use\(code.count == 1 ? "" : "s") in code")
+        } else if let head = selfLinkedListHead(symbol), code.allSatisfy({ $0 == head }) || !evidence.contains(where: {
+            if case .access = $0.kind { return false } else { return true }   // loads alone: not an integer
+        }),
+                  d.insideConflict(head, evidence) == nil {
+            type = head
+            note = "type inferred from its initial data: an empty list_head (both pointers to itself)"
+        } else if let t = type, let r = try? btf.resolve(t), let outer = wrapper(of: r, symbol: symbol) {
             type = outer
             note += "; \(btf.describe(outer)) around it by its initial data and size"
         }
@@ -377,6 +436,15 @@ public final class TypeInferrer {
 }
 
 extension TypeInferrer {
+    /// `struct list_head`, for a global of 16 to 31 bytes whose initial words both hold its own address
+    /// (`LIST_HEAD(name)`: an empty list); loads of its first word alone would make it an integer.
+    func selfLinkedListHead(_ symbol: DataSymbol) -> TypeID? {
+        let link = symbol.address &- slide
+        guard let extent = symbol.extent, extent >= 16, extent < 32, image.word(at: link) == link,
+              image.word(at: link + 8) == link else { return nil }
+        return btf.lookup("list_head").first { (try? btf.kind(of: $0)) == .structure && (try? btf.size(of: $0)) == 16 }
+    }
+
     /// Structs and unions by the (resolved) type of their member at offset 0, built once: who wraps what.
     func outerTypes(of id: TypeID) -> [TypeID] {
         if outerIndex == nil {

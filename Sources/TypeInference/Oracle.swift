@@ -58,10 +58,12 @@ public struct InferenceScore: Sendable, CustomStringConvertible {
         public var signednessPrecision: Double { width == 0 ? 0 : Double(signedness) / Double(width) }
     }
     public var lines: [String: Line] = [:]
-    /// Symbols typed wrongly (not layout-compatible), for inspection: name, inferred, oracle.
-    public var wrong: [(String, String, String)] = []
+    /// Symbols typed wrongly (not layout-compatible), for inspection: name, inferred, oracle, note.
+    public var wrong: [(String, String, String, String)] = []
     /// Symbols typed compatibly under another name (a first member, an array's element).
     public var inexact: [(String, String, String)] = []
+    /// Symbols the oracle knows that inference left untyped: name, oracle type, inference's note.
+    public var missed: [(String, String, String)] = []
 
     public static let categories = ["struct/union", "array", "pointer", "integer", "enum", "other"]
 
@@ -81,7 +83,10 @@ public struct InferenceScore: Sendable, CustomStringConvertible {
             line.total += 1
             defer { lines[category] = line }
             guard let result = byIndex[s.address], result.name == s.name, let t = result.type,
-                  let r = try? btf.resolve(t) else { continue }
+                  let r = try? btf.resolve(t) else {
+                if missed.count < 100_000 { missed.append((s.name, row.resolvedName, byIndex[s.address]?.note ?? "no evidence")) }
+                continue
+            }
             line.typed += 1
             let name = InferenceScore.resolvedName(btf, t)
             let size = (try? btf.size(of: r)) ?? 0
@@ -93,7 +98,7 @@ public struct InferenceScore: Sendable, CustomStringConvertible {
             let oracleTypes = InferenceScore.lookup(btf, oracleName)
             let compatible = name == row.resolvedName || oracleTypes.contains { o in o == r || decision.atOffsetZero(o).contains(r) }
                 || (row.category == "integer" && kind == .int && size == row.size)
-            if compatible { line.compatible += 1 } else if wrong.count < 10_000 { wrong.append((s.name, name, row.resolvedName)) }
+            if compatible { line.compatible += 1 } else if wrong.count < 10_000 { wrong.append((s.name, name, row.resolvedName, result.note)) }
             if compatible && name != row.resolvedName && inexact.count < 10_000 { inexact.append((s.name, name, row.resolvedName)) }
             switch row.category {
             case "integer", "enum":

@@ -38,7 +38,8 @@ func benchTypes(snapshot: String, image imagePath: String, table: String, global
     let score = InferenceScore(results: results, all: all.dataSymbols(), oracle: oracle, btf: btf, slide: all.slide)
     print(score.description, terminator: "")
     if getenv("KREACH_BENCH_WRONG") != nil {
-        for (name, inferred, truth) in score.wrong { print("wrong\t\(name)\t\(inferred)\t\(truth)") }
+        for (name, inferred, truth, note) in score.wrong { print("wrong\t\(name)\t\(inferred)\t\(truth)\t\(note)") }
         for (name, inferred, truth) in score.inexact { print("inexact\t\(name)\t\(inferred)\t\(truth)") }
+        for (name, truth, note) in score.missed { print("missed\t\(name)\t\(note)\t\(truth)") }
     }
 }

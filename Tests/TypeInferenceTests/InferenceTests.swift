@@ -35,9 +35,44 @@ final class InferenceTests: XCTestCase {
         }
     }
 
-    /// Every global at once, scored against DWARF: floors just under today's numbers (struct/union 98.5%
-    /// layout-compatible, 95.5% exact name at 38.6% recall; integer width 100% at 89.3%). The issue's
-    /// goals are 99% compatible and 55% recall for structs: not reached yet.
+    /// Ops tables, attributes and event classes that no code types (the code reaches them through
+    /// pointers): typed by the functions their initial data holds, as DWARF says.
+    func testFunctionsInInitialDataTypeOpsTablesAsDWARFSays() throws {
+        let (inferrer, btf, oracle) = try inferrer()
+        for name in ["aa_fs_profile_load", "arp_seq_ops", "atkbd_attr_extra", "event_class_sched_switch", "param_ops_bool"] {
+            let symbol = try inferrer.dataSymbol(named: name)
+            let row = try XCTUnwrap(oracle.row(address: symbol.address &- inferrer.slide, name: name), "\(name) is not in the oracle")
+            let result = inferrer.infer(symbol)
+            let type = try XCTUnwrap(result.type, "\(name): \(result.note)")
+            XCTAssertEqual(InferenceScore.resolvedName(btf, type), row.resolvedName, name)
+            XCTAssert(result.note.contains("in its initial data"), "\(name): \(result.note)")
+        }
+    }
+
+    /// Static functions of one name with different prototypes (`state_show` of a kobj_attribute and of
+    /// several device_attributes): their addresses alone don't say which struct holds them, so none of
+    /// the `dev_attr_state`s is typed as anything but a device_attribute (or its attribute); an empty `LIST_HEAD` read only
+    /// by 8-byte loads is a list_head, not an integer.
+    func testAmbiguousFunctionNamesAndEmptyListsAreNotMistyped() throws {
+        let (inferrer, btf, oracle) = try inferrer()
+        let states = inferrer.dataSymbols().filter { $0.name == "dev_attr_state" }
+        XCTAssertGreaterThan(states.count, 1)
+        for s in states {
+            guard let t = inferrer.infer(s).type else { continue }
+            // The struct attribute inside it when code passes that: never another struct.
+            XCTAssert(["struct device_attribute", "struct attribute"].contains(InferenceScore.resolvedName(btf, t)), InferenceScore.resolvedName(btf, t))
+        }
+        for name in ["ftrace_event_list", "hpet_map"] {
+            let symbol = try inferrer.dataSymbol(named: name)
+            let row = try XCTUnwrap(oracle.row(address: symbol.address &- inferrer.slide, name: name))
+            let result = inferrer.infer(symbol)
+            XCTAssertEqual(result.type.map { InferenceScore.resolvedName(btf, $0) }, row.resolvedName, "\(name): \(result.note)")
+        }
+    }
+
+    /// Every global at once, scored against DWARF: floors just under today's numbers (struct/union 99.1%
+    /// layout-compatible, 96.9% exact name at 57.5% recall; integer width 100% at 89.3%), the issue's
+    /// goals being 99%, 95% and 55%.
     func testPrecisionAndRecallAgainstDWARF() throws {
         let (inferrer, btf, oracle) = try inferrer()
         let results = inferrer.inferAll()
@@ -52,7 +87,7 @@ final class InferenceTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(integers.recall, InferenceTests.floors.integerRecall)
     }
 
-    static let floors = (structCompatible: 0.98, structExact: 0.95, structRecall: 0.38, integerWidth: 0.99, integerRecall: 0.85)
+    static let floors = (structCompatible: 0.99, structExact: 0.96, structRecall: 0.57, integerWidth: 0.99, integerRecall: 0.85)
 
     /// kallsyms of another build than the image: refused, not silently mistyped.
     func testAnImageOfAnotherKernelIsRefused() throws {
