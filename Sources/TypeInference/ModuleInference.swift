@@ -148,10 +148,10 @@ public final class ModuleTypeInferrer {
     public func inferAll() -> [String: InferredType] {
         if let all { return all }
         // Prototypes by name: the module's own functions and vmlinux's (a split BTF's lookup sees only its own).
-        var byName: [String: TypeID] = [:]
+        var byName: [String: [TypeID]] = [:]
         for b in [btf, btf.base].compactMap({ $0 }) {
             for id in b.localIDs where (try? b.kind(of: id)) == .function {
-                if let n = try? b.name(of: id), byName[n] == nil { byName[n] = id }
+                if let n = try? b.name(of: id) { byName[n, default: []].append(id) }
             }
         }
         functions.byName = byName

@@ -47,8 +47,8 @@ func runInference(_ kernel: Kernel, global: String?, imagePath: String?, json: B
 
 /// A loaded module's global typed from its .ko (`CachedModuleInference`); `btf` becomes the module's.
 func inferModuleGlobal(_ kernel: Kernel, module: String, name: String, btf: inout BTF) throws -> InferredType {
-    guard let object = kernel.moduleObject(module) else {
-        throw KernelError("\(module):\(name): a module global is typed from the loaded module's own .ko, and the kernel has none for \(module) (a loaded module, /lib/modules/RELEASE holding its .ko with the build-id of /sys/module/\(module)/notes; a snapshot has no .ko)")
+    guard let object = try kernel.loadModuleObject(module) else {
+        throw KernelError("\(module):\(name): a module global is typed from the loaded module's own .ko, and the kernel has none for \(module) (a loaded module, /lib/modules/RELEASE holding its .ko with the build-id of /sys/module/\(module)/notes, or a snapshot that carries it in ko/)")
     }
     let inference = CachedModuleInference(kernel: kernel)
     defer { for n in inference.notes { StandardError.write("kreach: note: " + n) } }
