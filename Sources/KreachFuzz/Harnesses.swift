@@ -13,10 +13,10 @@ import TypeInference
 /// One fuzz target: a parser (and what is built on it) fed arbitrary bytes. A harness must return
 /// normally on every input; a bad input is expected to end in a thrown error, which is ignored.
 enum FuzzTarget: String, CaseIterable {
-    case btf, kallsyms, modules, elf, tracepoint, expr, script, image, vmcore, page, typecache
+    case btf, kallsyms, modules, elf, tracepoint, expr, script, image, vmcore, page, typecache, ko
 
     /// Whether the harness needs the unpacked Debian capture (KREACH_FUZZ_KERNEL).
-    var needsCapture: Bool { self == .btf || self == .expr || self == .script }
+    var needsCapture: Bool { self == .btf || self == .expr || self == .script || self == .ko }
 
     func run(_ data: [UInt8], _ context: FuzzContext?) {
         switch self {
@@ -31,6 +31,7 @@ enum FuzzTarget: String, CaseIterable {
         case .vmcore: Harness.vmcore(data)
         case .page: Harness.page(data)
         case .typecache: Harness.typeCache(data)
+        case .ko: Harness.moduleTypes(data, context)
         }
     }
 }
@@ -210,6 +211,16 @@ enum Harness {
         // struct kernel_param (40 bytes: ops at 16, arg at 32) and kernel_param_ops (get at 16) on x86-64.
         _ = object.parameterTypes(paramSize: 40, opsOffset: 16, argOffset: 32, getOffset: 16)
         _ = object.parameterTypes(paramSize: 40, opsOffset: 16, argOffset: 32, getOffset: nil)
+    }
+
+    /// A .ko as a snapshot carries it: its `ko/index` line format, then module type inference over it
+    /// (`ModuleTypeInferrer`: sections placed, relocations applied, every function decoded, initial function
+    /// pointers matched) with the capture's vmlinux BTF for prototypes.
+    static func moduleTypes(_ data: [UInt8], _ context: FuzzContext?) {
+        _ = try? SnapshotModuleObjects.parseIndex(String(decoding: data.prefix(4096), as: UTF8.self), source: "fuzz")
+        guard let context, let elf = try? ELFFile(bytes: data, source: "fuzz"),
+              let inferrer = try? ModuleTypeInferrer(module: "fuzz", elf: elf, btf: context.vmlinux) else { return }
+        _ = inferrer.inferAll()
     }
 
     /// A tracepoint's format file, searched as `where TYPE` does.
