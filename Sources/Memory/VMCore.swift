@@ -226,8 +226,10 @@ final class ELFDump: PhysicalDump {
         machine = .elf(header.le(18, as: UInt16.self))
         guard phnum != 0xffff else { throw VMCoreError.malformed(path: file.path, what: "more than 65534 segments (PN_XNUM) are not supported") }
         guard phentsize >= 56, phoff < 1 << 32 else { throw VMCoreError.malformed(path: file.path, what: "program headers of \(phentsize) bytes at \(phoff)") }
-        var head = try file.read(0, count: Int(phoff) + phnum * phentsize, what: "the program headers")
-        head[60] = 0; head[61] = 0  // e_shnum: only program headers are read (qemu adds sections past them)
+        // At least the 64-byte header, whose e_shnum is cleared: only program headers are read (qemu adds
+        // sections past them), and program headers may start inside the header (e_phoff < 64).
+        var head = try file.read(0, count: max(64, Int(phoff) + phnum * phentsize), what: "the program headers")
+        head[60] = 0; head[61] = 0
         let elf = try ELFFile(bytes: head, source: file.path)
         loads = elf.segments.filter { $0.type == 1 }.sorted { $0.paddr < $1.paddr }
         var info: [UInt8]? = nil

@@ -133,6 +133,14 @@ final class VMCoreTests: XCTestCase {
         XCTAssertTrue(error(cutFlat).contains("truncated: a flattened record header (no end marker)"), error(cutFlat))
         let cutELF = try damaged("vmcore.elf") { $0.removeSubrange(100...) }
         XCTAssertTrue(error(cutELF).hasPrefix("\(cutELF): truncated: the program headers at offset 0"), error(cutELF))
+        // Program headers inside the ELF header (e_phoff 1, e_phnum 0: found by the vmcore fuzz target; it
+        // trapped on an index past the 1-byte read): an error, not a crash.
+        let phoffInHeader = try damaged("vmcore.elf") { bytes in
+            for i in 32..<40 { bytes[i] = i == 32 ? 1 : 0 }
+            bytes[56] = 0; bytes[57] = 0
+        }
+        XCTAssertTrue(error(phoffInHeader).hasPrefix("\(phoffInHeader): "), error(phoffInHeader))
+        XCTAssertEqual(error(phoffInHeader).split(separator: "\n").count, 1, error(phoffInHeader))
         // No VMCOREINFO: the ELF note renamed; the kdump sub-header's size_vmcoreinfo zeroed.
         let noteless = try damaged("vmcore.elf") { bytes in
             if let r = bytes.firstRange(of: Array("VMCOREINFO".utf8)) { bytes[r.upperBound - 1] = 0x58 }
