@@ -112,7 +112,7 @@ public final class Collector {
         var families: [Family] = []
         /// Per metric (by index): the modules its values depend on, and its error if the read failed.
         var depends: [Set<String>] = []
-        var failures: [Int: (message: String, fault: UInt64?)] = [:]
+        var failures: [Int: (message: String, fault: UInt64?, inModuleMemory: Bool)] = [:]
         for (i, metric) in config.metrics.enumerated() {
             var family = Family(name: metric.name, help: metric.help, type: metric.type, samples: [])
             var modules = Set(metric.modules)
@@ -131,11 +131,15 @@ public final class Collector {
                 // values lived in last time went away is that module's absence, not a read error.
                 if let fault { modules.formUnion(Self.modules(holding: [fault], in: all)) }
                 let gone = homes[metric.name, default: []].filter { before[$0] == nil }
-                if fault != nil, !gone.isEmpty, Self.modules(holding: [fault ?? 0], in: live).isEmpty {
+                if !gone.isEmpty, fault.map({ Self.modules(holding: [$0], in: live).isEmpty }) ?? true {
                     homes[metric.name] = nil
                     continue
                 }
-                failures[i] = ((error as? ExpressionError)?.message ?? "\(error)", fault)
+                // A failure with no address (a walk that met a NULL next or a loop) in a metric whose values lived
+                // in module memory last time: it read a list that may be changing, so any module that is loading
+                // or unloading during these reads makes it a change, not a read error (checked below).
+                failures[i] = ((error as? ExpressionError)?.message ?? "\(error)", fault,
+                               fault == nil && !(homes[metric.name] ?? []).isEmpty)
             }
         }
         let allAfter = try kernel.modules()
@@ -146,7 +150,7 @@ public final class Collector {
         // is changing too: values read in its memory are dropped.
         let unsettled = changed.union(Set((all + allAfter).map(\.name)).subtracting(before.keys).subtracting(after.keys))
         for (i, metric) in config.metrics.enumerated() {
-            if !depends[i].isDisjoint(with: unsettled) {
+            if !depends[i].isDisjoint(with: unsettled) || (failures[i]?.inModuleMemory == true && !unsettled.isEmpty) {
                 // Read while a module it depends on changed: dropped, neither a value nor an error.
                 if !families[i].samples.isEmpty || failures[i] != nil { discardedDuringChange += 1 }
                 families[i].samples = []
