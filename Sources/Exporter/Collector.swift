@@ -26,6 +26,9 @@ public final class Collector {
     var resolvedModules: [String: UInt64]?
     /// Per metric, the modules whose memory held its values at its last successful read.
     var homes: [String: Set<String>] = [:]
+    /// Reads where each module's memory lies (nil when vmlinux BTF lacks struct module), and what it read.
+    var memoryMap: ModuleMemoryMap?
+    var regionCache: [String: (address: UInt64, regions: [Range<UInt64>])] = [:]
     /// Exporter-wide counts (exposed as kreach_exporter_* counters).
     public private(set) var refreshes = 0
     public private(set) var discardedDuringChange = 0
@@ -51,14 +54,26 @@ public final class Collector {
         modules.filter { $0.state == "Live" }
     }
 
-    /// Names of the modules whose core range holds one of `addresses`.
-    static func modules(holding addresses: [UInt64], in modules: [LoadedModule]) -> Set<String> {
+    /// Names of the modules whose core memory holds one of `addresses`.
+    func modules(holding addresses: [UInt64], in modules: [LoadedModule]) -> Set<String> {
         var names: Set<String> = []
-        for m in modules {
-            guard let range = m.range else { continue }
-            if addresses.contains(where: { range.contains($0) }) { names.insert(m.name) }
+        for m in modules where regions(of: m).contains(where: { r in addresses.contains(where: { r.contains($0) }) }) {
+            names.insert(m.name)
         }
         return names
+    }
+
+    /// A module's core memory: the regions its `struct module` records (`ModuleMemoryMap`; cached per module
+    /// identity, as module memory doesn't move while the module is loaded), else the range /proc/modules
+    /// gives (the text's base and the core's total size: all of it before 6.4, where the core was one block).
+    func regions(of module: LoadedModule) -> [Range<UInt64>] {
+        if let known = regionCache[module.name], known.address == module.address { return known.regions }
+        let fallback = module.range.map { [$0] } ?? []
+        guard let map = memoryMap, let ev = evaluator,
+              let this = try? ev.symbols.find(.name(module: module.name, name: "__this_module", ordinal: nil, address: nil)),
+              this.count == 1, let read = try? map.regions(module: this[0].address, memory: memory), !read.isEmpty else { return fallback }
+        regionCache[module.name] = (module.address, read)
+        return read
     }
 
     /// One scrape: the configured families, then the exporter's own.
@@ -104,6 +119,8 @@ public final class Collector {
             self.kernel = kernel
             let ev = try Evaluator(kernel: kernel, memory: memory)
             evaluator = ev
+            memoryMap = try? ModuleMemoryMap(vmlinux: ev.types.vmlinux)
+            regionCache = [:]
             formatter = ObjectFormatter(evaluator: ev)
             resolvedModules = before
             compiled = [:]
@@ -121,7 +138,7 @@ public final class Collector {
             guard metric.modules.allSatisfy({ before[$0] != nil }) else { continue }
             do {
                 let (samples, addresses) = try read(metric, ev, fmt)
-                let holding = Self.modules(holding: addresses, in: all)
+                let holding = self.modules(holding: addresses, in: all)
                 homes[metric.name] = holding
                 modules.formUnion(holding)
                 family.samples = samples
@@ -129,9 +146,9 @@ public final class Collector {
                 let fault = (error as? MemoryFault)?.address
                 // A fault inside a live module's memory depends on that module; one where a module the
                 // values lived in last time went away is that module's absence, not a read error.
-                if let fault { modules.formUnion(Self.modules(holding: [fault], in: all)) }
+                if let fault { modules.formUnion(self.modules(holding: [fault], in: all)) }
                 let gone = homes[metric.name, default: []].filter { before[$0] == nil }
-                if !gone.isEmpty, fault.map({ Self.modules(holding: [$0], in: live).isEmpty }) ?? true {
+                if !gone.isEmpty, fault.map({ self.modules(holding: [$0], in: live).isEmpty }) ?? true {
                     homes[metric.name] = nil
                     continue
                 }

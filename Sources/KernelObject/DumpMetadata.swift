@@ -53,7 +53,7 @@ public enum DumpMetadata {
         let vmlinuxBytes = try core.read(start, count: Int(stop - start))
         try dir.create("btf/vmlinux", vmlinuxBytes)
         let btf = try BTF(path: dir.path + "/btf/vmlinux", name: "vmlinux")
-        let layout = Layout(btf: btf)
+        let layout = MemberOffsets(btf: btf)
 
         var lines = kallsyms.symbols.map { "\(hex16($0.address)) \($0.letter) \($0.name)" }
         var moduleLines: [String] = []
@@ -144,32 +144,6 @@ public enum DumpMetadata {
         let s = String(v, radix: 16)
         return String(repeating: "0", count: max(0, 16 - s.count)) + s
     }
-
-    /// Member offsets from vmlinux BTF (bytes).
-    struct Layout {
-        let btf: BTF
-        func offset(_ structName: String, _ member: String) throws -> UInt64 {
-            for id in btf.lookup(structName) {
-                let t = try btf.type(id)
-                guard t.kind == .structure || t.kind == .union, !t.members.isEmpty else { continue }
-                if let bits = try find(member, in: t, depth: 0) { return bits / 8 }
-            }
-            throw MemoryError.unavailable("vmlinux BTF has no struct \(structName) with a member \(member)")
-        }
-
-        /// The member's bit offset, looking into anonymous struct and union members (pcpu_hot's current_task
-        /// sits in an anonymous struct inside an anonymous union), at most 8 levels deep.
-        func find(_ member: String, in t: BTFType, depth: Int) throws -> UInt64? {
-            if let m = t.members.first(where: { $0.name == member }) { return UInt64(m.bitOffset) }
-            guard depth < 8 else { return nil }
-            for m in t.members where m.name.isEmpty {
-                let inner = try btf.type(try btf.skipModifiers(m.type))
-                guard inner.kind == .structure || inner.kind == .union else { continue }
-                if let bits = try find(member, in: inner, depth: depth + 1) { return UInt64(m.bitOffset) + bits }
-            }
-            return nil
-        }
-    }
 }
 
 extension VMCoreMemory {
@@ -191,7 +165,7 @@ extension DumpMetadata {
     public static func cpuTasks(core: VMCoreMemory, kernel: Kernel) throws -> [CPUTask] {
         let btf = try kernel.types().vmlinux
         let symbols = try kernel.symbols()
-        let layout = Layout(btf: btf)
+        let layout = MemberOffsets(btf: btf)
         func isVariable(_ name: String) -> Bool { btf.lookup(name).contains { (try? btf.kind(of: $0)) == .variable } }
         let variable: UInt64, member: UInt64, form: (Int) -> String
         if isVariable("pcpu_hot") {

@@ -35,28 +35,21 @@ final class FunctionSlotIndex {
                   let name = try? btf.name(of: id), !name.isEmpty || typedefOf[id] != nil,
                   let size = try? btf.size(of: id), size > 0 else { continue }
             var layout = Layout(), count = 0
-            func walk(_ t: TypeID, _ at: UInt64, _ depth: Int) {
-                guard depth < 6, count < FunctionSlotIndex.maxSlots, let r = try? btf.resolve(t), let ty = try? btf.type(r) else { return }
-                switch ty.kind {
-                case .pointer:
-                    count += 1
-                    guard let p = try? btf.resolve(ty.target) else { return }
+            btf.forEachLayoutLeaf(of: id, .init(maxDepth: 6, arrayElements: 64)) { at, _, ty in
+                if ty.kind == .int {
+                    if ty.size == 8 { layout.untyped.insert(at) }
+                    return true
+                }
+                count += 1
+                if let p = try? btf.resolve(ty.target) {
                     if p == 0 {
                         layout.untyped.insert(at)
                     } else if (try? btf.kind(of: p)) == .functionProto, let s = FunctionSlotIndex.signature(btf, proto: p) {
                         layout.functions[at, default: []].append(s)
                     }
-                case .int:
-                    if ty.size == 8 { layout.untyped.insert(at) }
-                case .structure, .union:
-                    for m in ty.members where m.bitfieldSize == 0 && m.bitOffset % 8 == 0 { walk(m.type, at + UInt64(m.bitOffset / 8), depth + 1) }
-                case .array:
-                    guard let es = try? btf.size(of: ty.arrayElement), es >= 8 else { return }
-                    for n in 0..<min(UInt64(ty.arrayCount), 64) { walk(ty.arrayElement, at + n * es, depth + 1) }
-                default: break
                 }
+                return count < FunctionSlotIndex.maxSlots
             }
-            walk(id, 0, 0)
             guard !layout.functions.isEmpty else { continue }
             for (offset, signatures) in layout.functions {
                 for s in Set(signatures) { byKey[Key(offset: offset, signature: s), default: []].append(id) }

@@ -336,20 +336,10 @@ public final class TypeInferrer {
     func pointerSlots(of id: TypeID) -> [(offset: UInt64, pointee: TypeID)] {
         if let known = slotCache[id] { return known }
         var slots: [(UInt64, TypeID)] = []
-        func walk(_ t: TypeID, _ at: UInt64, _ depth: Int) {
-            guard depth < TypeDecision.maxDepth, slots.count < 4096, let r = try? btf.resolve(t), let ty = try? btf.type(r) else { return }
-            switch ty.kind {
-            case .pointer:
-                if let p = functions.pointee(of: r) { slots.append((at, p)) }
-            case .structure, .union:
-                for m in ty.members where m.bitfieldSize == 0 && m.bitOffset % 8 == 0 { walk(m.type, at + UInt64(m.bitOffset / 8), depth + 1) }
-            case .array:
-                guard let es = try? btf.size(of: ty.arrayElement), es >= 8 else { return }
-                for k in 0..<min(UInt64(ty.arrayCount), 256) { walk(ty.arrayElement, at + k * es, depth + 1) }
-            default: break
-            }
+        btf.forEachLayoutLeaf(of: id, .init(maxDepth: TypeDecision.maxDepth, arrayElements: 256)) { at, r, ty in
+            if ty.kind == .pointer, let p = functions.pointee(of: r) { slots.append((at, p)) }
+            return slots.count < 4096
         }
-        walk(id, 0, 0)
         let result = slots.map { (offset: $0.0, pointee: $0.1) }
         slotCache[id] = result
         return result

@@ -269,17 +269,10 @@ extension BTF {
     /// The function-pointer members of `id` (directly or in nested structs), with their FUNC_PROTO.
     func functionPointerSlots(of id: TypeID) -> [(offset: UInt64, proto: TypeID)] {
         var slots: [(UInt64, TypeID)] = []
-        func walk(_ t: TypeID, _ at: UInt64, _ depth: Int) {
-            guard depth < 4, slots.count < 256, let r = try? resolve(t), let ty = try? type(r) else { return }
-            switch ty.kind {
-            case .pointer:
-                if let p = try? resolve(ty.target), (try? kind(of: p)) == .functionProto { slots.append((at, p)) }
-            case .structure, .union:
-                for m in ty.members where m.bitfieldSize == 0 && m.bitOffset % 8 == 0 { walk(m.type, at + UInt64(m.bitOffset / 8), depth + 1) }
-            default: break
-            }
+        forEachLayoutLeaf(of: id, .init(maxDepth: 4, arrayElements: 0)) { at, _, ty in
+            if ty.kind == .pointer, let p = try? resolve(ty.target), (try? kind(of: p)) == .functionProto { slots.append((at, p)) }
+            return slots.count < 256
         }
-        walk(id, 0, 0)
         return slots.map { (offset: $0.0, proto: $0.1) }
     }
 }

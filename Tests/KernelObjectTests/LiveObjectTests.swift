@@ -121,6 +121,41 @@ final class LiveObjectTests: XCTestCase {
             }
         }
     }
+
+    /// Where each loaded module's memory lies, read from its struct module (mem[] since 6.4, core_layout before),
+    /// holds the module's sections as /sys/module/M/sections gives them and every symbol /proc/kallsyms lists for it.
+    func testModuleMemoryMapHoldsEachModulesSectionsAndSymbols() throws {
+        let (ev, _) = try evaluator()
+        let modules = try ev.kernel.modules()
+        guard !modules.isEmpty else { throw XCTSkip(Host.skipReason("no module is loaded on this kernel (the VM suite's guests have some)")) }
+        let map = try ModuleMemoryMap(vmlinux: ev.types.vmlinux)
+        var symbols: [String: [UInt64]] = [:]
+        // The module lines of /proc/kallsyms ("ADDR t name\t[module]"), by grep (the file is bigger than FileBytes reads).
+        let lines = try Run.command(["grep", "-F", "\t[", "/proc/kallsyms"])
+        XCTAssertEqual(lines.status, 0, lines.stderr)
+        for line in lines.stdout.split(separator: "\n") {
+            let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard f.count == 4, f[3].hasPrefix("["), let a = UInt64(f[0], radix: 16) else { continue }
+            symbols[String(f[3].dropFirst().dropLast()), default: []].append(a)
+        }
+        var checked = 0
+        for m in modules where m.state == "Live" {
+            let this = try ev.symbols.find(.name(module: m.name, name: "__this_module", ordinal: nil, address: nil))
+            guard this.count == 1 else { XCTFail("\(m.name): kallsyms has \(this.count) __this_module"); continue }
+            let regions = try map.regions(module: this[0].address, memory: ev.memory)
+            func held(_ a: UInt64) -> Bool { regions.contains { $0.contains(a) } }
+            let shown = regions.map { String($0.lowerBound, radix: 16) + "..<" + String($0.upperBound, radix: 16) }
+            for section in [".text", ".data", ".bss", ".rodata", ".gnu.linkonce.this_module"] {
+                guard let text = try? FileBytes.readText("/sys/module/\(m.name)/sections/\(section)"),
+                      let a = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines).dropFirst(2), radix: 16) else { continue }
+                XCTAssertTrue(held(a), "\(m.name)'s \(section) at \(String(a, radix: 16)) is in none of \(shown)")
+                checked += 1
+            }
+            let outside = (symbols[m.name] ?? []).filter { !held($0) }
+            XCTAssertTrue(outside.isEmpty, "\(m.name): \(outside.count) of its kallsyms symbols are in none of \(shown), e.g. \(outside.prefix(3).map { String($0, radix: 16) })")
+        }
+        XCTAssertGreaterThan(checked, 0, "no module had a section in /sys/module/*/sections")
+    }
 }
 
 extension Evaluation {
@@ -130,6 +165,7 @@ extension Evaluation {
         _ = try o.load(BPFMemoryHolder.memory ?? (try BPFMemory()))
         return o
     }
+
 }
 
 enum BPFMemoryHolder { nonisolated(unsafe) static var memory: BPFMemory? }

@@ -47,8 +47,9 @@ kreach export --config "$dir/c.yaml" > "$dir/out" 2> "$dir/err" &
 pid=$!
 prometheus --config.file "$dir/prometheus.yml" --storage.tsdb.path "$dir/data" --web.listen-address 127.0.0.1:19158 > /dev/null 2> "$dir/prometheus.log" &
 prometheus_pid=$!
-# On exit (also when the case's TIMEOUT stops it), the exporter's log goes to stderr.
-trap 'kill $pid $prometheus_pid 2>/dev/null; wait; cat "$dir/err" >&2; rm -rf "$dir"' EXIT
+# On exit (also when the case's TIMEOUT stops it), the exporter's log goes to stderr (first, so a failing case's
+# report, which keeps the start of stderr, shows it).
+trap 'kill $pid $prometheus_pid 2>/dev/null; wait; { cat "$dir/err"; cat "$dir/report" 2>/dev/null; } >&2; rm -rf "$dir"' EXIT
 # The events: the exporter's "listening" line, Prometheus's "ready" line (bounded waits).
 timeout 120 sh -c "until grep -q listening '$dir/out'; do sleep 0.2; done" || { echo "no listening line:"; cat "$dir/err"; exit 1; }
 timeout 120 sh -c "until grep -q 'Server is ready to receive web requests' '$dir/prometheus.log'; do sleep 0.2; done" \
@@ -99,7 +100,9 @@ echo "prometheus: read errors ever $(query 'max(max_over_time(kreach_exporter_re
 promtool check metrics < "$dir/m" && echo "promtool ok"
 # What a reader sees (kept in the case's stderr): a query's answer, the exporter's log, the longest scrape
 # Prometheus saw and the last scrape.
-curl -sS --max-time 20 -G --data-urlencode 'query=kreach_brd_rd_size' http://127.0.0.1:19158/api/v1/query >&2
-echo >&2
-echo "longest scrape: $(query 'max_over_time(scrape_duration_seconds[10m])') s, scrapes failed: $(query 'count_over_time(up[10m]) - sum_over_time(up[10m])')" >&2
-grep -v kreach_module_refcnt "$dir/m" >&2
+{
+  curl -sS --max-time 20 -G --data-urlencode 'query=kreach_brd_rd_size' http://127.0.0.1:19158/api/v1/query
+  echo
+  echo "longest scrape: $(query 'max_over_time(scrape_duration_seconds[10m])') s, scrapes failed: $(query 'count_over_time(up[10m]) - sum_over_time(up[10m])')"
+  grep -v kreach_module_refcnt "$dir/m"
+} > "$dir/report"
