@@ -28,10 +28,12 @@ public final class Evaluator {
     public var walkMode = WalkMode.auto
     /// Member paths (`pid`, `se.vruntime`) whose values a walk in the kernel copies along with each entry.
     public var walkFields: [String] = []
-    /// Field values copied by the last in-kernel walk, by the field's address and size.
-    var prefetched: [UInt64: [UInt8]] = [:]
-    /// The copied fields' offsets in the entry and types, by member path.
-    var copiedLayout: [String: (offset: UInt64, type: CType)] = [:]
+    /// Field values copied by the last in-kernel walk (`Walk.fieldValues`: one per copied field per entry).
+    var prefetched: [UInt64] = []
+    /// Where each entry's copied values start in `prefetched`, by entry address.
+    var prefetchedRows: [UInt64: Int] = [:]
+    /// The copied fields' offsets in the entry, types, sizes and places in an entry's values, by member path.
+    var copiedLayout: [String: CopiedField] = [:]
     /// Parsed `--fields` paths (a walk evaluates each once per entry).
     private var fieldExpressions: [String: Expr] = [:]
     /// Notes for the user (size mismatches, truncated walks, untyped symbols), printed on stderr.
@@ -243,10 +245,8 @@ public final class Evaluator {
                                     vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied,
                                     bitLimit: bitLimit, buckets: buckets)
             w.warnings.forEach(warn)
-            prefetched = [:]
-            for (entry, values) in w.fieldBytes {
-                for (f, bytes) in zip(copied, values) { prefetched[entry &+ UInt64(bitPattern: Int64(f.offset))] = bytes }
-            }
+            prefetched = w.fieldValues
+            prefetchedRows = w.fieldRows
             if helper.arguments == .typeHeadMember {
                 // Chains carry no index; a hash table's entries their bucket.
                 return w.entries.enumerated().map { k, e in
@@ -338,6 +338,15 @@ public final class Evaluator {
     }
 }
 
+/// A `--fields` member an in-kernel walk copies: where it is in the entry, its type and size, and its place
+/// among an entry's copied values.
+struct CopiedField {
+    let offset: UInt64
+    let type: CType
+    let size: Int
+    let index: Int
+}
+
 extension Evaluator {
     /// `walkFields` that are plain member paths (names and dots: no pointer to follow) ending in a scalar of
     /// 1–8 bytes outside a bitfield: their offsets in `entryType` and sizes, for an in-kernel walk to copy.
@@ -350,8 +359,8 @@ extension Evaluator {
             guard let v = try? evaluate(field: f, of: Object(type: entryType, address: base)), let a = v.address,
                   v.bitfieldSize == 0, a >= base, a - base < 1 << 20, let size = try? v.type.size(), (1...8).contains(size),
                   v.type.isScalar else { continue }
+            copiedLayout[f] = CopiedField(offset: a - base, type: v.type, size: size, index: out.count)
             out.append(BPFListWalk.Field(offset: Int32(a - base), size: size))
-            copiedLayout[f] = (a - base, v.type)
         }
         return out
     }
@@ -359,8 +368,9 @@ extension Evaluator {
     /// `field` of `entry` with the bytes the last in-kernel walk copied, or nil when it copied none for it
     /// (then `evaluate(field:of:)` reads it).
     public func prefetchedField(_ field: String, of entry: Object) -> Object? {
-        guard let (offset, type) = copiedLayout[field], let base = entry.address, let bytes = prefetched[base &+ offset] else { return nil }
-        return Object(type: type, address: base &+ offset, bytes: bytes)
+        guard let f = copiedLayout[field], let base = entry.address, let row = prefetchedRows[base] else { return nil }
+        let v = prefetched[row + f.index]
+        return Object(type: f.type, address: base &+ f.offset, bytes: withUnsafeBytes(of: v.littleEndian) { Array($0.prefix(f.size)) })
     }
 }
 

@@ -181,8 +181,8 @@ do {
         let firstNode = try ev.memory.read(first.address ?? 0, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
         for _ in 0..<n {
             let t0 = now()
-            let (nodes, _) = try engine.walk(first: firstNode, head: headAddress, maxEntries: 10_000_000)
-            engineRates.append(Double(nodes.count) / ((now() - t0) / 1e6))
+            let (visited, _) = try engine.walk(first: firstNode, head: headAddress, maxEntries: 10_000_000)
+            engineRates.append(Double(visited.count) / ((now() - t0) / 1e6))
         }
         print("walk_engine_entries_per_second_median \(Int(median(engineRates)))")
         print("walk_kernel_entries \(kernelCount)")

@@ -102,7 +102,7 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
     }
 
     /// The same walk, also copying `fields` (offsets from the entry, scalars of 1–8 bytes) of each entry
-    /// when the walk runs in the kernel (`Walk.fieldBytes`; empty otherwise).
+    /// when the walk runs in the kernel (`Walk.fieldValues`; empty otherwise).
     func walk(head: UInt64, headType: String, linkOffset: UInt64, memory: KernelMemory, vmlinux: BTF,
               maxEntries: Int, mode: WalkMode, fields: [BPFListWalk.Field], bitLimit: Int? = nil, buckets: Int? = nil) throws -> Walk {
         var w = Walk(helper: self, memory: memory, vmlinux: vmlinux, headType: headType, linkOffset: linkOffset, maxEntries: maxEntries)
@@ -189,8 +189,11 @@ struct Walk {
     var chainBatch = 1024
     /// Fields to copy per entry in an in-kernel walk (offsets from the entry).
     var fields: [BPFListWalk.Field] = []
-    /// Their bytes, by entry address, when the walk ran in the kernel.
-    var fieldBytes: [UInt64: [[UInt8]]] = [:]
+    /// Their values when the walk ran in the kernel (`BPFListWalk.Visited.values`: `fields.count` per entry,
+    /// each field's bytes little-endian, zero-extended), for the entries in `fieldRows`.
+    var fieldValues: [UInt64] = []
+    /// Where each entry's values start in `fieldValues`, by entry address.
+    var fieldRows: [UInt64: Int] = [:]
     private(set) var entries: [UInt64] = []
     /// Each entry's index (xarray index, IDR id, maple range start, hash bucket) for indexed containers; empty otherwise.
     private(set) var indices: [UInt64] = []

@@ -46,10 +46,14 @@ extension ListWalker {
         let fields = walk.fields.map { BPFListWalk.Field(offset: $0.offset &- Int32(truncatingIfNeeded: walk.linkOffset), size: $0.size) }
         let chain = try BPFListWalk.cached(nextOffset: Int32(link), fields: fields, ending: head == nil ? .nulls : .node,
                                            batch: walk.chainBatch, in: &bpf.listWalks)
-        let (nodes, end) = try chain.walk(first: first, head: head ?? 0, maxEntries: walk.maxEntries + 1)
-        for n in nodes {
-            guard try walk.add(n.node) else { return }
-            if !fields.isEmpty { walk.fieldBytes[n.node &- walk.linkOffset] = n.fields }
+        let (visited, end) = try chain.walk(first: first, head: head ?? 0, maxEntries: walk.maxEntries + 1)
+        if !fields.isEmpty { walk.fieldRows.reserveCapacity(walk.fieldRows.count + visited.count) }
+        for (k, node) in visited.nodes.enumerated() {
+            guard try walk.add(node) else { return }
+            if !fields.isEmpty {
+                walk.fieldRows[node &- walk.linkOffset] = walk.fieldValues.count
+                walk.fieldValues += visited.values(k)
+            }
         }
         switch end {
         case .complete, .limit: return
