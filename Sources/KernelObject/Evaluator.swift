@@ -368,9 +368,15 @@ extension Evaluator {
     /// `field` of `entry` with the bytes the last in-kernel walk copied, or nil when it copied none for it
     /// (then `evaluate(field:of:)` reads it).
     public func prefetchedField(_ field: String, of entry: Object) -> Object? {
-        guard let f = copiedLayout[field], let base = entry.address, let row = prefetchedRows[base] else { return nil }
-        let v = prefetched[row + f.index]
+        guard let f = copiedLayout[field], let base = entry.address, let v = prefetchedValue(f, of: base) else { return nil }
         return Object(type: f.type, address: base &+ f.offset, bytes: withUnsafeBytes(of: v.littleEndian) { Array($0.prefix(f.size)) })
+    }
+
+    /// The bytes of copied field `field` (little-endian, zero-extended) the last in-kernel walk copied for the
+    /// entry at `entry`, or nil when it copied none for it.
+    func prefetchedValue(_ field: CopiedField, of entry: UInt64) -> UInt64? {
+        guard let row = prefetchedRows[entry], row + field.index < prefetched.count else { return nil }
+        return prefetched[row + field.index]
     }
 }
 
