@@ -30,8 +30,13 @@ public final class Evaluator {
     public var walkFields: [String] = []
     /// Field values copied by the last in-kernel walk (`Walk.fieldValues`: one per copied field per entry).
     var prefetched: [UInt64] = []
-    /// Where each entry's copied values start in `prefetched`, by entry address.
-    var prefetchedRows: [UInt64: Int] = [:]
+    /// Where each entry's copied values start in `prefetched`, by the entry's position (`Walk.fieldRows`).
+    var prefetchedRows: [Int] = []
+    /// The last walk's entries, by position, and their positions by address (made when first asked for).
+    var prefetchedEntries: [UInt64] = []
+    var prefetchedPositions: [UInt64: Int]?
+    /// Values copied per entry (the fields `copiedFields` chose, repeats included).
+    var copiedWidth = 0
     /// The copied fields' offsets in the entry, types, sizes and places in an entry's values, by member path.
     var copiedLayout: [String: CopiedField] = [:]
     /// Parsed `--fields` paths (a walk evaluates each once per entry).
@@ -247,6 +252,8 @@ public final class Evaluator {
             w.warnings.forEach(warn)
             prefetched = w.fieldValues
             prefetchedRows = w.fieldRows
+            prefetchedEntries = w.fieldRows.isEmpty ? [] : w.entries
+            prefetchedPositions = nil
             if helper.arguments == .typeHeadMember {
                 // Chains carry no index; a hash table's entries their bucket.
                 return w.entries.enumerated().map { k, e in
@@ -362,20 +369,36 @@ extension Evaluator {
             copiedLayout[f] = CopiedField(offset: a - base, type: v.type, size: size, index: out.count)
             out.append(BPFListWalk.Field(offset: Int32(a - base), size: size))
         }
+        copiedWidth = out.count
         return out
     }
 
     /// `field` of `entry` with the bytes the last in-kernel walk copied, or nil when it copied none for it
     /// (then `evaluate(field:of:)` reads it).
     public func prefetchedField(_ field: String, of entry: Object) -> Object? {
-        guard let f = copiedLayout[field], let base = entry.address, let v = prefetchedValue(f, of: base) else { return nil }
+        guard let f = copiedLayout[field], let base = entry.address else { return nil }
+        if prefetchedPositions == nil {
+            prefetchedPositions = Dictionary(prefetchedEntries.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        }
+        guard let position = prefetchedPositions?[base], let v = prefetchedValues(at: position)?.dropFirst(f.index).first else { return nil }
         return Object(type: f.type, address: base &+ f.offset, bytes: withUnsafeBytes(of: v.littleEndian) { Array($0.prefix(f.size)) })
     }
 
-    /// The bytes of copied field `field` (little-endian, zero-extended) the last in-kernel walk copied for the
-    /// entry at `entry`, or nil when it copied none for it.
-    func prefetchedValue(_ field: CopiedField, of entry: UInt64) -> UInt64? {
-        guard let row = prefetchedRows[entry], row + field.index < prefetched.count else { return nil }
+    /// The values the last in-kernel walk copied for its entry at `position` (of the entries it returned), one
+    /// per copied `walkFields` member in their order (each field's bytes, little-endian, zero-extended), or nil
+    /// when it copied none for it.
+    public func prefetchedValues(at position: Int) -> ArraySlice<UInt64>? {
+        guard position >= 0, position < prefetchedRows.count, prefetchedRows[position] >= 0 else { return nil }
+        let row = prefetchedRows[position]
+        let width = copiedWidth
+        guard width > 0, row + width <= prefetched.count else { return nil }
+        return prefetched[row..<row + width]
+    }
+
+    /// Copied field `field` of the walk's entry at `position`, whose address is `entry` (nil when none was copied).
+    func prefetchedValue(_ field: CopiedField, at position: Int, entry: UInt64) -> UInt64? {
+        guard position < prefetchedEntries.count, prefetchedEntries[position] == entry, let row = prefetchedRows.indices.contains(position) ? prefetchedRows[position] : nil,
+              row >= 0, row + field.index < prefetched.count else { return nil }
         return prefetched[row + field.index]
     }
 }

@@ -51,7 +51,7 @@ public struct ShowRenderer {
                 let integers = fields.map { f in
                     evaluator.copiedLayout[f].flatMap { c in (try? formatter.integerFormat(of: c.type)).map { (c, $0) } }
                 }
-                for entry in entries {
+                for (position, entry) in entries.enumerated() {
                     // An indexed walk's entries say their index: `[7] ...` ("index" in JSON).
                     let key: [(String, JSON)] = entry.index.map { [("index", .uint($0))] } ?? []
                     let prefix = entry.index.map { "[\($0)] " } ?? ""
@@ -68,7 +68,7 @@ public struct ShowRenderer {
                     var parts: [String] = []
                     var jf: [(String, JSON)] = []
                     for (f, integer) in zip(fields, integers) {
-                        if !json, let (copied, format) = integer, let v = evaluator.prefetchedValue(copied, of: entryAddress) {
+                        if !json, let (copied, format) = integer, let v = evaluator.prefetchedValue(copied, at: position, entry: entryAddress) {
                             parts.append(f + "=" + formatter.compact(v, as: format))
                             continue
                         }

@@ -165,8 +165,14 @@ do {
                 count = r.lines.count
             } else {
                 guard case .entries(let entries, _) = try ev.evaluate(expr) else { exit(1) }
-                // The fields' values, as the walk left them (copied in the kernel, or read now).
-                for e in entries { for f in fields { _ = try ev.prefetchedField(f, of: e) ?? ev.evaluate(field: f, of: e) } }
+                // The fields' values in hand, as the walk left them (copied in the kernel), or read now.
+                var sum: UInt64 = 0
+                for (k, e) in entries.enumerated() {
+                    if let values = ev.prefetchedValues(at: k) { for v in values { sum &+= v } } else {
+                        for f in fields { sum &+= try ev.evaluate(field: f, of: e).address ?? 0 }
+                    }
+                }
+                if sum == 0 { StandardError.write("kreach-bench: no field values") }
                 count = entries.count
             }
             return (count, Double(count) / ((now() - t0) / 1e6))

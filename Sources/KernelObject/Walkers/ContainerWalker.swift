@@ -191,9 +191,10 @@ struct Walk {
     var fields: [BPFListWalk.Field] = []
     /// Their values when the walk ran in the kernel (`BPFListWalk.Visited.values`: `fields.count` per entry,
     /// each field's bytes little-endian, zero-extended), for the entries in `fieldRows`.
-    var fieldValues: [UInt64] = []
-    /// Where each entry's values start in `fieldValues`, by entry address.
-    var fieldRows: [UInt64: Int] = [:]
+    private(set) var fieldValues: [UInt64] = []
+    /// Where each entry's values start in `fieldValues`, by the entry's position in `entries` (-1: none copied);
+    /// entries past its end have none either.
+    private(set) var fieldRows: [Int] = []
     private(set) var entries: [UInt64] = []
     /// Each entry's index (xarray index, IDR id, maple range start, hash bucket) for indexed containers; empty otherwise.
     private(set) var indices: [UInt64] = []
@@ -222,6 +223,30 @@ struct Walk {
         }
         entries.append(node &- linkOffset)
         return true
+    }
+
+    /// Adds the entries of a chain walked in the kernel (`visited`: nodes and their copied fields' values), until
+    /// `maxEntries`; false when it is reached. The walk's only chain needs no seen set of its own here: each node
+    /// is in `visited` once (BPFListWalk's); a hash table's chains are checked against each other.
+    mutating func add(chain visited: BPFListWalk.Visited) throws -> Bool {
+        let before = entries.count
+        for node in visited.nodes {
+            if helper == .hashForEach { guard seen.insert(node).inserted else { throw WalkError.loop(helper, node: node, after: entries.count) } }
+            if entries.count >= maxEntries {
+                warnings.append("\(helper.macro): stopped after \(maxEntries) entries (--max)")
+                stopped = true
+                break
+            }
+            entries.append(node &- linkOffset)
+        }
+        let added = entries.count - before
+        if visited.width > 0 {
+            if fieldRows.count < before { fieldRows += repeatElement(-1, count: before - fieldRows.count) }
+            let first = fieldValues.count
+            fieldRows += (0..<added).lazy.map { first + $0 * visited.width }
+            fieldValues += visited.values.prefix(added * visited.width)
+        }
+        return !stopped
     }
 
     /// Adds an entry found at `index` of an indexed container (the same pointer may sit at several indices,

@@ -47,17 +47,10 @@ extension ListWalker {
         let chain = try BPFListWalk.cached(nextOffset: Int32(link), fields: fields, ending: head == nil ? .nulls : .node,
                                            batch: walk.chainBatch, in: &bpf.listWalks)
         let (visited, end) = try chain.walk(first: first, head: head ?? 0, maxEntries: walk.maxEntries + 1)
-        if !fields.isEmpty { walk.fieldRows.reserveCapacity(walk.fieldRows.count + visited.count) }
-        for (k, node) in visited.nodes.enumerated() {
-            guard try walk.add(node) else { return }
-            if !fields.isEmpty {
-                walk.fieldRows[node &- walk.linkOffset] = walk.fieldValues.count
-                walk.fieldValues += visited.values(k)
-            }
-        }
+        guard try walk.add(chain: visited) else { return }
         switch end {
         case .complete, .limit: return
-        case .loop(let node): _ = try walk.add(node)
+        case .loop(let node): throw WalkError.loop(walk.helper, node: node, after: walk.entries.count)
         case .nullNext: throw WalkError.nullNext(walk.helper, after: walk.entries.count)
         }
     }
