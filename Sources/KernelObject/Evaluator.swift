@@ -245,6 +245,8 @@ public final class Evaluator {
             throw fail("\(helper.macro) needs a \(wanted)\(helper == .hashForEach ? " (an array of them, or a pointer and BUCKETS)" : ""), not \(head.type.name)", headExpr, source)
         }
         do {
+            // A walk that fails leaves no values behind (they would be the previous walk's).
+            (prefetched, prefetchedRows, prefetchedEntries, prefetchedPositions) = ([], [], [], nil)
             let copied = helper.arguments == .typeHeadMember ? try copiedFields(of: entryType) : []
             let w = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
                                     vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied,
@@ -397,9 +399,8 @@ extension Evaluator {
 
     /// Copied field `field` of the walk's entry at `position`, whose address is `entry` (nil when none was copied).
     func prefetchedValue(_ field: CopiedField, at position: Int, entry: UInt64) -> UInt64? {
-        guard position < prefetchedEntries.count, prefetchedEntries[position] == entry, let row = prefetchedRows.indices.contains(position) ? prefetchedRows[position] : nil,
-              row >= 0, row + field.index < prefetched.count else { return nil }
-        return prefetched[row + field.index]
+        guard position < prefetchedEntries.count, prefetchedEntries[position] == entry, let values = prefetchedValues(at: position) else { return nil }
+        return values[values.startIndex + field.index]
     }
 }
 

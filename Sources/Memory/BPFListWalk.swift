@@ -30,12 +30,6 @@ public final class BPFListWalk {
 
         public var count: Int { nodes.count }
 
-        /// Field `field` (an index into the walker's `fields`) of node `index`.
-        public func value(_ index: Int, field: Int) -> UInt64 { values[index * width + field] }
-
-        /// The values of node `index`, one per field.
-        public func values(_ index: Int) -> ArraySlice<UInt64> { values[index * width..<(index + 1) * width] }
-
         mutating func append(node: UInt64) { nodes.append(node) }
         mutating func append(value: UInt64) { values.append(value) }
     }
