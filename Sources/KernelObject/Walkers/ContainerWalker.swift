@@ -244,7 +244,8 @@ struct Walk {
             if fieldRows.count < before { fieldRows += repeatElement(-1, count: before - fieldRows.count) }
             let first = fieldValues.count
             fieldRows += (0..<added).lazy.map { first + $0 * visited.width }
-            fieldValues += visited.values.prefix(added * visited.width)
+            // The first chain's values are taken as they are (no copy: fewer pages touched).
+            if fieldValues.isEmpty && added == visited.count { fieldValues = visited.values } else { fieldValues += visited.values.prefix(added * visited.width) }
         }
         return !stopped
     }
