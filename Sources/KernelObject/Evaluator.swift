@@ -28,10 +28,17 @@ public final class Evaluator {
     public var walkMode = WalkMode.auto
     /// Member paths (`pid`, `se.vruntime`) whose values a walk in the kernel copies along with each entry.
     public var walkFields: [String] = []
-    /// Field values copied by the last in-kernel walk, by the field's address and size.
-    var prefetched: [UInt64: [UInt8]] = [:]
-    /// The copied fields' offsets in the entry and types, by member path.
-    var copiedLayout: [String: (offset: UInt64, type: CType)] = [:]
+    /// Field values copied by the last in-kernel walk (`Walk.fieldValues`: one per copied field per entry).
+    var prefetched: [UInt64] = []
+    /// Where each entry's copied values start in `prefetched`, by the entry's position (`Walk.fieldRows`).
+    var prefetchedRows: [Int] = []
+    /// The last walk's entries, by position, and their positions by address (made when first asked for).
+    var prefetchedEntries: [UInt64] = []
+    var prefetchedPositions: [UInt64: Int]?
+    /// Values copied per entry (the fields `copiedFields` chose, repeats included).
+    var copiedWidth = 0
+    /// The copied fields' offsets in the entry, types, sizes and places in an entry's values, by member path.
+    var copiedLayout: [String: CopiedField] = [:]
     /// Parsed `--fields` paths (a walk evaluates each once per entry).
     private var fieldExpressions: [String: Expr] = [:]
     /// Notes for the user (size mismatches, truncated walks, untyped symbols), printed on stderr.
@@ -238,15 +245,17 @@ public final class Evaluator {
             throw fail("\(helper.macro) needs a \(wanted)\(helper == .hashForEach ? " (an array of them, or a pointer and BUCKETS)" : ""), not \(head.type.name)", headExpr, source)
         }
         do {
+            // A walk that fails leaves no values behind (they would be the previous walk's).
+            (prefetched, prefetchedRows, prefetchedEntries, prefetchedPositions) = ([], [], [], nil)
             let copied = helper.arguments == .typeHeadMember ? try copiedFields(of: entryType) : []
             let w = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
                                     vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied,
                                     bitLimit: bitLimit, buckets: buckets)
             w.warnings.forEach(warn)
-            prefetched = [:]
-            for (entry, values) in w.fieldBytes {
-                for (f, bytes) in zip(copied, values) { prefetched[entry &+ UInt64(bitPattern: Int64(f.offset))] = bytes }
-            }
+            prefetched = w.fieldValues
+            prefetchedRows = w.fieldRows
+            prefetchedEntries = w.fieldRows.isEmpty ? [] : w.entries
+            prefetchedPositions = nil
             if helper.arguments == .typeHeadMember {
                 // Chains carry no index; a hash table's entries their bucket.
                 return w.entries.enumerated().map { k, e in
@@ -338,6 +347,15 @@ public final class Evaluator {
     }
 }
 
+/// A `--fields` member an in-kernel walk copies: where it is in the entry, its type and size, and its place
+/// among an entry's copied values.
+struct CopiedField {
+    let offset: UInt64
+    let type: CType
+    let size: Int
+    let index: Int
+}
+
 extension Evaluator {
     /// `walkFields` that are plain member paths (names and dots: no pointer to follow) ending in a scalar of
     /// 1–8 bytes outside a bitfield: their offsets in `entryType` and sizes, for an in-kernel walk to copy.
@@ -350,17 +368,39 @@ extension Evaluator {
             guard let v = try? evaluate(field: f, of: Object(type: entryType, address: base)), let a = v.address,
                   v.bitfieldSize == 0, a >= base, a - base < 1 << 20, let size = try? v.type.size(), (1...8).contains(size),
                   v.type.isScalar else { continue }
+            copiedLayout[f] = CopiedField(offset: a - base, type: v.type, size: size, index: out.count)
             out.append(BPFListWalk.Field(offset: Int32(a - base), size: size))
-            copiedLayout[f] = (a - base, v.type)
         }
+        copiedWidth = out.count
         return out
     }
 
     /// `field` of `entry` with the bytes the last in-kernel walk copied, or nil when it copied none for it
     /// (then `evaluate(field:of:)` reads it).
     public func prefetchedField(_ field: String, of entry: Object) -> Object? {
-        guard let (offset, type) = copiedLayout[field], let base = entry.address, let bytes = prefetched[base &+ offset] else { return nil }
-        return Object(type: type, address: base &+ offset, bytes: bytes)
+        guard let f = copiedLayout[field], let base = entry.address else { return nil }
+        if prefetchedPositions == nil {
+            prefetchedPositions = Dictionary(prefetchedEntries.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        }
+        guard let position = prefetchedPositions?[base], let v = prefetchedValues(at: position)?.dropFirst(f.index).first else { return nil }
+        return Object(type: f.type, address: base &+ f.offset, bytes: withUnsafeBytes(of: v.littleEndian) { Array($0.prefix(f.size)) })
+    }
+
+    /// The values the last in-kernel walk copied for its entry at `position` (of the entries it returned), one
+    /// per copied `walkFields` member in their order (each field's bytes, little-endian, zero-extended), or nil
+    /// when it copied none for it.
+    public func prefetchedValues(at position: Int) -> ArraySlice<UInt64>? {
+        guard position >= 0, position < prefetchedRows.count, prefetchedRows[position] >= 0 else { return nil }
+        let row = prefetchedRows[position]
+        let width = copiedWidth
+        guard width > 0, row + width <= prefetched.count else { return nil }
+        return prefetched[row..<row + width]
+    }
+
+    /// Copied field `field` of the walk's entry at `position`, whose address is `entry` (nil when none was copied).
+    func prefetchedValue(_ field: CopiedField, at position: Int, entry: UInt64) -> UInt64? {
+        guard position < prefetchedEntries.count, prefetchedEntries[position] == entry, let values = prefetchedValues(at: position) else { return nil }
+        return values[values.startIndex + field.index]
     }
 }
 

@@ -106,6 +106,26 @@ public final class ObjectFormatter {
         return o
     }
 
+    /// How `compact` prints a BTF integer (a bool too): decided once per type, so the many values of a walk's
+    /// `--fields` skip the type lookups.
+    public struct IntegerFormat: Sendable {
+        let signed: Bool
+        let size: Int
+        let isBool: Bool
+    }
+
+    /// The format of `type` when it is a BTF integer (through typedefs and qualifiers); nil otherwise.
+    public func integerFormat(of type: CType) throws -> IntegerFormat? {
+        guard let (_, r) = try type.record(), r.kind == .int, (1...8).contains(r.size) else { return nil }
+        return IntegerFormat(signed: r.isSigned, size: Int(r.size), isBool: r.intEncoding & 4 != 0)
+    }
+
+    /// An integer's bytes `v` (little-endian, zero-extended), as `compact` prints an object of that type.
+    public func compact(_ v: UInt64, as format: IntegerFormat) -> String {
+        if format.isBool { return v != 0 ? "true" : "false" }
+        return integer(format.signed ? Object.signExtended(v, size: format.size) : v, signed: format.signed, size: format.size)
+    }
+
     func integer(_ v: UInt64, signed: Bool, size: Int) -> String {
         if options.hex { return "0x" + String(size < 8 ? v & ((1 << (UInt64(size) * 8)) - 1) : v, radix: 16) }
         return signed ? String(Int64(bitPattern: v)) : String(v)

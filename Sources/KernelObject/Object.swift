@@ -59,11 +59,13 @@ public struct Object {
             }
             return v
         }
-        let size = min(8, raw.count)
-        if signed && size < 8 && size > 0 && v & (1 << (UInt64(size) * 8 - 1)) != 0 {
-            v |= ~((1 << (UInt64(size) * 8)) - 1)
-        }
-        return v
+        return signed ? Object.signExtended(v, size: min(8, raw.count)) : v
+    }
+
+    /// `v`, the `size` bytes of a signed integer zero-extended, sign-extended to 64 bits.
+    static func signExtended(_ v: UInt64, size: Int) -> UInt64 {
+        guard size > 0 && size < 8 && v & (1 << (UInt64(size) * 8 - 1)) != 0 else { return v }
+        return v | ~((1 << (UInt64(size) * 8)) - 1)
     }
 }
 

@@ -46,7 +46,12 @@ public struct ShowRenderer {
                 }
             case .entries(let entries, _):
                 var rows: [JSON] = []
-                for entry in entries {
+                // Integer fields the in-kernel walk copied print straight from their values: their types
+                // are looked up once, not per entry.
+                let integers = fields.map { f in
+                    evaluator.copiedLayout[f].flatMap { c in (try? formatter.integerFormat(of: c.type)).map { (c, $0) } }
+                }
+                for (position, entry) in entries.enumerated() {
                     // An indexed walk's entries say their index: `[7] ...` ("index" in JSON).
                     let key: [(String, JSON)] = entry.index.map { [("index", .uint($0))] } ?? []
                     let prefix = entry.index.map { "[\($0)] " } ?? ""
@@ -62,7 +67,11 @@ public struct ShowRenderer {
                     }
                     var parts: [String] = []
                     var jf: [(String, JSON)] = []
-                    for f in fields {
+                    for (f, integer) in zip(fields, integers) {
+                        if !json, let (copied, format) = integer, let v = evaluator.prefetchedValue(copied, at: position, entry: entryAddress) {
+                            parts.append(f + "=" + formatter.compact(v, as: format))
+                            continue
+                        }
                         let v = try evaluator.prefetchedField(f, of: entry) ?? evaluator.evaluate(field: f, of: entry)
                         if json { jf.append((f, try formatter.json(v))) } else { parts.append("\(f)=\(try formatter.compact(v))") }
                     }

@@ -18,21 +18,20 @@ public final class BPFListWalk {
         }
     }
 
-    /// One visited node and its fields' bytes (in the order of `fields`), sharing the batch's buffer.
-    public struct Entry: Sendable {
-        public let node: UInt64
-        /// The fields' bytes back to back.
-        let record: ArraySlice<UInt8>
-        let sizes: [Int]
-        public var fields: [[UInt8]] {
-            var out: [[UInt8]] = []
-            var at = record.startIndex
-            for size in sizes {
-                out.append(Array(record[at..<at + size]))
-                at += size
-            }
-            return out
-        }
+    /// The nodes a walk visited, in order, and their fields' values decoded from the batches' map values
+    /// (no allocation per node: two arrays for the whole walk).
+    public struct Visited: Sendable {
+        /// The node addresses.
+        public private(set) var nodes: [UInt64] = []
+        /// `width` values per node, node after node: each field's bytes, little-endian, zero-extended to 64 bits.
+        public private(set) var values: [UInt64] = []
+        /// Fields per node.
+        public let width: Int
+
+        public var count: Int { nodes.count }
+
+        mutating func append(node: UInt64) { nodes.append(node) }
+        mutating func append(value: UInt64) { values.append(value) }
     }
 
     /// How a walk ended.
@@ -198,13 +197,21 @@ public final class BPFListWalk {
 
     /// Visits the chain from `first` until it comes back to `head` (or reaches a nulls marker), at most `maxEntries` nodes; a node seen
     /// twice ends the walk as `.loop`. A faulting read throws `MemoryFault` naming the node's field.
-    public func walk(first: UInt64, head: UInt64, maxEntries: Int) throws -> (entries: [Entry], end: End) {
-        var entries: [Entry] = []
+    /// Each batch's map value is decoded in place: the node addresses and the fields' values go straight
+    /// into `Visited`'s two arrays.
+    public func walk(first: UInt64, head: UInt64, maxEntries: Int) throws -> (visited: Visited, end: End) {
+        var visited = Visited(width: fields.count)
         var seen = Set<UInt64>()
         var node = first
-        var value = [UInt8](repeating: 0, count: valueSize)
-        let sizes = fields.map(\.size)
-        let recordBytes = sizes.reduce(0, +)
+        // 8 bytes of slack: the last field of the last record is read as a whole word, then masked.
+        var value = [UInt8](repeating: 0, count: valueSize + 8)
+        var positions: [Int] = [], masks: [UInt64] = []
+        var position = 8
+        for f in fields {
+            positions.append(position)
+            masks.append(f.size == 8 ? ~0 : (1 << UInt64(8 * f.size)) - 1)
+            position += f.size
+        }
         while true {
             var args: [UInt64] = [node, head]
             var retval: UInt32 = 0
@@ -213,23 +220,31 @@ public final class BPFListWalk {
             var key: UInt32 = 0
             let l = value.withUnsafeMutableBytes { kreach_bpf_map_lookup(mapFD, &key, $0.baseAddress) }
             guard l == 0 else { throw BPFError("read the BPF walk map", errno: -l) }
-            let (count, last) = value.withUnsafeBytes { ($0.loadUnaligned(fromByteOffset: 0, as: UInt64.self),
-                                                         $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
-            for i in 0..<min(Int(count), batch) {
-                let base = BPFListWalk.header + i * stride
-                let address = value.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: base, as: UInt64.self) }
-                guard seen.insert(address).inserted else { return (entries, .loop(node: address)) }
-                if entries.count >= maxEntries { return (entries, .limit) }
-                entries.append(Entry(node: address, record: value[base + 8..<base + 8 + recordBytes], sizes: sizes))
+            // Decoded in one pass over the map value; a repeated node or the bound ends the walk there.
+            let (last, stop): (UInt64, End?) = value.withUnsafeBytes { raw in
+                let count = Int(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)))
+                let last = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                for i in 0..<min(count, batch) {
+                    let base = BPFListWalk.header + i * stride
+                    let address = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base, as: UInt64.self))
+                    guard seen.insert(address).inserted else { return (last, .loop(node: address)) }
+                    if visited.count >= maxEntries { return (last, .limit) }
+                    visited.append(node: address)
+                    for k in 0..<positions.count {
+                        visited.append(value: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: base + positions[k], as: UInt64.self)) & masks[k])
+                    }
+                }
+                return (last, nil)
             }
+            if let stop { return (visited, stop) }
             switch Int32(bitPattern: retval) {
-            case 0: return (entries, .complete)
+            case 0: return (visited, .complete)
             case 1:
-                if entries.count >= maxEntries {
-                    return (entries, ended(at: last, head: head) ? .complete : .limit)
+                if visited.count >= maxEntries {
+                    return (visited, ended(at: last, head: head) ? .complete : .limit)
                 }
                 node = last
-            case 2: return (entries, .nullNext)
+            case 2: return (visited, .nullNext)
             case let e:
                 throw MemoryFault(address: last, count: 8, reason: BPFListWalk.reason(-e) + " (node of the in-kernel walk)")
             }

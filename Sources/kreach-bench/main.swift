@@ -143,23 +143,38 @@ do {
         print("core_tasks_entries_per_second_median \(Int(median(rates)))")
     case "walk-inodes":
         // The inodes of the tmpfs at FILE (a directory): list_for_each_entry over sb->s_inodes (i_sb_list),
-        // reaching the superblock from an open file's fd, i_ino and i_size of each, formatted as show --fields
-        // does; in-kernel walk (all entries) vs per-entry reads (the first USER_MAX entries). Entries per second.
+        // reaching the superblock from an open file's fd, i_ino and i_size of each, read (walk_kernel_unformatted)
+        // and rendered into show --fields's lines (ShowRenderer, all but printing them); in-kernel walk (all entries)
+        // vs per-entry reads (the first USER_MAX entries). Entries per second.
         let fd = open(path, O_RDONLY | O_DIRECTORY)
         guard fd >= 0 else { print("cannot open \(path)"); exit(1) }
         let userMax = args.count > 4 ? max(1, Int(args[4]) ?? 5000) : 5000
         let ev = try Evaluator(kernel: try Kernel(source: .live), memory: try BPFMemory())
-        let fmt = ObjectFormatter(evaluator: ev)
         let fields = ["i_ino", "i_size"]
-        ev.walkFields = fields
+        let renderer = ShowRenderer(evaluator: ev, formatter: ObjectFormatter(evaluator: ev), fields: fields)
         let expr = "list_for_each_entry(struct inode, &current->files->fdt->fd[\(fd)]->f_inode->i_sb->s_inodes, i_sb_list)"
         func rate(_ mode: WalkMode, max: Int, format: Bool = true) throws -> (Int, Double) {
             ev.walkMode = mode
             ev.maxEntries = max
+            ev.walkFields = fields
             let t0 = now()
-            guard case .entries(let entries, _) = try ev.evaluate(expr) else { exit(1) }
-            for e in entries where format { for f in fields { _ = try fmt.compact(try ev.prefetchedField(f, of: e) ?? ev.evaluate(field: f, of: e)) } }
-            return (entries.count, Double(entries.count) / ((now() - t0) / 1e6))
+            var count = 0
+            if format {
+                let r = renderer.render(expr)
+                if let error = r.error { throw error }
+                count = r.lines.count
+            } else {
+                guard case .entries(let entries, _) = try ev.evaluate(expr) else { exit(1) }
+                // The fields' values in hand, as the in-kernel walk copied them.
+                var sum: UInt64 = 0
+                for k in entries.indices {
+                    guard let values = ev.prefetchedValues(at: k) else { StandardError.write("kreach-bench: the walk copied no fields"); exit(1) }
+                    for v in values { sum &+= v }
+                }
+                if sum == 0 { StandardError.write("kreach-bench: no field values") }
+                count = entries.count
+            }
+            return (count, Double(count) / ((now() - t0) / 1e6))
         }
         var kernel: [Double] = [], user: [Double] = [], walkOnly: [Double] = []
         var kernelCount = 0, userCount = 0
@@ -181,10 +196,22 @@ do {
         let firstNode = try ev.memory.read(first.address ?? 0, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
         for _ in 0..<n {
             let t0 = now()
-            let (nodes, _) = try engine.walk(first: firstNode, head: headAddress, maxEntries: 10_000_000)
-            engineRates.append(Double(nodes.count) / ((now() - t0) / 1e6))
+            let (visited, _) = try engine.walk(first: firstNode, head: headAddress, maxEntries: 10_000_000)
+            engineRates.append(Double(visited.count) / ((now() - t0) / 1e6))
         }
         print("walk_engine_entries_per_second_median \(Int(median(engineRates)))")
+        // Pages first touched (minor faults) by one more walk of each kind: under TCG a fault costs far more than
+        // on hardware, so these say where a guest's time may go besides the walk.
+        func faults(_ walk: () throws -> Void) rethrows -> Int {
+            var before = rusage(), after = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &before)
+            try walk()
+            getrusage(RUSAGE_SELF.rawValue, &after)
+            return after.ru_minflt - before.ru_minflt
+        }
+        print("walk_engine_minor_faults \(try faults { _ = try engine.walk(first: firstNode, head: headAddress, maxEntries: 10_000_000) })")
+        print("walk_kernel_unformatted_minor_faults \(try faults { _ = try rate(.kernel, max: 10_000_000, format: false) })")
+        print("walk_kernel_minor_faults \(try faults { _ = try rate(.kernel, max: 10_000_000) })")
         print("walk_kernel_entries \(kernelCount)")
         print("walk_kernel_entries_per_second_median \(Int(median(kernel)))")
         print("walk_kernel_unformatted_entries_per_second_median \(Int(median(walkOnly)))")

@@ -25,25 +25,28 @@ final class InKernelWalkTests: XCTestCase {
         return entries
     }
 
-    /// A fresh tmpfs with `files` empty files, its root open: (mount point, fd of the root, inode numbers by stat).
-    func tmpfs() throws -> (String, Int32, Set<UInt64>) {
+    /// A fresh tmpfs with `files` files of different sizes (sparse) and modes, its root open: (mount point, fd of
+    /// the root, [mode, size] by inode number, from stat).
+    func tmpfs() throws -> (String, Int32, [UInt64: [UInt64]]) {
         let dir = NSTemporaryDirectory() + "kreach-walk-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         guard mkdir(dir, 0o700) == 0 else { throw FixtureError("mkdir \(dir): errno \(errno)") }
         guard mount("none", dir, "tmpfs", 0, "mode=0700") == 0 else {
             rmdir(dir)
             throw XCTSkip(Host.skipReason("cannot mount a tmpfs (errno \(errno))"))
         }
-        var inodes = Set<UInt64>()
+        var inodes: [UInt64: [UInt64]] = [:]
         var st = stat()
         for k in 0..<Self.files {
             let fd = open("\(dir)/f\(k)", O_CREAT | O_WRONLY | O_EXCL, 0o600)
-            guard fd >= 0, fstat(fd, &st) == 0 else { throw FixtureError("create \(dir)/f\(k): errno \(errno)") }
-            inodes.insert(UInt64(st.st_ino))
+            guard fd >= 0, ftruncate(fd, off_t(k) * 4097) == 0, fchmod(fd, mode_t(0o400 | k % 0o100)) == 0, fstat(fd, &st) == 0 else {
+                throw FixtureError("create \(dir)/f\(k): errno \(errno)")
+            }
+            inodes[UInt64(st.st_ino)] = [UInt64(st.st_mode), UInt64(st.st_size)]
             close(fd)
         }
         let root = open(dir, O_RDONLY | O_DIRECTORY)
         guard root >= 0, fstat(root, &st) == 0 else { throw FixtureError("open \(dir): errno \(errno)") }
-        inodes.insert(UInt64(st.st_ino))
+        inodes[UInt64(st.st_ino)] = [UInt64(st.st_mode), UInt64(st.st_size)]
         return (dir, root, inodes)
     }
 
@@ -57,27 +60,40 @@ final class InKernelWalkTests: XCTestCase {
 
     static func walk(_ fd: Int32) -> String { "list_for_each_entry(struct inode, \(head(fd)), i_sb_list)" }
 
-    /// Every inode of the superblock, walked in the kernel with i_ino copied along: the files made plus
-    /// the root, with the inode numbers stat gives; the walk through per-entry reads (--walk=user) gives the
-    /// same entries in the same order.
+    /// Every inode of the superblock, walked in the kernel with i_ino, i_mode and i_size (8, 2 and 8 bytes)
+    /// copied along by the walk program and printed as `show --fields` prints them: the files made plus the
+    /// root, each with the inode number, mode and size stat gives; the walk through per-entry reads
+    /// (--walk=user) prints the same lines, entries in the same order.
     func testTmpfsInodesInKernelMatchStat() throws {
         let (ev, fmt, _) = try evaluator()
         let (dir, fd, inodes) = try tmpfs()
         defer { unmount(dir, fd) }
+        let fields = ["i_ino", "i_mode", "i_size"]
+        let renderer = ShowRenderer(evaluator: ev, formatter: fmt, fields: fields)
         ev.walkMode = .kernel
-        ev.walkFields = ["i_ino"]
-        let inKernel = try entries(ev, Self.walk(fd))
-        XCTAssertEqual(inKernel.count, Self.files + 1, "the files and the root")
-        let copied = try inKernel.map { e -> UInt64 in
-            guard let v = ev.prefetchedField("i_ino", of: e) else { throw FixtureError("i_ino not copied by the in-kernel walk") }
-            return UInt64(try fmt.compact(v)) ?? 0
+        let inKernel = renderer.render(Self.walk(fd))
+        XCTAssertNil(inKernel.error)
+        XCTAssertEqual(inKernel.lines.count, Self.files + 1, "the files and the root")
+        // `0xADDRESS i_ino=N i_mode=M i_size=S`: [mode, size] by inode number.
+        var walked: [UInt64: [UInt64]] = [:]
+        for line in inKernel.lines {
+            let words = line.split(separator: " ")
+            let values = zip(fields, words.dropFirst()).compactMap { f, w in w.hasPrefix(f + "=") ? UInt64(w.dropFirst(f.count + 1)) : nil }
+            guard words.count == 4, values.count == 3 else { throw FixtureError("not a --fields line: \(line)") }
+            walked[values[0]] = Array(values[1...])
         }
-        XCTAssertEqual(Set(copied), inodes)
+        XCTAssertEqual(walked.count, inKernel.lines.count, "one line per inode")
+        XCTAssertEqual(walked, inodes)
+        // The same values as objects (kreach-bench's and --json's path).
+        guard case .entries(let entries, _) = try ev.evaluate(Self.walk(fd)), let last = entries.last,
+              let size = ev.prefetchedField("i_size", of: last) else { throw FixtureError("i_size not copied by the in-kernel walk") }
+        XCTAssertEqual(try fmt.compact(size), inKernel.lines.last?.split(separator: "=").last.map(String.init))
         ev.walkMode = .user
-        let perEntry = try entries(ev, Self.walk(fd))
-        XCTAssertEqual(perEntry.map(\.address), inKernel.map(\.address))
-        XCTAssertNil(ev.prefetchedField("i_ino", of: perEntry[0]), "no copied fields without the in-kernel walk")
-        XCTAssertEqual(try perEntry.map { UInt64(try fmt.compact(try ev.evaluate(field: "i_ino", of: $0))) ?? 0 }, copied)
+        let perEntry = renderer.render(Self.walk(fd))
+        XCTAssertNil(perEntry.error)
+        XCTAssertEqual(perEntry.lines, inKernel.lines)
+        guard case .entries(let read, _) = try ev.evaluate(Self.walk(fd)), let first = read.first else { throw FixtureError("no entries") }
+        XCTAssertNil(ev.prefetchedField("i_ino", of: first), "no copied fields without the in-kernel walk")
     }
 
     /// --max bounds the in-kernel walk like the per-entry one: the first entries, and the note.

@@ -102,7 +102,7 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
     }
 
     /// The same walk, also copying `fields` (offsets from the entry, scalars of 1–8 bytes) of each entry
-    /// when the walk runs in the kernel (`Walk.fieldBytes`; empty otherwise).
+    /// when the walk runs in the kernel (`Walk.fieldValues`; empty otherwise).
     func walk(head: UInt64, headType: String, linkOffset: UInt64, memory: KernelMemory, vmlinux: BTF,
               maxEntries: Int, mode: WalkMode, fields: [BPFListWalk.Field], bitLimit: Int? = nil, buckets: Int? = nil) throws -> Walk {
         var w = Walk(helper: self, memory: memory, vmlinux: vmlinux, headType: headType, linkOffset: linkOffset, maxEntries: maxEntries)
@@ -189,8 +189,12 @@ struct Walk {
     var chainBatch = 1024
     /// Fields to copy per entry in an in-kernel walk (offsets from the entry).
     var fields: [BPFListWalk.Field] = []
-    /// Their bytes, by entry address, when the walk ran in the kernel.
-    var fieldBytes: [UInt64: [[UInt8]]] = [:]
+    /// Their values when the walk ran in the kernel (`BPFListWalk.Visited.values`: `fields.count` per entry,
+    /// each field's bytes little-endian, zero-extended), for the entries in `fieldRows`.
+    private(set) var fieldValues: [UInt64] = []
+    /// Where each entry's values start in `fieldValues`, by the entry's position in `entries` (-1: none copied);
+    /// entries past its end have none either.
+    private(set) var fieldRows: [Int] = []
     private(set) var entries: [UInt64] = []
     /// Each entry's index (xarray index, IDR id, maple range start, hash bucket) for indexed containers; empty otherwise.
     private(set) var indices: [UInt64] = []
@@ -219,6 +223,31 @@ struct Walk {
         }
         entries.append(node &- linkOffset)
         return true
+    }
+
+    /// Adds the entries of a chain walked in the kernel (`visited`: nodes and their copied fields' values), until
+    /// `maxEntries`; false when it is reached. The walk's only chain needs no seen set of its own here: each node
+    /// is in `visited` once (BPFListWalk's); a hash table's chains are checked against each other.
+    mutating func add(chain visited: BPFListWalk.Visited) throws -> Bool {
+        let before = entries.count
+        for node in visited.nodes {
+            if helper == .hashForEach { guard seen.insert(node).inserted else { throw WalkError.loop(helper, node: node, after: entries.count) } }
+            if entries.count >= maxEntries {
+                warnings.append("\(helper.macro): stopped after \(maxEntries) entries (--max)")
+                stopped = true
+                break
+            }
+            entries.append(node &- linkOffset)
+        }
+        let added = entries.count - before
+        if visited.width > 0 {
+            if fieldRows.count < before { fieldRows += repeatElement(-1, count: before - fieldRows.count) }
+            let first = fieldValues.count
+            fieldRows += (0..<added).lazy.map { first + $0 * visited.width }
+            // The first chain's values are taken as they are (no copy: fewer pages touched).
+            if fieldValues.isEmpty && added == visited.count { fieldValues = visited.values } else { fieldValues += visited.values.prefix(added * visited.width) }
+        }
+        return !stopped
     }
 
     /// Adds an entry found at `index` of an indexed container (the same pointer may sit at several indices,

@@ -46,14 +46,11 @@ extension ListWalker {
         let fields = walk.fields.map { BPFListWalk.Field(offset: $0.offset &- Int32(truncatingIfNeeded: walk.linkOffset), size: $0.size) }
         let chain = try BPFListWalk.cached(nextOffset: Int32(link), fields: fields, ending: head == nil ? .nulls : .node,
                                            batch: walk.chainBatch, in: &bpf.listWalks)
-        let (nodes, end) = try chain.walk(first: first, head: head ?? 0, maxEntries: walk.maxEntries + 1)
-        for n in nodes {
-            guard try walk.add(n.node) else { return }
-            if !fields.isEmpty { walk.fieldBytes[n.node &- walk.linkOffset] = n.fields }
-        }
+        let (visited, end) = try chain.walk(first: first, head: head ?? 0, maxEntries: walk.maxEntries + 1)
+        guard try walk.add(chain: visited) else { return }
         switch end {
         case .complete, .limit: return
-        case .loop(let node): _ = try walk.add(node)
+        case .loop(let node): throw WalkError.loop(walk.helper, node: node, after: walk.entries.count)
         case .nullNext: throw WalkError.nullNext(walk.helper, after: walk.entries.count)
         }
     }
