@@ -101,8 +101,8 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
         return (w.entries, w.warnings)
     }
 
-    /// The same walk, also copying `fields` (offsets from the entry, scalars of 1–8 bytes) of each entry
-    /// when the walk runs in the kernel (`Walk.fieldBytes`; empty otherwise).
+    /// The same walk, also copying `fields` (offsets from the entry, scalars of 1–8 bytes) of each entry of a
+    /// list (`Walk.fieldBytes`; empty for other containers unless the walk runs in the kernel).
     func walk(head: UInt64, headType: String, linkOffset: UInt64, memory: KernelMemory, vmlinux: BTF,
               maxEntries: Int, mode: WalkMode, fields: [BPFListWalk.Field], bitLimit: Int? = nil, buckets: Int? = nil) throws -> Walk {
         var w = Walk(helper: self, memory: memory, vmlinux: vmlinux, headType: headType, linkOffset: linkOffset, maxEntries: maxEntries)
@@ -189,7 +189,7 @@ struct Walk {
     var chainBatch = 1024
     /// Fields to copy per entry in an in-kernel walk (offsets from the entry).
     var fields: [BPFListWalk.Field] = []
-    /// Their bytes, by entry address, when the walk ran in the kernel.
+    /// Their bytes, by entry address (an in-kernel walk's, or a list's read by `copyFields`).
     var fieldBytes: [UInt64: [[UInt8]]] = [:]
     private(set) var entries: [UInt64] = []
     /// Each entry's index (xarray index, IDR id, maple range start, hash bucket) for indexed containers; empty otherwise.
@@ -219,6 +219,20 @@ struct Walk {
         }
         entries.append(node &- linkOffset)
         return true
+    }
+
+    /// In a walk kreach follows itself (a dump, or per-entry reads), `fields` of the entry holding `node`,
+    /// as an in-kernel walk copies them; a field that can't be read is left to the caller's own read, which
+    /// says why.
+    mutating func copyFields(ofNode node: UInt64) {
+        guard !fields.isEmpty else { return }
+        let entry = node &- linkOffset
+        var values: [[UInt8]] = []
+        for f in fields {
+            guard let bytes = try? memory.read(entry &+ UInt64(bitPattern: Int64(f.offset)), count: f.size) else { return }
+            values.append(bytes)
+        }
+        fieldBytes[entry] = values
     }
 
     /// Adds an entry found at `index` of an indexed container (the same pointer may sit at several indices,
