@@ -34,7 +34,7 @@ final class FlattenedFile: DumpBytes {
         self.records = records.enumerated().sorted { ($0.element.offset, $0.offset) < ($1.element.offset, $1.offset) }.map(\.element)
     }
 
-    func read(_ offset: UInt64, count: Int, what: String) throws -> [UInt8] {
+    func read(_ offset: UInt64, count: Int, what: @autoclosure () -> String) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
         var covered = [Bool](repeating: false, count: count)
         let end = offset + UInt64(count)
@@ -48,11 +48,11 @@ final class FlattenedFile: DumpBytes {
             if r.offset >= end { break }
             let s = max(r.offset, offset), e = min(r.offset + r.size, end)
             guard s < e else { continue }
-            let bytes = try file.read(r.fileOffset + (s - r.offset), count: Int(e - s), what: what)
+            let bytes = try file.read(r.fileOffset + (s - r.offset), count: Int(e - s), what: what())
             out.replaceSubrange(Int(s - offset)..<Int(e - offset), with: bytes)
             for i in Int(s - offset)..<Int(e - offset) { covered[i] = true }
         }
-        guard !covered.contains(false) else { throw VMCoreError.truncated(path: file.path, what: what, offset: offset) }
+        guard !covered.contains(false) else { throw VMCoreError.truncated(path: file.path, what: what(), offset: offset) }
         return out
     }
 }
@@ -76,7 +76,7 @@ final class KdumpDump: PhysicalDump {
     /// disk_dump_header.status has DUMP_DH_COMPRESSED_INCOMPLETE: makedumpfile stopped early (a full disk),
     /// so page descriptors past what it wrote are zero.
     let incomplete: Bool
-    var cache: [UInt64: [UInt8]] = [:]
+    var cache = PageCache(limit: 4096)
 
     /// page_desc.flags (diskdump_mod.h DUMP_DH_COMPRESSED_*): how one page was compressed.
     enum Method: UInt32, CustomStringConvertible {
@@ -154,8 +154,10 @@ final class KdumpDump: PhysicalDump {
 
     func bit(_ map: [UInt8], _ pfn: UInt64) -> Bool { pfn < maxPFN && map[Int(pfn / 8)] & (1 << (pfn % 8)) != 0 }
 
-    func page(_ pfn: UInt64) throws -> [UInt8] {
-        if let p = cache[pfn] { return p }
+    func page(_ pfn: UInt64) throws -> [UInt8] { try cache.page(pfn) { try load(pfn) } }
+
+    /// Page `pfn` from the file, decompressed.
+    func load(_ pfn: UInt64) throws -> [UInt8] {
         let physical = pfn * UInt64(blockSize)
         guard bit(ramBitmap, pfn) || bit(dumpedBitmap, pfn) else { throw MissingPage(physical: physical, reason: .notInDump) }
         guard bit(dumpedBitmap, pfn) else { throw MissingPage(physical: physical, reason: .excluded) }
@@ -187,8 +189,6 @@ final class KdumpDump: PhysicalDump {
         } else {
             throw VMCoreError.malformed(path: file.path, what: "pfn \(pfn): page descriptor flags \(Hex.short(UInt64(flags))) name more than one compression")
         }
-        if cache.count > 4096 { cache.removeAll(keepingCapacity: true) }
-        cache[pfn] = bytes
         return bytes
     }
 

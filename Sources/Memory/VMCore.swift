@@ -169,9 +169,10 @@ final class DumpFile {
 
     deinit { close(fd) }
 
-    func read(_ offset: UInt64, count: Int, what: String) throws -> [UInt8] {
+    /// `what` names the bytes in an error; it is built only then.
+    func read(_ offset: UInt64, count: Int, what: @autoclosure () -> String) throws -> [UInt8] {
         guard offset <= UInt64(size), UInt64(count) <= UInt64(size) - offset else {
-            throw VMCoreError.truncated(path: path, what: what, offset: offset)
+            throw VMCoreError.truncated(path: path, what: what(), offset: offset)
         }
         var out = [UInt8](repeating: 0, count: count)
         var done = 0
@@ -180,7 +181,7 @@ final class DumpFile {
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else {
                 if n < 0 { throw SystemError("read", path, errno: errno) }
-                throw VMCoreError.truncated(path: path, what: what, offset: offset)
+                throw VMCoreError.truncated(path: path, what: what(), offset: offset)
             }
             done += n
         }
@@ -191,7 +192,7 @@ final class DumpFile {
 /// Positional reads of a dump's logical bytes (a plain file, or a flattened one reassembled).
 protocol DumpBytes: AnyObject {
     var path: String { get }
-    func read(_ offset: UInt64, count: Int, what: String) throws -> [UInt8]
+    func read(_ offset: UInt64, count: Int, what: @autoclosure () -> String) throws -> [UInt8]
 }
 extension DumpFile: DumpBytes {}
 
@@ -208,6 +209,23 @@ extension Array where Element == UInt8 {
     }
 }
 
+/// Recently read pages of a dump by page frame number, at most `limit` of them (all dropped at once when full).
+struct PageCache {
+    let limit: Int
+    var pages: [UInt64: [UInt8]] = [:]
+
+    init(limit: Int) { self.limit = limit }
+
+    /// The page `pfn`: the cached bytes, or `load`'s, kept when it succeeds (a failure is not cached).
+    mutating func page(_ pfn: UInt64, load: () throws -> [UInt8]) rethrows -> [UInt8] {
+        if let p = pages[pfn] { return p }
+        let p = try load()
+        if pages.count >= limit { pages.removeAll(keepingCapacity: true) }
+        pages[pfn] = p
+        return p
+    }
+}
+
 /// An ELF vmcore: PT_LOAD segments by physical address (qemu writes VirtAddr 0), notes in PT_NOTE.
 final class ELFDump: PhysicalDump {
     let format = "ELF"
@@ -216,6 +234,10 @@ final class ELFDump: PhysicalDump {
     let vmcoreinfo: [UInt8]?
     let machine: DumpMachine
     var physBase: UInt64? { nil }
+    /// Blocks of `blockSize` bytes read whole from PT_LOAD data: a walk reads a few bytes at a time, often
+    /// from the same page (a struct's fields, page-table entries).
+    var cache = PageCache(limit: 4096)
+    static let blockSize: UInt64 = 4096
 
     init(file: DumpFile) throws {
         self.file = file
@@ -261,6 +283,15 @@ final class ELFDump: PhysicalDump {
         }
         let within = address - s.paddr
         guard within + UInt64(count) <= s.fileSize else { throw MissingPage(physical: address, reason: .excluded) }
+        // From the cache when the aligned block holding the range lies wholly in the segment's file data; a
+        // block that can't be read whole (a truncated file) falls back to reading the range alone, as uncached.
+        let block = address & ~(ELFDump.blockSize - 1), start = Int(address - block)
+        if block >= s.paddr, block - s.paddr + ELFDump.blockSize <= s.fileSize, start + count <= Int(ELFDump.blockSize),
+           let bytes = try? cache.page(block / ELFDump.blockSize, load: {
+               try file.read(s.offset + (block - s.paddr), count: Int(ELFDump.blockSize), what: "physical \(Hex.short(block)) (PT_LOAD data)")
+           }) {
+            return Array(bytes[start..<(start + count)])
+        }
         return try file.read(s.offset + within, count: count, what: "physical \(Hex.short(address)) (PT_LOAD data)")
     }
 }

@@ -15,14 +15,22 @@ import TypeInference
 //   kreach-bench kallsyms-once FILE  one load + index + lookup (for process-level timing with hyperfine)
 //   kreach-bench walk-hash COUNT [N]  hash_for_each over the TCP ehash with COUNT loopback connections open
 //   kreach-bench duplicates COUNT [N]  one name COUNT times: load+index, NAME#COUNT, every match, name set
-//   kreach-bench walk-core DUMP [N]  a vmcore: metadata from the dump, then the task list walked N times
-//                                    (pid of each): entries/s median (compare: drgn on the same dump)
+//   kreach-bench walk-core DUMP [N] [FSTYPE]  a vmcore: metadata from the dump, then the task list walked N times
+//                                    (pid of each): entries/s median (compare: drgn on the same dump); with
+//                                    FSTYPE also the s_inodes list of the first FSTYPE superblock (i_ino of each)
 //   kreach-bench types SNAPSHOT IMAGE TABLE [GLOBAL]  type inference: image read, one global cold, every
 //                                    global, scored against the DWARF oracle table (Benchmarks/types)
 
 func now() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) * 1e6 + Double(ts.tv_nsec) / 1e3
+}
+
+/// This process's CPU time (user + system), µs: a rate steadier than wall time on a busy host.
+func cpuNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
     return Double(ts.tv_sec) * 1e6 + Double(ts.tv_nsec) / 1e3
 }
 
@@ -130,17 +138,46 @@ do {
         ev.maxEntries = 10_000_000
         let expr = "list_for_each_entry(struct task_struct, &((struct task_struct)init_task).tasks, tasks)"
         let fmt = ObjectFormatter(evaluator: ev)
-        var rates: [Double] = [], count = 0
+        var rates: [Double] = [], cpuRates: [Double] = [], count = 0
         for i in 0...n {
-            let t1 = now()
+            let t1 = now(), c1 = cpuNow()
             guard case .entries(let entries, _) = try ev.evaluate(expr) else { exit(1) }
             for e in entries { _ = try fmt.compact(try ev.prefetchedField("pid", of: e) ?? ev.evaluate(field: "pid", of: e)) }
             if i == 0 { print("core_first_walk_ms \(String(format: "%.1f", (now() - t0) / 1000))"); continue }  // metadata, BTF, caches
             count = entries.count
             rates.append(Double(entries.count) / ((now() - t1) / 1e6))
+            cpuRates.append(Double(entries.count) / ((cpuNow() - c1) / 1e6))
         }
         print("core_tasks \(count)")
         print("core_tasks_entries_per_second_median \(Int(median(rates)))")
+        print("core_tasks_entries_per_cpu_second_median \(Int(median(cpuRates)))")
+        if args.count > 4 {
+            // A longer walk, the same as drgn-bench.py sb-inodes: the first FSTYPE superblock on super_blocks.
+            func word(_ a: UInt64) throws -> UInt64 { try core.read(a, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } }
+            guard case .entries(let sbs, _) = try ev.evaluate("list_for_each_entry(struct super_block, (struct list_head *)&super_blocks, s_list)"),
+                  case .object(let probe) = try ev.evaluate("*(struct super_block *)0x100000000"),
+                  let typeOffset = try ev.evaluate(field: "s_type", of: probe).address.map({ $0 - 0x1_0000_0000 }) else { exit(1) }
+            let sb = try sbs.first { e in
+                let name = try core.read(try word(try word((e.address ?? 0) + typeOffset)), count: args[4].utf8.count + 1)
+                return name == Array(args[4].utf8) + [0]
+            }
+            guard let sbAddress = sb?.address else { StandardError.write("kreach-bench: no \(args[4]) superblock"); exit(1) }
+            let inodes = "list_for_each_entry(struct inode, &((struct super_block *)\(Hex.short(sbAddress)))->s_inodes, i_sb_list)"
+            ev.walkFields = ["i_ino"]
+            var inodeRates: [Double] = [], inodeCPURates: [Double] = [], inodeCount = 0
+            for i in 0...n {
+                let t1 = now(), c1 = cpuNow()
+                guard case .entries(let entries, _) = try ev.evaluate(inodes) else { exit(1) }
+                for e in entries { _ = try fmt.compact(try ev.prefetchedField("i_ino", of: e) ?? ev.evaluate(field: "i_ino", of: e)) }
+                if i == 0 { continue }
+                inodeCount = entries.count
+                inodeRates.append(Double(entries.count) / ((now() - t1) / 1e6))
+                inodeCPURates.append(Double(entries.count) / ((cpuNow() - c1) / 1e6))
+            }
+            print("core_sb_inodes \(inodeCount)")
+            print("core_sb_inodes_entries_per_second_median \(Int(median(inodeRates)))")
+            print("core_sb_inodes_entries_per_cpu_second_median \(Int(median(inodeCPURates)))")
+        }
     case "walk-inodes":
         // The inodes of the tmpfs at FILE (a directory): list_for_each_entry over sb->s_inodes (i_sb_list),
         // reaching the superblock from an open file's fd, i_ino and i_size of each, read (walk_kernel_unformatted)

@@ -109,6 +109,66 @@ final class VMCoreTests: XCTestCase {
         }
     }
 
+    /// The ELF dump's PT_LOADs as the file's program headers give them (the test's own parse): physical
+    /// address, file offset, bytes in the file.
+    func elfLoads(_ bytes: [UInt8]) -> [(paddr: UInt64, offset: UInt64, fileSize: UInt64)] {
+        func u64(_ o: Int) -> UInt64 { bytes[o..<(o + 8)].reversed().reduce(0) { $0 << 8 | UInt64($1) } }
+        let phoff = Int(u64(32)), phnum = Int(bytes[56]) | Int(bytes[57]) << 8
+        return (0..<phnum).map { phoff + 56 * $0 }.filter { bytes[$0] == 1 }.map { (u64($0 + 24), u64($0 + 8), u64($0 + 32)) }
+    }
+
+    func failure(_ body: () throws -> [UInt8]) -> String {
+        do { return "read \(try body())" } catch { return "\(error)" }
+    }
+
+    func testCachedPagesOfAnELFDumpReadWhatTheFileHoldsAndKeepItsErrors() throws {
+        // ELF pages are read a block at a time and kept: every read, first or again, gives the file's own bytes
+        // at the segment's offset; an excluded page next to a cached one, and a block the file cuts short, fail
+        // (or not) as a fresh reader's first read of the same bytes does.
+        let path = try dump("vmcore.elf")
+        let file = try FileBytes.read(path, limit: FileLimit("fixture", bytes: 16 << 20))
+        let capture = VMCoreCapture.fiveLevel
+        let core = try VMCoreMemory(path: path)
+        let loads = elfLoads(file).filter { $0.fileSize > 0 }
+        XCTAssertGreaterThan(loads.count, 3)
+        func inFile(_ load: (paddr: UInt64, offset: UInt64, fileSize: UInt64), _ at: UInt64, _ count: Int) -> [UInt8] {
+            Array(file[Int(load.offset + at)..<(Int(load.offset + at) + count)])
+        }
+        for _ in 0..<2 {
+            for load in loads {
+                for (offset, count) in [(0, 8), (8, 16), (4088, 8), (4095, 1), (100, 3996), (load.fileSize - 8, 8)] {
+                    let at = UInt64(offset)
+                    XCTAssertEqual(try core.readPhysical(load.paddr + at, count: count), inFile(load, at, count),
+                                   "physical \(Hex.short(load.paddr + at)), \(count) bytes")
+                }
+            }
+            // Across a page boundary through the page tables: two cached blocks, each at its own file offset.
+            let uts = try capture.hex("init_uts_ns") + 4090
+            let (first, second) = (try core.translate(uts), try core.translate(uts + 6))
+            guard let a = loads.first(where: { $0.paddr <= first && first < $0.paddr + $0.fileSize }),
+                  let b = loads.first(where: { $0.paddr <= second && second < $0.paddr + $0.fileSize }) else { return XCTFail("no PT_LOAD for init_uts_ns") }
+            XCTAssertEqual(try core.read(uts, count: 12), inFile(a, first - a.paddr, 6) + inFile(b, second - b.paddr, 6))
+        }
+        // The page before the excluded one is cached; a read into the excluded page is the uncached error.
+        let pob = try capture.hex("page_offset_base", 1), excluded = try capture.hex("excluded_physical")
+        _ = try core.read(pob + excluded - 8, count: 8)
+        for (start, count) in [(excluded - 4, 8), (excluded, 8), (excluded + 4088, 8)] {
+            let fresh = failure { try VMCoreMemory(path: path).read(pob + start, count: count) }
+            XCTAssertTrue(fresh.contains("was excluded from the dump"), fresh)
+            XCTAssertEqual(failure { try core.read(pob + start, count: count) }, fresh)
+        }
+        // A file cut inside the last segment's last page: its first bytes still read, the cut ones are an error.
+        guard let last = loads.max(by: { $0.offset < $1.offset }) else { return XCTFail("no PT_LOAD") }
+        let pageStart = last.fileSize - 4096
+        let cut = try damaged("vmcore.elf") { $0.removeSubrange(Int(last.offset + pageStart + 256)...) }
+        let cutCore = try VMCoreMemory(path: cut)
+        for _ in 0..<2 {
+            XCTAssertEqual(try cutCore.readPhysical(last.paddr + pageStart + 8, count: 8), inFile(last, pageStart + 8, 8))
+            let beyond = failure { try cutCore.readPhysical(last.paddr + pageStart + 512, count: 8) }
+            XCTAssertTrue(beyond.hasPrefix("\(cut): truncated: physical \(Hex.short(last.paddr + pageStart + 512)) (PT_LOAD data)"), beyond)
+        }
+    }
+
     // MARK: bad dumps: damaged copies of the real one
 
     func damaged(_ name: String, _ change: (inout [UInt8]) -> Void) throws -> String {

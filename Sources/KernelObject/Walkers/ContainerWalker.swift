@@ -101,8 +101,8 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
         return (w.entries, w.warnings)
     }
 
-    /// The same walk, also copying `fields` (offsets from the entry, scalars of 1–8 bytes) of each entry
-    /// when the walk runs in the kernel (`Walk.fieldValues`; empty otherwise).
+    /// The same walk, also copying `fields` (offsets from the entry, scalars of 1–8 bytes) of each entry of a
+    /// list (`Walk.fieldValues`; empty for other containers unless the walk runs in the kernel).
     func walk(head: UInt64, headType: String, linkOffset: UInt64, memory: KernelMemory, vmlinux: BTF,
               maxEntries: Int, mode: WalkMode, fields: [BPFListWalk.Field], bitLimit: Int? = nil, buckets: Int? = nil) throws -> Walk {
         var w = Walk(helper: self, memory: memory, vmlinux: vmlinux, headType: headType, linkOffset: linkOffset, maxEntries: maxEntries)
@@ -248,6 +248,25 @@ struct Walk {
             if fieldValues.isEmpty && added == visited.count { fieldValues = visited.values } else { fieldValues += visited.values.prefix(added * visited.width) }
         }
         return !stopped
+    }
+
+    /// In a walk kreach follows itself (a dump, or per-entry reads), `fields` of the entry holding `node`,
+    /// as an in-kernel walk copies them; a field that can't be read is left to the caller's own read, which
+    /// says why. Called right after `add(node)`: the values go to the last entry's row.
+    mutating func copyFields(ofNode node: UInt64) {
+        let entry = node &- linkOffset
+        guard !fields.isEmpty, let position = entries.indices.last, entries[position] == entry else { return }
+        var values: [UInt64] = []
+        values.reserveCapacity(fields.count)
+        for f in fields {
+            guard f.size >= 1, f.size <= 8, let bytes = try? memory.read(entry &+ UInt64(bitPattern: Int64(f.offset)), count: f.size) else { return }
+            var value: UInt64 = 0
+            for (i, byte) in bytes.enumerated() { value |= UInt64(byte) << (8 * UInt64(i)) }
+            values.append(value)
+        }
+        if fieldRows.count < position { fieldRows += repeatElement(-1, count: position - fieldRows.count) }
+        fieldRows.append(fieldValues.count)
+        fieldValues += values
     }
 
     /// Adds an entry found at `index` of an indexed container (the same pointer may sit at several indices,

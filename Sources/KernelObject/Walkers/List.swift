@@ -26,6 +26,7 @@ enum ListWalker: ContainerWalker {
         while node != head {
             guard node != 0 else { throw WalkError.nullNext(walk.helper, after: walk.entries.count) }
             guard try walk.add(node) else { return }
+            walk.copyFields(ofNode: node)
             node = try walk.pointer(at: node &+ link)
         }
     }
