@@ -117,7 +117,7 @@ final class WalkInScriptTests: XCTestCase, CaptureOracle {
     /// A walk in a walk's body: each its own hidden variables; walks in comments and strings are text.
     func testNestedWalksHaveTheirOwnVariables_CommentsAndStringsAreNotWalks() throws {
         let script = "BEGIN {\n\tlist_for_each_entry(struct task_struct, &current->children, sibling, $c) {\n"
-            + "\t\tlist_for_each_entry(struct task_struct, &$c->children, sibling, $g, 8) { @n = count(); }\n\t}\n"
+            + "\t\tlist_for_each_entry(struct task_struct, &$c->children, sibling, $g, 8) { @n = count(); } printf(\"} /* {\\n\"); // }\n\t}\n"
             + "\t// list_for_each_entry(struct task_struct, &current->tasks, tasks, $x) {\n\tprintf(\"hlist_for_each_entry(a, b, c, $d) {\\n\");\n}\n"
         // &$c->children is bpftrace's: kreach resolves only what it can; the inner head here is current's.
         XCTAssertThrowsError(try generator().expand(script, file: "w.bt"))
@@ -126,7 +126,7 @@ final class WalkInScriptTests: XCTestCase, CaptureOracle {
         XCTAssertEqual(out.count, ok.split(separator: "\n", omittingEmptySubsequences: false).count)
         XCTAssertTrue(out[1].hasPrefix("\t$__kreach_w1_h = (((uint64)curtask) + 0x"), String(out[1]))
         XCTAssertTrue(out[2].hasPrefix("\t\t$__kreach_w2_h = (((uint64)curtask) + 0x") && out[2].contains("$__kreach_w2_n < 8"), String(out[2]))
-        XCTAssertTrue(out[2].hasSuffix("stopped after 8 entries\\n\"); }"), String(out[2]))
+        XCTAssertTrue(out[2].hasSuffix("stopped after 8 entries\\n\"); } printf(\"} /* {\\n\"); // }"), String(out[2]))
         XCTAssertTrue(out[3].hasPrefix("\t} if ($__kreach_w1_p == 0)"), String(out[3]))
         XCTAssertEqual(out[4], "\t// list_for_each_entry(struct task_struct, &current->tasks, tasks, $x) {")
         XCTAssertEqual(out[5], "\tprintf(\"hlist_for_each_entry(a, b, c, $d) {\\n\");")
