@@ -57,6 +57,10 @@ struct Gen: ParsableCommand {
             using module globals gets an unload guard (module:module_free) that exits before freed memory is read.
             A line `@kreach.capture(FUNC[, NAME])` becomes `kreach capture FUNC`'s probe, storing FUNC's return
             value in @NAME (default @FUNC).
+            A chain walk is a statement: list_for_each_entry(struct task_struct, &current->tasks, tasks, $t) { BODY }
+            (also _reverse, hlist_for_each_entry, llist_for_each_entry, hlist_nulls_for_each_entry; an optional 5th
+            argument MAX, 1 to 4096, default 1024, bounds it) becomes a bounded while loop; rbtree, xarray, idr,
+            maple tree, hash_for_each and bitmap walks stay in `kreach show`.
             """)
 
     @OptionGroup var kernel: KernelOptions
