@@ -98,7 +98,7 @@ extension ScriptGenerator {
         var k = w.arguments[1].lowerBound
         while k < w.arguments[1].upperBound {
             // `[$i]` in HEAD is bpftrace's (a bucket of a hash table).
-            if chars[k] == "[", let close = scanner.matching(k + 1, "]") {
+            if chars[k] == "[", let close = scanner.matching(k + 1, "]"), close < w.arguments[1].upperBound {
                 let inside = scanner.trimmed((k + 1)..<close)
                 if !scanner.kreachIndex(inside) { opaque.append((inside.lowerBound - w.start)..<(inside.upperBound - w.start)) }
                 k = close
