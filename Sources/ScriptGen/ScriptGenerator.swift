@@ -55,6 +55,8 @@ public final class ScriptGenerator {
     let kernel: Kernel
     /// Notes for stderr (no unload guard available, …).
     public internal(set) var notes: [String] = []
+    /// Walk statements (bounded loops) in the last script expanded.
+    public private(set) var walkCount = 0
 
     /// Builds `@kreach.capture(FUNC[, NAME])` directives; nil refuses them.
     let capture: CaptureBuilder?
@@ -117,6 +119,7 @@ public final class ScriptGenerator {
         let script = try expandCaptures(unix, file: file)
         let chars = Array(script)
         let (refs, walks) = try ScriptScanner(chars: chars, file: file).scan()
+        walkCount = walks.count
         // Each reference, and each walk's header and closing brace, replaced in the script's order.
         var edits: [(range: Range<Int>, text: String)] = []
         var modules: [String] = []

@@ -58,7 +58,7 @@ enum ScriptChain {
 
 extension ScriptGenerator {
     /// Entries a script walk visits when its MAX is not given.
-    static let defaultWalkBound = 1024
+    public static let defaultWalkBound = 1024
     /// The largest MAX: each iteration has at least two conditional jumps, and the verifier refuses a
     /// program past 8192 pending jumps ("The sequence of 8193 jumps is too complex"), so more can never load.
     static let maxWalkBound = 4096
