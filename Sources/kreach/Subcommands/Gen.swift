@@ -99,7 +99,13 @@ struct RunScript: ParsableCommand {
         let status = try bpftrace.run(script: expanded, displayName: name == "-e" ? "stdin" : name, arguments: bpftraceArguments,
                                       attachMarker: guarded ? marker : nil,
                                       onAttached: { try generator.modulesChangedSinceResolution() })
-        if status != 0 { throw Failure(message: "", code: status) }
+        if status != 0 {
+            if generator.walkCount > 0 {
+                // The verifier follows every iteration of a walk's loop (nested walks multiply).
+                StandardError.write("kreach: note: if bpftrace could not load the program, a walk's loop may be past the BPF verifier's limits: lower its MAX (default \(ScriptGenerator.defaultWalkBound)) or nest fewer walks")
+            }
+            throw Failure(message: "", code: status)
+        }
     }
 
     /// For tests only: with KREACH_TEST_RESOLVED_FIFO set to a FIFO, writes "resolved" to it once the script's
