@@ -207,7 +207,7 @@ public final class Evaluator {
         let whole = Expr.number(0, range: range)
         // for_each_cpu and for_each_set_bit yield CPU or bit numbers: unsigned int values.
         let entryType = try t.map { try resolveType($0, whole, source) } ?? resolveType(TypeName(words: ["unsigned", "int"], pointers: 0, text: "unsigned int"), whole, source)
-        let linkOffset = helper.arguments == .typeHeadMember ? try self.linkOffset(entryType, memberName, range, source) : 0
+        let linkOffset = helper.arguments == .typeHeadMember ? try resolver.linkOffset(entryType, memberName, range, source) : 0
         let count = try countExpr.map { try walkCount($0, helper, source) }
         var head = try eval(headExpr, source)
         var bitLimit = helper == .forEachCpu ? cpuCount() : count
@@ -293,32 +293,6 @@ public final class Evaluator {
         guard case .live = kernel.source, let possible = try? FileBytes.readText("/sys/devices/system/cpu/possible"),
               let last = possible.split(whereSeparator: { $0 == "," || $0 == "-" }).last.flatMap({ Int($0) }) else { return nil }
         return last + 1
-    }
-
-    /// The offset of MEMBER (a member path `a.b`, its last member optionally `[N]`) in the entry type:
-    /// entry = node - offset.
-    func linkOffset(_ entryType: CType, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> UInt64 {
-        var type = entryType, offset: UInt64 = 0
-        for part in memberName.split(separator: ".") {
-            var name = String(part), index: Int?
-            if let open = name.firstIndex(of: "[") {
-                index = Int(name[name.index(after: open)...].dropLast())
-                name = String(name[..<open])
-            }
-            guard let link = try type.member(name) else {
-                throw ExpressionError.at("\(type.name) has no member \(name)", source: source, range: range)
-            }
-            offset += UInt64(link.bitOffset / 8)
-            type = link.type
-            if let index {
-                guard case let .array(element, count) = try type.resolved(), index < count else {
-                    throw ExpressionError.at("\(memberName): \(name) is not an array with that many elements", source: source, range: range)
-                }
-                offset += UInt64(index * (try element.size()))
-                type = element
-            }
-        }
-        return offset
     }
 
     /// The entries of an indexed walk: for a scalar TYPE (`void *`, `unsigned long`, for_each_cpu's CPU

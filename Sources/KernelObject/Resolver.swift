@@ -204,7 +204,7 @@ public final class Resolver {
     }
 
     /// The module of the first global `e` names (for type lookups near it); nil for vmlinux.
-    static func module(of e: Expr) -> String? {
+    public static func module(of e: Expr) -> String? {
         var node = e
         for _ in 0..<ExpressionParser.maxDepth {
             switch node {
@@ -601,6 +601,32 @@ public final class Resolver {
         case .container:
             throw fail("a container walk can only be the whole expression", e, source)
         }
+    }
+
+    /// The offset of MEMBER (a member path `a.b`, its last member optionally `[N]`) in the entry type:
+    /// entry = node - offset.
+    public func linkOffset(_ entryType: CType, _ memberName: String, _ range: Range<Int>, _ source: String) throws -> UInt64 {
+        var type = entryType, offset: UInt64 = 0
+        for part in memberName.split(separator: ".") {
+            var name = String(part), index: Int?
+            if let open = name.firstIndex(of: "[") {
+                index = Int(name[name.index(after: open)...].dropLast())
+                name = String(name[..<open])
+            }
+            guard let link = try type.member(name) else {
+                throw ExpressionError.at("\(type.name) has no member \(name)", source: source, range: range)
+            }
+            offset += UInt64(link.bitOffset / 8)
+            type = link.type
+            if let index {
+                guard case let .array(element, count) = try type.resolved(), index < count else {
+                    throw ExpressionError.at("\(memberName): \(name) is not an array with that many elements", source: source, range: range)
+                }
+                offset += UInt64(index * (try element.size()))
+                type = element
+            }
+        }
+        return offset
     }
 
     /// `per_cpu_sum(VAR.a.b[i])`: the path read on each possible CPU (`for_each_possible_cpu`: the bits of

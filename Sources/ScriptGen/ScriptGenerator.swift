@@ -54,7 +54,9 @@ public final class ScriptGenerator {
     let resolver: Resolver
     let kernel: Kernel
     /// Notes for stderr (no unload guard available, …).
-    public private(set) var notes: [String] = []
+    public internal(set) var notes: [String] = []
+    /// Walk statements (bounded loops) in the last script expanded.
+    public private(set) var walkCount = 0
 
     /// Builds `@kreach.capture(FUNC[, NAME])` directives; nil refuses them.
     let capture: CaptureBuilder?
@@ -116,15 +118,27 @@ public final class ScriptGenerator {
         let unix = original.contains("\r\n") ? String(original.map { $0 == "\r\n" ? "\n" : $0 }) : original
         let script = try expandCaptures(unix, file: file)
         let chars = Array(script)
-        let refs = try ScriptScanner(chars: chars, file: file).references()
-        var out = ""
-        var last = 0
+        let (refs, walks) = try ScriptScanner(chars: chars, file: file).scan()
+        walkCount = walks.count
+        // Each reference, and each walk's header and closing brace, replaced in the script's order.
+        var edits: [(range: Range<Int>, text: String)] = []
         var modules: [String] = []
         for ref in refs {
-            out += String(chars[last..<ref.range.lowerBound])
-            out += try replacement(for: ref, chars: chars, file: file)
-            last = ref.range.upperBound
+            edits.append((ref.range, try replacement(for: ref, chars: chars, file: file)))
             if let m = ref.module, !modules.contains(m) { modules.append(m) }
+        }
+        for (k, walk) in walks.enumerated() {
+            let (header, after, module) = try expandWalk(walk, number: k + 1, chars: chars, file: file)
+            edits.append((walk.header, header))
+            edits.append((walk.close..<(walk.close + 1), "}" + after))
+            if let m = module, m != "vmlinux", !modules.contains(m) { modules.append(m) }
+        }
+        var out = ""
+        var last = 0
+        for edit in edits.sorted(by: { $0.range.lowerBound < $1.range.lowerBound }) {
+            out += String(chars[last..<edit.range.lowerBound])
+            out += edit.text
+            last = edit.range.upperBound
         }
         out += String(chars[last...])
         if !modules.isEmpty { out = try addGuard(out, modules) }
@@ -147,13 +161,15 @@ public final class ScriptGenerator {
         ScriptScanner.error(message, at: ref.range, chars: chars, file: file)
     }
 
+    /// An error resolving `ref`, at its node in the script when it says where.
+    func scriptError(_ e: ExpressionError, _ ref: GlobalReference, _ chars: [Character], _ file: String) -> ScriptError {
+        guard case let .at(message, _, range) = e else { return error(e.message, ref, chars, file) }
+        let r = (ref.range.lowerBound + range.lowerBound)..<(ref.range.lowerBound + max(range.upperBound, range.lowerBound + 1))
+        return ScriptScanner.error(message, at: r.clamped(to: ref.range), chars: chars, file: file)
+    }
+
     func replacement(for ref: GlobalReference, chars: [Character], file: String) throws -> String {
         let source = ref.expression
-        func scriptError(_ e: ExpressionError) -> ScriptError {
-            guard case let .at(message, _, range) = e else { return error(e.message, ref, chars, file) }
-            let r = (ref.range.lowerBound + range.lowerBound)..<(ref.range.lowerBound + max(range.upperBound, range.lowerBound + 1))
-            return ScriptScanner.error(message, at: r.clamped(to: ref.range), chars: chars, file: file)
-        }
         let r: Resolved
         let expr: Expr
         resolver.clearWarnings()
@@ -165,19 +181,20 @@ public final class ScriptGenerator {
                 throw self.error(error.message, ref, chars, file)
             }
             if case let .container(helper, _, _, _, _, _) = expr {
-                throw error("\(helper.macro): container walks exist only in `kreach show`, not in scripts", ref, chars, file)
+                throw error(ScriptChain(helper) == nil ? ScriptChain.showOnly(helper)
+                            : "\(helper.macro) is a statement in a script: \(helper.macro)(TYPE, HEAD, MEMBER, $VAR[, MAX]) { ... }", ref, chars, file)
             }
             r = try resolver.resolve(expr, source)
         } catch let e as ScriptError {
             throw e
         } catch let e as ExpressionError {
-            throw scriptError(e)
+            throw scriptError(e, ref, chars, file)
         }
         notes += resolver.warnings.filter { !notes.contains($0) }
         do {
             return try print(r, ref, expr)
         } catch let e as ExpressionError {
-            throw scriptError(e)
+            throw scriptError(e, ref, chars, file)
         }
     }
 
@@ -379,8 +396,12 @@ struct ScriptScanner {
                            sourceLine: String(chars[lineStart..<lineEnd]))
     }
 
-    func references() throws -> [GlobalReference] {
+    func references() throws -> [GlobalReference] { try scan().references }
+
+    /// The global references and the walk statements in the script, in order.
+    func scan() throws -> (references: [GlobalReference], walks: [WalkStatement]) {
         var refs: [GlobalReference] = []
+        var walks: [WalkStatement] = []
         var i = 0
         var floor = 0  // the end of the previous reference: a module name never reaches back into it
         while i < chars.count {
@@ -402,13 +423,20 @@ struct ScriptScanner {
                 i += 1
                 continue
             }
-            // The container walks of `show` are no bpftrace: say so, not bpftrace's "unknown function".
+            // A chain walk is a statement (ScriptWalk); the other container walks of `show` are no bpftrace:
+            // say why, not bpftrace's "unknown function".
             if ScriptScanner.isIdent(c), !c.isNumber, i == 0 || !ScriptScanner.isIdent(chars[i - 1]) {
                 var e = i
                 while e < chars.count && ScriptScanner.isIdent(chars[e]) { e += 1 }
                 if let helper = ContainerHelper(rawValue: String(chars[i..<e])), skipSpaces(e) < chars.count, chars[skipSpaces(e)] == "(" {
-                    throw ScriptScanner.error("\(helper.macro): container walks exist only in `kreach show`, not in scripts",
-                                              at: i..<e, chars: chars, file: file)
+                    guard ScriptChain(helper) != nil else {
+                        throw ScriptScanner.error("\(helper.macro): \(ScriptChain.showOnly(helper))", at: i..<e, chars: chars, file: file)
+                    }
+                    let walk = try walkStatement(helper, name: i..<e)
+                    walks.append(walk)
+                    i = walk.header.upperBound
+                    floor = i
+                    continue
                 }
             }
             guard c == "`" else { i += 1; continue }
@@ -445,7 +473,66 @@ struct ScriptScanner {
             i = range.upperBound
             floor = range.upperBound
         }
-        return refs
+        return (refs, walks)
+    }
+
+    /// The walk statement whose macro name is at `name`: `NAME(ARGS) {` on one line, and its body's `}`.
+    func walkStatement(_ helper: ContainerHelper, name: Range<Int>) throws -> WalkStatement {
+        let usage = "\(helper.macro)(TYPE, HEAD, MEMBER, $VAR[, MAX]) { ... }"
+        let open = skipSpaces(name.upperBound)
+        guard let close = matching(open + 1, ")") else {
+            throw ScriptScanner.error("\(helper.macro): its arguments end on their line with ')': \(usage)", at: name, chars: chars, file: file)
+        }
+        let brace = skipSpaces(close + 1)
+        guard brace < chars.count, chars[brace] == "{" else {
+            throw ScriptScanner.error("\(helper.macro) is a statement in a script, followed by its body: \(usage)", at: name, chars: chars, file: file)
+        }
+        guard let end = closingBrace(brace) else {
+            throw ScriptScanner.error("\(helper.macro): its body has no closing '}'", at: brace..<(brace + 1), chars: chars, file: file)
+        }
+        // The arguments, split at commas outside brackets.
+        var arguments: [Range<Int>] = []
+        var depth = 0, from = open + 1
+        for k in (open + 1)...close {
+            let c = chars[k]
+            if c == "(" || c == "[" { depth += 1 } else if (c == ")" || c == "]") && k < close { depth -= 1 }
+            if depth == 0 && (c == "," || k == close) {
+                arguments.append(trimmed(from..<k))
+                from = k + 1
+            }
+        }
+        return WalkStatement(helper: helper, start: name.lowerBound, header: name.lowerBound..<(brace + 1), arguments: arguments, close: end)
+    }
+
+    /// The `}` closing the `{` at `open`, skipping comments and strings.
+    func closingBrace(_ open: Int) -> Int? {
+        var depth = 0
+        var k = open
+        while k < chars.count {
+            let c = chars[k]
+            if c == "/" && k + 1 < chars.count && chars[k + 1] == "/" {
+                while k < chars.count && chars[k] != "\n" { k += 1 }
+                continue
+            }
+            if c == "/" && k + 1 < chars.count && chars[k + 1] == "*" {
+                k += 2
+                while k + 1 < chars.count && !(chars[k] == "*" && chars[k + 1] == "/") { k += 1 }
+                k += 2
+                continue
+            }
+            if c == "\"" {
+                k += 1
+                while k < chars.count && chars[k] != "\"" { if chars[k] == "\\" { k += 1 }; k += 1 }
+                k += 1
+                continue
+            }
+            if c == "{" { depth += 1 } else if c == "}" {
+                depth -= 1
+                if depth == 0 { return k }
+            }
+            k += 1
+        }
+        return nil
     }
 
     /// The largest expression around the global at `name` that kreach resolves: postfix `.member`, `->member`,

@@ -8,7 +8,7 @@ import KreachTestSupport
 /// Every expression form of `kreach show` (walkers aside) in a script, expanded against the Debian 6.1 capture
 /// without any memory reader. Expected addresses come from the capture's kallsyms file and member offsets
 /// from bpftool's raw BTF dump, never from kreach.
-final class ScriptExpressionTests: XCTestCase {
+final class ScriptExpressionTests: XCTestCase, CaptureOracle {
     /// The capture's kallsyms addresses by `module:name`, in file order.
     static let symbols: [String: [UInt64]] = {
         var table: [String: [UInt64]] = [:]
@@ -22,22 +22,6 @@ final class ScriptExpressionTests: XCTestCase {
         return table
     }()
     nonisolated(unsafe) static let vmlinux: BpftoolRawDump? = (try? DebianCapture.directory()).flatMap { try? BpftoolRawDump(file: $0 + "/btf/vmlinux") }
-
-    /// The capture's kallsyms address of `module:name` (the `n`th of that name).
-    func address(_ name: String, _ n: Int = 0) throws -> UInt64 {
-        let all = try XCTUnwrap(ScriptExpressionTests.symbols[name], "\(name) not in the capture's kallsyms")
-        return all[n]
-    }
-
-    /// The byte offset of `member` in `struct name`, from bpftool (and the bit offset within that byte).
-    func offset(_ name: String, _ member: String, dump: BpftoolRawDump? = nil, kind: Substring = "STRUCT") throws -> UInt64 {
-        let d = try XCTUnwrap(dump ?? ScriptExpressionTests.vmlinux)
-        let id = try XCTUnwrap(d.named(name, kind: kind), "no \(kind) \(name)")
-        let m = try XCTUnwrap(d.entries[id]?.members.first { $0.name == Substring(member) }, "no \(member) in \(name)")
-        return UInt64(m.bitOffset / 8)
-    }
-
-    func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
 
     func generator() throws -> ScriptGenerator {
         try ScriptGenerator(kernel: try Kernel(source: .snapshot(try DebianCapture.directory())))

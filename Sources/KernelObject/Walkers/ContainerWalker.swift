@@ -88,6 +88,14 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
         }
     }
 
+    /// The byte offset and type of `member` in vmlinux's `struct structure` (a link struct: list_head.next).
+    public static func member(_ member: String, in structure: String, vmlinux: BTF) throws -> (offset: UInt64, type: CType) {
+        for id in vmlinux.lookup(structure) where (try? vmlinux.kind(of: id)) == .structure {
+            if let m = try CType.btf(vmlinux, id).member(member) { return (UInt64(m.bitOffset / 8), m.type) }
+        }
+        throw WalkError.missingMember(structure: structure, member: member)
+    }
+
     /// The BTF struct names a head may have (`list_head`).
     public var headTypes: [String] { walker.headTypes }
 
@@ -305,10 +313,7 @@ struct Walk {
 
     /// The byte offset and type of `member` in vmlinux's `struct structure`.
     func member(_ member: String, in structure: String) throws -> (offset: UInt64, type: CType) {
-        for id in vmlinux.lookup(structure) where (try? vmlinux.kind(of: id)) == .structure {
-            if let m = try CType.btf(vmlinux, id).member(member) { return (UInt64(m.bitOffset / 8), m.type) }
-        }
-        throw WalkError.missingMember(structure: structure, member: member)
+        try ContainerHelper.member(member, in: structure, vmlinux: vmlinux)
     }
 
     /// The size of vmlinux's `struct structure`.

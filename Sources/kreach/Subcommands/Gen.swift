@@ -57,6 +57,10 @@ struct Gen: ParsableCommand {
             using module globals gets an unload guard (module:module_free) that exits before freed memory is read.
             A line `@kreach.capture(FUNC[, NAME])` becomes `kreach capture FUNC`'s probe, storing FUNC's return
             value in @NAME (default @FUNC).
+            A chain walk is a statement: list_for_each_entry(struct task_struct, &current->tasks, tasks, $t) { BODY }
+            (also _reverse, hlist_for_each_entry, llist_for_each_entry, hlist_nulls_for_each_entry; an optional 5th
+            argument MAX, 1 to 4096, default 1024, bounds it) becomes a bounded while loop; rbtree, xarray, idr,
+            maple tree, hash_for_each and bitmap walks stay in `kreach show`.
             """)
 
     @OptionGroup var kernel: KernelOptions
@@ -95,7 +99,13 @@ struct RunScript: ParsableCommand {
         let status = try bpftrace.run(script: expanded, displayName: name == "-e" ? "stdin" : name, arguments: bpftraceArguments,
                                       attachMarker: guarded ? marker : nil,
                                       onAttached: { try generator.modulesChangedSinceResolution() })
-        if status != 0 { throw Failure(message: "", code: status) }
+        if status != 0 {
+            if generator.walkCount > 0 {
+                // The verifier follows every iteration of a walk's loop (nested walks multiply).
+                StandardError.write("kreach: note: if bpftrace could not load the program, a walk's loop may be past the BPF verifier's limits: lower its MAX (default \(ScriptGenerator.defaultWalkBound)) or nest fewer walks")
+            }
+            throw Failure(message: "", code: status)
+        }
     }
 
     /// For tests only: with KREACH_TEST_RESOLVED_FIFO set to a FIFO, writes "resolved" to it once the script's
