@@ -203,7 +203,7 @@ public final class Evaluator {
     /// A container walk (Walkers/: one walker per kernel macro): types the entries and the link member,
     /// checks the head's type, and maps walk errors to the expression.
     func walk(_ helper: ContainerHelper, _ t: TypeName?, _ headExpr: Expr, _ memberName: String, count countExpr: Expr? = nil,
-              _ range: Range<Int>, _ source: String) throws -> [Object] {
+              _ range: Range<Int>, _ source: String) throws -> WalkEntries {
         let whole = Expr.number(0, range: range)
         // for_each_cpu and for_each_set_bit yield CPU or bit numbers: unsigned int values.
         let entryType = try t.map { try resolveType($0, whole, source) } ?? resolveType(TypeName(words: ["unsigned", "int"], pointers: 0, text: "unsigned int"), whole, source)
@@ -258,13 +258,9 @@ public final class Evaluator {
             prefetchedPositions = nil
             if helper.arguments == .typeHeadMember {
                 // Chains carry no index; a hash table's entries their bucket.
-                return w.entries.enumerated().map { k, e in
-                    var o = Object(type: entryType, address: e)
-                    o.index = k < w.indices.count ? w.indices[k] : nil
-                    return o
-                }
+                return WalkEntries(type: entryType, addresses: w.entries, indices: w.indices)
             }
-            return try indexedEntries(w, entryType, helper)
+            return WalkEntries(try indexedEntries(w, entryType, helper))
         } catch let error as WalkError {
             throw ExpressionError.at(error.description, source: source, range: range)
         }

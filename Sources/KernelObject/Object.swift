@@ -72,5 +72,39 @@ public struct Object {
 /// What an expression produced: one object, or the entries a container helper walked.
 public enum Evaluation {
     case object(Object)
-    case entries([Object], helper: ContainerHelper)
+    case entries(WalkEntries, helper: ContainerHelper)
+}
+
+/// The entries of a container walk, by position. A chain's or a tree's entries are one type at many addresses:
+/// each `Object` is made when asked for, so a walk of a million entries holds their addresses, not a million
+/// objects. Indexed walks of scalar slots (for_each_cpu's numbers, xarray values) keep the objects they made.
+public struct WalkEntries: RandomAccessCollection {
+    enum Storage {
+        /// One entry type; each entry's address, and its index (xarray index, bucket) where the walk has one.
+        case uniform(type: CType, addresses: [UInt64], indices: [UInt64])
+        case objects([Object])
+    }
+    let storage: Storage
+
+    init(type: CType, addresses: [UInt64], indices: [UInt64]) { storage = .uniform(type: type, addresses: addresses, indices: indices) }
+    init(_ objects: [Object]) { storage = .objects(objects) }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int {
+        switch storage {
+        case .uniform(_, let addresses, _): return addresses.count
+        case .objects(let objects): return objects.count
+        }
+    }
+
+    public subscript(position: Int) -> Object {
+        switch storage {
+        case let .uniform(type, addresses, indices):
+            var o = Object(type: type, address: addresses[position])
+            o.index = position < indices.count ? indices[position] : nil
+            return o
+        case .objects(let objects):
+            return objects[position]
+        }
+    }
 }

@@ -22,7 +22,7 @@ final class InKernelWalkTests: XCTestCase {
 
     func entries(_ ev: Evaluator, _ source: String) throws -> [Object] {
         guard case .entries(let entries, _) = try ev.evaluate(source) else { throw FixtureError("\(source) is not a walk") }
-        return entries
+        return Array(entries)
     }
 
     /// A fresh tmpfs with `files` files of different sizes (sparse) and modes, its root open: (mount point, fd of

@@ -228,7 +228,7 @@ extension XCTestCase {
     /// The entries of the walk `source`.
     func walkEntries(_ ev: Evaluator, _ source: String) throws -> [Object] {
         guard case .entries(let entries, _) = try ev.evaluate(source) else { throw FixtureError("\(source) is not a walk") }
-        return entries
+        return Array(entries)
     }
 }
 
