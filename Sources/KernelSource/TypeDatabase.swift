@@ -129,10 +129,18 @@ public final class TypeDatabase {
         return btf
     }
 
-    /// vmlinux followed by every module, in name order.
+    /// vmlinux followed by every module, in name order. A module whose BTF file is gone since the directory was
+    /// listed (/sys/kernel/btf/M: the module was unloaded) has no types to offer and is left out; any other
+    /// failure to read a module's BTF is an error.
     public func allObjects() throws -> [BTF] {
         var all = [vmlinux]
-        for m in moduleNames { all.append(try module(m)) }
+        for m in moduleNames {
+            do {
+                all.append(try module(m))
+            } catch where !FileBytes.exists(directory + "/" + m) {
+                continue
+            }
+        }
         return all
     }
 

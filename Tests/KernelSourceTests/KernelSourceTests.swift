@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 import BTF
 @testable import KernelSource
@@ -43,6 +44,26 @@ final class KernelSourceTests: XCTestCase {
         XCTAssertThrowsError(try db.resolve("zfs:struct arc_stats")) { XCTAssertTrue("\($0)".contains("no BTF for module zfs"), "\($0)") }
         XCTAssertThrowsError(try db.resolve("lockd:")) { XCTAssertTrue("\($0)".contains("bad type query"), "\($0)") }
         XCTAssertThrowsError(try db.resolve("#x")) { XCTAssertTrue("\($0)".contains("#ID needs a number"), "\($0)") }
+    }
+
+    /// A module unloaded after its BTF directory was listed (/sys/kernel/btf/M gone) is left out of a search
+    /// across modules, not an error for a type found elsewhere (as for the exporter's walk of `struct module` while
+    /// rmmod ran); asking for that module's types by name still says it has none. Any other unreadable module
+    /// BTF is still an error.
+    func testAModuleWhoseBTFFileWentAwayIsLeftOutOfSearches() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kreach-btf-\(getpid())").path
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.copyItem(atPath: try DebianCapture.directory() + "/btf", toPath: dir)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let db = try TypeDatabase(directory: dir)
+        XCTAssertTrue(db.moduleNames.contains("loop"))
+        try FileManager.default.removeItem(atPath: dir + "/loop")
+        XCTAssertEqual(try db.resolve("struct task_struct").object, "vmlinux")
+        XCTAssertEqual(try db.allObjects().count, db.moduleNames.count, "vmlinux and every module but loop")
+        XCTAssertThrowsError(try db.resolve("loop:struct loop_device")) { XCTAssertTrue("\($0)".contains("loop"), "\($0)") }
+        // A module BTF file that is there but unreadable as BTF is an error, not left out.
+        try Data("not BTF".utf8).write(to: URL(fileURLWithPath: dir + "/brd"))
+        XCTAssertThrowsError(try TypeDatabase(directory: dir).resolve("struct task_struct")) { XCTAssertTrue("\($0)".contains("brd"), "\($0)") }
     }
 
     /// A name defined in more than one object is an error listing each, never a silent pick.
