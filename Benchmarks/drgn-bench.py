@@ -41,6 +41,24 @@ def rate(walk, runs, cpu=None):
     return count, statistics.median(rates)
 
 
+def walk_list(name, type_name, head, member, fields, runs, cpu_line=True):
+    """Walks list_for_each_entry(TYPE, HEAD, MEMBER) reading FIELDS of each entry, RUNS times; prints
+    drgn_NAME (the count) and its entries/s medians (wall, and CPU with cpu_line)."""
+    def walk():
+        n = 0
+        for entry in list_for_each_entry(type_name, head, member):
+            for f in fields:
+                getattr(entry, f).value_()
+            n += 1
+        return n
+    cpu = []
+    count, r = rate(walk, runs, cpu)
+    print(f"drgn_{name} {count}")
+    print(f"drgn_{name}_entries_per_second_median {r:.0f}")
+    if cpu_line:
+        print(f"drgn_{name}_entries_per_cpu_second_median {cpu[0]:.0f}")
+
+
 def main():
     mode, vmlinux, target = sys.argv[1:4]
     runs = int(sys.argv[-1]) if len(sys.argv) > 4 and sys.argv[-1].isdigit() else 5
@@ -49,53 +67,20 @@ def main():
         print(prog["init_uts_ns"].name.release.string_().decode())
     elif mode == "tasks":
         prog = program(vmlinux, target)
-        init = prog["init_task"]
-
-        def walk():
-            n = 0
-            for t in list_for_each_entry("struct task_struct", init.tasks.address_of_(), "tasks"):
-                t.pid.value_()
-                n += 1
-            return n
-        cpu = []
-        count, r = rate(walk, runs, cpu)
-        print(f"drgn_tasks {count}")
-        print(f"drgn_tasks_entries_per_second_median {r:.0f}")
-        print(f"drgn_tasks_entries_per_cpu_second_median {cpu[0]:.0f}")
+        walk_list("tasks", "struct task_struct", prog["init_task"].tasks.address_of_(), "tasks", ["pid"], runs)
     elif mode == "sb-inodes":
         fstype = sys.argv[4].encode()
         prog = program(vmlinux, target)
         sb = next(s for s in list_for_each_entry("struct super_block", prog["super_blocks"].address_of_(), "s_list")
                   if s.s_type.name.string_() == fstype)
-
-        def walk():
-            n = 0
-            for inode in list_for_each_entry("struct inode", sb.s_inodes.address_of_(), "i_sb_list"):
-                inode.i_ino.value_()
-                n += 1
-            return n
-        cpu = []
-        count, r = rate(walk, runs, cpu)
-        print(f"drgn_sb_inodes {count}")
-        print(f"drgn_sb_inodes_entries_per_second_median {r:.0f}")
-        print(f"drgn_sb_inodes_entries_per_cpu_second_median {cpu[0]:.0f}")
+        walk_list("sb_inodes", "struct inode", sb.s_inodes.address_of_(), "i_sb_list", ["i_ino"], runs)
     elif mode == "inodes":
         from drgn.helpers.linux.fs import fget
         from drgn.helpers.linux.pid import find_task
         prog = program(vmlinux, None)
         fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
         sb = fget(find_task(prog, os.getpid()), fd).f_inode.i_sb
-
-        def walk():
-            n = 0
-            for inode in list_for_each_entry("struct inode", sb.s_inodes.address_of_(), "i_sb_list"):
-                inode.i_ino.value_()
-                inode.i_size.value_()
-                n += 1
-            return n
-        count, r = rate(walk, runs)
-        print(f"drgn_inodes {count}")
-        print(f"drgn_inodes_entries_per_second_median {r:.0f}")
+        walk_list("inodes", "struct inode", sb.s_inodes.address_of_(), "i_sb_list", ["i_ino", "i_size"], runs, cpu_line=False)
     else:
         sys.exit(f"drgn-bench.py: unknown mode {mode}")
 
