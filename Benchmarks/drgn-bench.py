@@ -9,6 +9,8 @@ Debian's python3-drgn and the kernel's DWARF (linux-image-VERSION-dbg's vmlinux)
                                                i_ino: count, entries/s median
   drgn-bench.py inodes VMLINUX DIR RUNS        live (/proc/kcore): walk the s_inodes list of the filesystem
                                                holding DIR (a tmpfs), reading i_ino and i_size: count, entries/s median
+  drgn-bench.py pages VMLINUX FILE RUNS        live: xa_for_each over FILE's page cache (f_mapping->i_pages),
+                                               reading each folio's index and mapping: count, entries/s median
 
 Entries/s time the walk alone (the program and its debuginfo are loaded before); each is the median of RUNS.
 """
@@ -81,6 +83,26 @@ def main():
         fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
         sb = fget(find_task(prog, os.getpid()), fd).f_inode.i_sb
         walk_list("inodes", "struct inode", sb.s_inodes.address_of_(), "i_sb_list", ["i_ino", "i_size"], runs, cpu_line=False)
+    elif mode == "pages":
+        from drgn.helpers.linux.fs import fget
+        from drgn.helpers.linux.pid import find_task
+        from drgn.helpers.linux.xarray import xa_for_each
+        prog = program(vmlinux, None)
+        fd = os.open(target, os.O_RDONLY)
+        mapping = fget(find_task(prog, os.getpid()), fd).f_mapping
+        folio = "struct folio *" if prog.type("struct folio").has_member("index") else "struct page *"
+
+        def walk():
+            n = 0
+            for _, entry in xa_for_each(mapping.i_pages.address_of_()):
+                page = drgn.cast(folio, entry)
+                page.index.value_()
+                page.mapping.value_()
+                n += 1
+            return n
+        count, r = rate(walk, runs)
+        print(f"drgn_pages {count}")
+        print(f"drgn_pages_entries_per_second_median {r:.0f}")
     else:
         sys.exit(f"drgn-bench.py: unknown mode {mode}")
 

@@ -67,6 +67,16 @@ int kreach_bpf_map_lookup(int map_fd, const void *key, void *value) {
     return sys_bpf(BPF_MAP_LOOKUP_ELEM, &a);
 }
 
+int kreach_bpf_map_update(int map_fd, const void *key, const void *value) {
+    union bpf_attr a;
+    memset(&a, 0, sizeof(a));
+    a.map_fd = (uint32_t)map_fd;
+    a.key = (uint64_t)(uintptr_t)key;
+    a.value = (uint64_t)(uintptr_t)value;
+    a.flags = BPF_ANY;
+    return sys_bpf(BPF_MAP_UPDATE_ELEM, &a);
+}
+
 /* In-process decompression of .ko.xz, .ko.zst and .ko.gz, and of kdump-compressed pages (zlib, lzo, snappy,
  * zstd): no decompressor process, no shell. */
 #include <lzma.h>

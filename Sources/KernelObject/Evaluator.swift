@@ -247,7 +247,8 @@ public final class Evaluator {
         do {
             // A walk that fails leaves no values behind (they would be the previous walk's).
             (prefetched, prefetchedRows, prefetchedEntries, prefetchedPositions) = ([], [], [], nil)
-            let copied = helper.arguments == .typeHeadMember ? try copiedFields(of: entryType) : []
+            let copied = helper.arguments == .typeHeadMember || (helper.arguments == .typeHead && !entryType.isScalar)
+                ? try copiedFields(of: entryType) : []
             let w = try helper.walk(head: headAddress, headType: headType, linkOffset: linkOffset, memory: memory,
                                     vmlinux: types.vmlinux, maxEntries: maxEntries, mode: walkMode, fields: copied,
                                     bitLimit: bitLimit, buckets: buckets)

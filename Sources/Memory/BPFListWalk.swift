@@ -60,7 +60,9 @@ public final class BPFListWalk {
     public let fields: [Field]
     /// Nodes per program run.
     public let batch: Int
-    private let stride: Int
+    /// Where each node's bytes go in its record.
+    let layout: RecordLayout
+    private var stride: Int { layout.stride }
     private let valueSize: Int
     private let mapFD: Int32
     private let progFD: Int32
@@ -85,8 +87,63 @@ public final class BPFListWalk {
     }
 
     /// Map value layout: [0] entries written (u64), [8] the node to visit next or the faulting one (u64),
-    /// then `batch` records of `stride` bytes: the node address, then each field's bytes.
+    /// then `batch` records of `stride` bytes: the node address, then the bytes of each read (`RecordLayout`).
     static let header = 16
+
+    /// One node's record: its address, then spans of the node copied by one bpf_probe_read_kernel each. The
+    /// fields and the next pointer are sorted by offset and a span takes the next one while it stays within
+    /// `window` bytes, so fields that sit together (`i_ino` and `i_size`) cost one helper call, not one each.
+    struct RecordLayout: Equatable {
+        /// One read: `size` bytes at node + `offset` into record + `position`.
+        struct Span: Equatable {
+            let offset: Int32
+            let size: Int
+            let position: Int
+        }
+        let spans: [Span]
+        /// Where each field's bytes start in the record.
+        let fieldPositions: [Int]
+        /// Where the next pointer's 8 bytes start in the record.
+        let nextPosition: Int
+        /// Record size, a multiple of 8.
+        let stride: Int
+
+        /// Bytes one read may span (a copy of a few words costs less than another helper call).
+        static let window = 32
+
+        init(fields: [Field], nextOffset: Int32) {
+            // Items: the fields by index, then the next pointer (index fields.count).
+            let items = (fields.map { (offset: $0.offset, size: $0.size) } + [(offset: nextOffset, size: 8)])
+                .enumerated().sorted { ($0.element.offset, $0.offset) < ($1.element.offset, $1.offset) }
+            var spans: [Span] = []
+            var itemPositions = [Int](repeating: 0, count: items.count)
+            var position = 8
+            var start: Int32 = 0, end: Int32 = 0, members: [(index: Int, offset: Int32)] = []
+            func close() {
+                guard !members.isEmpty else { return }
+                spans.append(Span(offset: start, size: Int(end - start), position: position))
+                for m in members { itemPositions[m.index] = position + Int(m.offset - start) }
+                position += Int(end - start)
+                members = []
+            }
+            for (index, item) in items {
+                let itemEnd = item.offset + Int32(item.size)
+                if !members.isEmpty && max(end, itemEnd) - start <= Int32(RecordLayout.window) {
+                    end = max(end, itemEnd)
+                } else {
+                    close()
+                    start = item.offset
+                    end = itemEnd
+                }
+                members.append((index, item.offset))
+            }
+            close()
+            self.spans = spans
+            fieldPositions = Array(itemPositions.prefix(fields.count))
+            nextPosition = itemPositions[fields.count]
+            stride = (position + 7) & ~7
+        }
+    }
 
     /// `nextOffset`: where a node holds the next node's address (list_head.next or .prev).
     public init(nextOffset: Int32, fields: [Field], ending: Ending = .node, batch requested: Int = 1024) throws {
@@ -96,17 +153,21 @@ public final class BPFListWalk {
         self.nextOffset = nextOffset
         self.fields = fields
         self.ending = ending
-        stride = (8 + fields.reduce(0) { $0 + $1.size } + 7) & ~7
-        // Each node's code is at most 13 + 7 per field instructions; jumps reach at most 32767 forward.
-        let perNode = 13 + 7 * fields.count
+        let layout = RecordLayout(fields: fields, nextOffset: nextOffset)
+        guard layout.stride <= 4096 else {
+            throw BPFError("in-kernel walk: \(fields.count) fields take \(layout.stride) bytes per entry (4096 at most)", errno: EINVAL)
+        }
+        self.layout = layout
+        // Each node's code is 7 + 7 per span instructions; jumps reach at most 32767 forward.
+        let perNode = 7 + 7 * layout.spans.count
         batch = max(1, min(requested, 30_000 / perNode))
-        valueSize = BPFListWalk.header + batch * stride
+        valueSize = BPFListWalk.header + batch * layout.stride
         let map = kreach_bpf_array_create(UInt32(valueSize), 1, "kreach_walk")
         guard map >= 0 else { throw BPFError("create the BPF walk map", errno: -map) }
         mapFD = map
         do {
-            progFD = try BPFListWalk.load(BPFListWalk.program(mapFD: map, nextOffset: nextOffset, fields: fields, ending: ending,
-                                                               batch: batch, stride: stride), name: "kreach_walk")
+            progFD = try BPFListWalk.load(BPFListWalk.program(mapFD: map, layout: layout, ending: ending, batch: batch),
+                                          name: "kreach_walk")
         } catch {
             close(map)
             throw error
@@ -148,7 +209,7 @@ public final class BPFListWalk {
 
     /// r1 = ctx: args[0] the first node, args[1] the node that ends the walk (the head; unused for `.nulls`).
     /// Returns 0 (reached the end), 1 (batch full), 2 (NULL next), or bpf_probe_read_kernel's -errno.
-    static func program(mapFD: Int32, nextOffset: Int32, fields: [Field], ending: Ending = .node, batch: Int, stride: Int) -> [Instruction] {
+    static func program(mapFD: Int32, layout: RecordLayout, ending: Ending = .node, batch: Int) -> [Instruction] {
         var p: [Instruction] = [.mov(.r6, .r1), .store32(.r10, -4, 0)]
         var jumps: [(at: Int, to: Label)] = []
         func jump(_ i: Instruction, _ label: Label) {
@@ -165,18 +226,13 @@ public final class BPFListWalk {
             case .nulls: jump(.jumpIfAnyBit(.r7, 1, 0), .end)
             }
             jump(.jumpEqual(.r7, 0, 0), .null)
-            p += [.mov(.r6, .r9), .add(.r6, Int32(header + k * stride)), .store64(.r6, 0, .r7)]
-            var position: Int32 = 8
-            for f in fields {
-                p += [.mov(.r1, .r6), .add(.r1, position), .mov(.r2, Int32(f.size)), .mov(.r3, .r7), .add(.r3, f.offset),
-                      .call(BPF_FUNC_probe_read_kernel)]
+            p += [.mov(.r6, .r9), .add(.r6, Int32(header + k * layout.stride)), .store64(.r6, 0, .r7)]
+            for span in layout.spans {
+                p += [.mov(.r1, .r6), .add(.r1, Int32(span.position)), .mov(.r2, Int32(span.size)), .mov(.r3, .r7),
+                      .add(.r3, span.offset), .call(BPF_FUNC_probe_read_kernel)]
                 jump(.jumpNotEqual(.r0, 0, 0), .fault)
-                position += Int32(f.size)
             }
-            p += [.mov(.r1, .r10), .add(.r1, -16), .mov(.r2, 8), .mov(.r3, .r7), .add(.r3, nextOffset),
-                  .call(BPF_FUNC_probe_read_kernel)]
-            jump(.jumpNotEqual(.r0, 0, 0), .fault)
-            p += [.load64(.r7, .r10, -16), .store64(.r9, 0, Int32(k + 1))]
+            p += [.load64(.r7, .r6, Int16(layout.nextPosition)), .store64(.r9, 0, Int32(k + 1))]
         }
         var targets: [Label: Int] = [:]
         targets[.full] = p.count
@@ -205,13 +261,8 @@ public final class BPFListWalk {
         var node = first
         // 8 bytes of slack: the last field of the last record is read as a whole word, then masked.
         var value = [UInt8](repeating: 0, count: valueSize + 8)
-        var positions: [Int] = [], masks: [UInt64] = []
-        var position = 8
-        for f in fields {
-            positions.append(position)
-            masks.append(f.size == 8 ? ~0 : (1 << UInt64(8 * f.size)) - 1)
-            position += f.size
-        }
+        let positions = layout.fieldPositions
+        let masks: [UInt64] = fields.map { $0.size == 8 ? ~0 : (1 << UInt64(8 * $0.size)) - 1 }
         while true {
             var args: [UInt64] = [node, head]
             var retval: UInt32 = 0

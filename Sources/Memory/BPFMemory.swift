@@ -24,6 +24,9 @@ public final class BPFMemory: KernelMemory {
     public private(set) var runs = 0
     /// In-kernel list walk programs loaded so far (BPFListWalk.cached).
     public var listWalks: [BPFListWalk.Key: BPFListWalk] = [:]
+    /// Gather programs loaded so far, by read size and batch.
+    private var gathers: [[Int]: BPFGather] = [:]
+    private var gatherFailed = Set<[Int]>()
 
     public convenience init() throws {
         try self.init(chunk: BPFMemory.chunk)
@@ -139,6 +142,22 @@ public final class BPFMemory: KernelMemory {
             done += n
         }
         return out
+    }
+
+    /// Reads of one size at many addresses: a BPFGather run per batch (a batch of 64 or 1,024: a tree node's
+    /// children, or a walk's entries), its runs counted in `runs`. A read that faulted is nil; where the kernel
+    /// refuses the gather program, each address is read alone.
+    public func read(many addresses: [UInt64], count: Int) throws -> [[UInt8]?] {
+        guard addresses.count > 1, count <= BPFGather.maxSize, count > 0 else { return addresses.map { try? read($0, count: count) } }
+        let batch = addresses.count <= 64 ? 64 : BPFGather.maxBatch
+        let key = [count, batch]
+        if gathers[key] == nil, !gatherFailed.contains(key) {
+            do { gathers[key] = try BPFGather(size: count, batch: batch) } catch { gatherFailed.insert(key) }
+        }
+        guard let gather = gathers[key] else { return addresses.map { try? read($0, count: count) } }
+        let before = gather.runs
+        defer { runs += gather.runs - before }
+        return try gather.read(addresses)
     }
 
     /// The bulk reader, loaded on first use; nil (reads stay chunked) where the kernel refuses it.

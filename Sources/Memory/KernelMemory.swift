@@ -8,6 +8,15 @@ public protocol KernelMemory: AnyObject {
     func currentTask() throws -> UInt64
     /// A short name for messages ("bpf", "kcore").
     var name: String { get }
+    /// `count` bytes at each of `addresses`, in order; nil where a read faulted (`read(_:count:)` says why).
+    /// Readers that can do many reads at once (BPF: one program run per batch) do; the default reads each.
+    func read(many addresses: [UInt64], count: Int) throws -> [[UInt8]?]
+}
+
+extension KernelMemory {
+    public func read(many addresses: [UInt64], count: Int) throws -> [[UInt8]?] {
+        addresses.map { try? read($0, count: count) }
+    }
 }
 
 /// A read of kernel memory that faulted.

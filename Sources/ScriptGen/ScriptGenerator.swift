@@ -128,7 +128,9 @@ public final class ScriptGenerator {
             if let m = ref.module, !modules.contains(m) { modules.append(m) }
         }
         for (k, walk) in walks.enumerated() {
-            let (header, after, module) = try expandWalk(walk, number: k + 1, chars: chars, file: file)
+            let enclosing = walks.filter { $0.header.upperBound <= walk.start && $0.close > walk.start && $0.arguments.count >= 4 }
+                .map { (variable: String(chars[$0.arguments[3]]), type: String(chars[$0.arguments[0]])) }
+            let (header, after, module) = try expandWalk(walk, number: k + 1, enclosing: enclosing.reversed(), chars: chars, file: file)
             edits.append((walk.header, header))
             edits.append((walk.close..<(walk.close + 1), "}" + after))
             if let m = module, m != "vmlinux", !modules.contains(m) { modules.append(m) }

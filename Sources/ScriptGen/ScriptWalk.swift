@@ -65,7 +65,9 @@ extension ScriptGenerator {
 
     /// The bpftrace text of a walk statement: the loop's head (replacing `NAME(...) {`) and what goes after the
     /// body's `}` (the notes), both on their lines; and the module the head names, if any.
-    func expandWalk(_ w: WalkStatement, number: Int, chars: [Character], file: String) throws -> (header: String, after: String, module: String?) {
+    /// `enclosing`: the walks around this one, their `$VAR`s and TYPEs (as written), innermost first.
+    func expandWalk(_ w: WalkStatement, number: Int, enclosing: [(variable: String, type: String)] = [], chars: [Character],
+                    file: String) throws -> (header: String, after: String, module: String?) {
         let helper = w.helper
         func at(_ r: Range<Int>, _ message: String) -> ScriptError {
             ScriptScanner.error("\(helper.macro): \(message)", at: r, chars: chars, file: file)
@@ -91,19 +93,79 @@ extension ScriptGenerator {
         }
 
         // TYPE, HEAD, MEMBER as `show` parses them: the script's text from the macro's name, closed after MEMBER.
+        // bpftrace's own values in HEAD are opaque to kreach: `[$i]` (a bucket of a hash table), `$VAR` and the
+        // builtins `argN`, `retval`, `curtask`. An enclosing walk's variable is a pointer to its TYPE and `curtask`
+        // a `struct task_struct *`; each is cast through uint64 so bpftrace adds offsets as bytes (it scales a typed
+        // pointer's arithmetic). Other values need a cast written in HEAD: `(struct list_head *)arg0`.
         let spanned = w.start..<w.arguments[2].upperBound
-        let source = String(chars[spanned]) + ")"
-        var opaque: [Range<Int>] = []
-        let scanner = ScriptScanner(chars: chars, file: file)
-        var k = w.arguments[1].lowerBound
-        while k < w.arguments[1].upperBound {
-            // `[$i]` in HEAD is bpftrace's (a bucket of a hash table).
-            if chars[k] == "[", let close = scanner.matching(k + 1, "]"), close < w.arguments[1].upperBound {
-                let inside = scanner.trimmed((k + 1)..<close)
-                if !scanner.kreachIndex(inside) { opaque.append((inside.lowerBound - w.start)..<(inside.upperBound - w.start)) }
-                k = close
+        let headRange = w.arguments[1]
+        var source = "", opaque: [Range<Int>] = [], origin: [Int] = []
+        var untyped = false  // a bpftrace value with no type in HEAD
+        func emit(_ text: String, from script: Int) {
+            for c in text {
+                source.append(c)
+                origin.append(script)
             }
+        }
+        func emitOpaque(_ text: String, from script: Int) {
+            let lower = source.count
+            emit(text, from: script)
+            opaque.append(lower..<source.count)
+        }
+        let scanner = ScriptScanner(chars: chars, file: file)
+        var k = spanned.lowerBound
+        while k < spanned.upperBound {
+            let c = chars[k]
+            guard headRange.contains(k) else {
+                emit(String(c), from: k)
+                k += 1
+                continue
+            }
+            if c == "[", let close = scanner.matching(k + 1, "]"), close < headRange.upperBound {
+                let inside = scanner.trimmed((k + 1)..<close)
+                emit(String(chars[k..<inside.lowerBound]), from: k)
+                if scanner.kreachIndex(inside) { emit(String(chars[inside]), from: inside.lowerBound) } else { emitOpaque(String(chars[inside]), from: inside.lowerBound) }
+                emit(String(chars[inside.upperBound...close]), from: inside.upperBound)
+                k = close + 1
+                continue
+            }
+            let previous = k > headRange.lowerBound ? chars[k - 1] : " "
+            if c == "$" || (ScriptScanner.isIdent(c) && !ScriptScanner.isIdent(previous) && previous != "." && previous != "`" && previous != ":" && previous != ">") {
+                var end = k + 1
+                while end < headRange.upperBound && ScriptScanner.isIdent(chars[end]) { end += 1 }
+                let word = String(chars[k..<end])
+                let builtin = word == "retval" || word == "curtask" || (word.hasPrefix("arg") && word.count > 3 && word.dropFirst(3).allSatisfy(\.isNumber))
+                if c == "$" && end > k + 1 || builtin {
+                    if let type = word == "curtask" ? "struct task_struct" : enclosing.first(where: { $0.variable == word })?.type {
+                        emit("((\(type) *)", from: k)
+                        emitOpaque("(uint64)" + word, from: k)
+                        emit(")", from: k)
+                    } else {
+                        var after = end
+                        while after < headRange.upperBound && chars[after] == " " { after += 1 }
+                        if after < headRange.upperBound && (chars[after] == "." || (chars[after] == "-" && after + 1 < headRange.upperBound && chars[after + 1] == ">")) {
+                            throw at(k..<end, "\(word) is bpftrace's and kreach does not know its type: cast it, as in ((struct task_struct *)\(word))->children (an enclosing walk's $VAR and curtask need none)")
+                        }
+                        emitOpaque("(uint64)" + word, from: k)
+                        untyped = true
+                    }
+                    k = end
+                    continue
+                }
+                emit(word, from: k)
+                k = end
+                continue
+            }
+            emit(String(c), from: k)
             k += 1
+        }
+        emit(")", from: spanned.upperBound - 1)
+        /// A parse or resolve error's range in `source`, in the script.
+        func scriptRange(_ r: Range<Int>) -> Range<Int> {
+            guard !origin.isEmpty else { return spanned }
+            let lower = origin[min(max(r.lowerBound, 0), origin.count - 1)]
+            let upper = origin[min(max(r.upperBound - 1, r.lowerBound, 0), origin.count - 1)] + 1
+            return (lower..<max(upper, lower + 1)).clamped(to: spanned)
         }
         let ref = GlobalReference(range: spanned, expression: source, opaque: opaque, castBefore: nil, module: nil)
         let entry: String, linkOffset: UInt64, head: Value, headType: CType, module: String?
@@ -112,7 +174,8 @@ extension ScriptGenerator {
             do {
                 expr = try ExpressionParser.parse(source, isTypeName: { [resolver] in resolver.isTypeName($0) }, opaque: opaque)
             } catch {
-                throw self.error(error.message, ref, chars, file)
+                guard case let .at(message, _, range) = error else { throw self.error(error.message, ref, chars, file) }
+                throw ScriptScanner.error(message, at: scriptRange(range), chars: chars, file: file)
             }
             guard case let .container(_, typeName?, headExpr, member, nil, _) = expr else { throw at(w.header, "expected \(usage)") }
             module = Resolver.module(of: headExpr)
@@ -129,12 +192,18 @@ extension ScriptGenerator {
                 headType = target
                 head = try resolver.rvalue(r, headExpr, source)
             } else {
-                guard let place = r.place else { throw at(w.arguments[1], "the head has no address (a value, not an object in memory)") }
+                guard let place = r.place else {
+                    if untyped, case .opaque = headExpr {
+                        throw at(w.arguments[1], "HEAD is bpftrace's and kreach does not know its type: cast it, as in (struct \(helper.headTypes.first ?? "list_head") *)\(String(chars[w.arguments[1]]))")
+                    }
+                    throw at(w.arguments[1], "the head has no address (a value, not an object in memory)")
+                }
                 headType = r.type
                 head = place
             }
         } catch let e as ExpressionError {
-            throw scriptError(e, ref, chars, file)
+            guard case let .at(message, _, range) = e else { throw scriptError(e, ref, chars, file) }
+            throw ScriptScanner.error(message, at: scriptRange(range), chars: chars, file: file)
         }
         let headName = (try? headType.record()).flatMap { $0?.1.name } ?? ""
         guard helper.headTypes.contains(headName) else {

@@ -14,6 +14,9 @@ import TypeInference
 //   kreach-bench kallsyms FILE [N]   read alone, then load (read + parse + index), alternating in one loop
 //   kreach-bench kallsyms-once FILE  one load + index + lookup (for process-level timing with hyperfine)
 //   kreach-bench walk-hash COUNT [N]  hash_for_each over the TCP ehash with COUNT loopback connections open
+//   kreach-bench walk-pages FILE [N]  xa_for_each over FILE's page cache, index and mapping of each folio:
+//                                    entries/s median with nodes read ahead and fields copied in batches, and
+//                                    with a read per node and per field (--walk user); BPF runs of each
 //   kreach-bench duplicates COUNT [N]  one name COUNT times: load+index, NAME#COUNT, every match, name set
 //   kreach-bench walk-core DUMP [N] [FSTYPE]  a vmcore: metadata from the dump, then the task list walked N times
 //                                    (pid of each): entries/s median (compare: drgn on the same dump); with
@@ -254,6 +257,53 @@ do {
         print("walk_kernel_unformatted_entries_per_second_median \(Int(median(walkOnly)))")
         print("walk_user_entries \(userCount)")
         print("walk_user_entries_per_second_median \(Int(median(user)))")
+    case "walk-pages":
+        // The page cache of FILE (its pages resident: a tmpfs file): xa_for_each over f_mapping->i_pages, each
+        // folio's index and mapping taken, in batches (a node's children read at once, the fields copied after
+        // the walk: the default) and per read (--walk user: a read per node, then per field). Entries per second.
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { print("cannot open \(path)"); exit(1) }
+        let memory = try BPFMemory()
+        let ev = try Evaluator(kernel: try Kernel(source: .live), memory: memory)
+        guard case .object(let folioProbe) = try ev.evaluate("*(struct folio *)0x100000000") else { exit(1) }
+        let folio = (try? ev.evaluate(field: "index", of: folioProbe)) != nil ? "struct folio" : "struct page"
+        let expr = "xa_for_each(\(folio), &current->files->fdt->fd[\(fd)]->f_mapping->i_pages)"
+        let fields = ["index", "mapping"]
+        ev.walkFields = fields
+        ev.maxEntries = 10_000_000
+        func rate(_ mode: WalkMode) throws -> (count: Int, rate: Double, runs: Int) {
+            ev.walkMode = mode
+            let runs = memory.runs
+            let t0 = now()
+            guard case .entries(let entries, _) = try ev.evaluate(expr) else { exit(1) }
+            var sum: UInt64 = 0
+            for (k, e) in entries.enumerated() {
+                if let values = ev.prefetchedValues(at: k) {
+                    for v in values { sum &+= v }
+                } else {
+                    for f in fields {
+                        let o = try ev.evaluate(field: f, of: e)
+                        let bytes = try o.bytes ?? ev.memory.read(o.address ?? 0, count: (try? o.type.size()) ?? 8)
+                        sum &+= UInt64(bytes.first ?? 0)
+                    }
+                }
+            }
+            if sum == 0 { StandardError.write("kreach-bench: no field values") }
+            return (entries.count, Double(entries.count) / ((now() - t0) / 1e6), memory.runs - runs)
+        }
+        var batched: [Double] = [], single: [Double] = []
+        var last = (0, 0, 0)
+        for _ in 0..<n {
+            let b = try rate(.auto), u = try rate(.user)
+            batched.append(b.rate)
+            single.append(u.rate)
+            last = (b.count, b.runs, u.runs)
+        }
+        print("walk_pages_entries \(last.0)")
+        print("walk_pages_batched_runs \(last.1)")
+        print("walk_pages_batched_entries_per_second_median \(Int(median(batched)))")
+        print("walk_pages_per_read_runs \(last.2)")
+        print("walk_pages_per_read_entries_per_second_median \(Int(median(single)))")
     case "walk-hash":
         // hash_for_each over this netns's TCP ehash (hlist_nulls buckets) after opening FILE (a count) loopback
         // connections: buckets and entries per second, in the kernel and with per-entry reads, skc_num and

@@ -82,4 +82,38 @@ final class BPFMemoryTests: XCTestCase {
         XCTAssertThrowsError(try mem.read(KernelFacts.kernelHalfStart + 0x1000, count: 8)) { XCTAssertTrue("\($0)".contains("not mapped"), "\($0)") }
         XCTAssertThrowsError(try mem.read(UInt64.max - 3, count: 8)) { XCTAssertTrue("\($0)".contains("wraps around") || "\($0)".contains("not mapped"), "\($0)") }
     }
+
+    /// Many reads of one size in one program run per batch (BPFGather): the test thread's task_struct read
+    /// as 16-byte pieces at 1,500 addresses (two runs of 1,024), with user, non-canonical and unmapped
+    /// addresses among them, gives each piece as a read of its own does, and nil for each bad address.
+    func testManyReadsInBatchesAreTheSingleReadsAndFaultsAreNil() throws {
+        let mem = try memory()
+        let current = try mem.currentTask()
+        let bad: [UInt64] = [0x10, 0xdead_0000_0000, KernelFacts.kernelHalfStart + 0x1000]
+        // Pieces inside the task_struct (its first 4 KiB at least: BTF says it is bigger).
+        var addresses = (0..<1500).map { current + UInt64($0 % 250) * 16 }
+        for (k, b) in bad.enumerated() { addresses.insert(b, at: 100 + 600 * k) }
+        let single = try addresses.map { a in bad.contains(a) ? nil : try mem.read(a, count: 16) }
+        let before = mem.runs
+        let many = try mem.read(many: addresses, count: 16)
+        XCTAssertEqual(mem.runs - before, 2, "1,503 reads of 16 bytes: two runs of at most 1,024")
+        XCTAssertEqual(many.count, addresses.count)
+        // The task changes under us only in its counters; pid and comm, the first bytes at their offsets, hold.
+        let btf = try TypeDatabase(directory: "/sys/kernel/btf").vmlinux
+        let task = try XCTUnwrap(btf.lookup("task_struct").first { try btf.kind(of: $0) == .structure })
+        let stable = [UInt64(try member(btf, task, "pid").bitOffset / 8), UInt64(try member(btf, task, "comm").bitOffset / 8)]
+        for (k, a) in addresses.enumerated() {
+            if bad.contains(a) {
+                XCTAssertNil(many[k], "0x\(String(a, radix: 16))")
+            } else if stable.contains(where: { (a - current) / 16 == $0 / 16 }) {
+                XCTAssertEqual(many[k], single[k], "0x\(String(a, radix: 16))")
+            } else {
+                XCTAssertEqual(many[k]?.count, 16)
+            }
+        }
+        // Sizes other than 16, and one address alone (a plain read), agree too.
+        XCTAssertEqual(try mem.read(many: [current, current], count: 4096).map { $0?.count }, [4096, 4096])
+        XCTAssertEqual(try mem.read(many: [current], count: 8), [try mem.read(current, count: 8)])
+        XCTAssertEqual(try mem.read(many: [], count: 8).count, 0)
+    }
 }

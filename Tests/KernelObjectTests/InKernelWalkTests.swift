@@ -1,7 +1,9 @@
 import Foundation
 import Glibc
 import XCTest
-import Memory
+@testable import Memory
+import BPF
+import CKreach
 @testable import KernelObject
 import KernelSource
 import KreachSupport
@@ -127,6 +129,31 @@ final class InKernelWalkTests: XCTestCase {
             }
             XCTAssertEqual(walked, listed)
         }
+    }
+
+    /// Fields that sit together are copied by one read: `struct inode`'s i_mode (2 bytes), i_ino and i_size
+    /// seen from i_sb_list (6.1's offsets 0, 64, 80 and 264) take three helper calls per node, not four, and
+    /// each field's bytes and the next pointer land where the decoder looks. The live walks above check the values.
+    func testFieldsThatSitTogetherAreCopiedByOneRead() throws {
+        typealias Layout = BPFListWalk.RecordLayout
+        let inode = Layout(fields: [.init(offset: -264, size: 2), .init(offset: -200, size: 8), .init(offset: -184, size: 8)], nextOffset: 0)
+        XCTAssertEqual(inode.spans, [.init(offset: -264, size: 2, position: 8), .init(offset: -200, size: 24, position: 10),
+                                     .init(offset: 0, size: 8, position: 34)])
+        XCTAssertEqual(inode.fieldPositions, [8, 10, 26])
+        XCTAssertEqual(inode.nextPosition, 34)
+        XCTAssertEqual(inode.stride, 48)
+        // Out of order, overlapping, and the next pointer inside the span (an hlist_node's next at 0 and a
+        // field 4 bytes on): one read; the fields keep their order.
+        let close = Layout(fields: [.init(offset: 12, size: 4), .init(offset: 8, size: 8), .init(offset: 8, size: 1)], nextOffset: 0)
+        XCTAssertEqual(close.spans, [.init(offset: 0, size: 16, position: 8)])
+        XCTAssertEqual(close.fieldPositions, [20, 16, 16])
+        XCTAssertEqual(close.nextPosition, 8)
+        XCTAssertEqual(close.stride, 24)
+        // A field just past the window starts a read of its own.
+        let apart = Layout(fields: [.init(offset: 32, size: 1)], nextOffset: 0)
+        XCTAssertEqual(apart.spans.count, 2)
+        let calls = BPFListWalk.program(mapFD: 0, layout: inode, batch: 4).filter { $0 == .call(BPF_FUNC_probe_read_kernel) }.count
+        XCTAssertEqual(calls, 4 * 3)
     }
 
     /// A walk whose end never comes (the head given is not in the ring) goes round the ring and meets its

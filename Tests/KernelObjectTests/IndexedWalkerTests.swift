@@ -64,6 +64,54 @@ final class IndexedWalkerTests: XCTestCase {
         }
     }
 
+    /// A dense file's page cache (5,000 pages: leaves under two nodes under the root) walked through BPF: a
+    /// node's children are read at once and the entries' `--fields` in batches after the walk (one program run
+    /// each), so the walk costs a few dozen runs where per-entry reads (`--walk user`) cost one per node and copy
+    /// no fields. The pages are those mincore reports; each folio's copied index is its slot's, and its copied
+    /// mapping the file's address_space.
+    func testALargePageCacheIsReadAheadAndItsFieldsCopiedInBatches() throws {
+        let (ev, _) = try liveEvaluator()
+        guard let bpf = ev.memory as? BPFMemory else { throw FixtureError("not the BPF reader") }
+        let dir = NSTemporaryDirectory() + "kreach-xa-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        guard mkdir(dir, 0o700) == 0 else { throw FixtureError("mkdir \(dir): errno \(errno)") }
+        defer { rmdir(dir) }
+        guard mount("none", dir, "tmpfs", 0, "mode=0700,huge=never") == 0 else { throw XCTSkip(Host.skipReason("cannot mount a tmpfs (errno \(errno))")) }
+        defer { umount2(dir, Int32(MNT_DETACH)) }
+        let fd = open("\(dir)/f", O_CREAT | O_RDWR | O_EXCL, 0o600)
+        guard fd >= 0 else { throw FixtureError("create: errno \(errno)") }
+        defer { close(fd) }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE))), count = 5000
+        let data = [UInt8](repeating: 0x6b, count: page * count)
+        XCTAssertEqual(data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }, page * count)
+        guard let map = mmap(nil, count * page, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { throw FixtureError("mmap: errno \(errno)") }
+        defer { munmap(map, count * page) }
+        var vector = [UInt8](repeating: 0, count: count)
+        XCTAssertEqual(mincore(map, count * page, &vector), 0)
+        let resident = vector.indices.filter { vector[$0] & 1 != 0 }.map { UInt64($0) }
+        XCTAssertEqual(resident.count, count, "mincore: every page written is in the page cache")
+
+        let mapping = "current->files->fdt->fd[\(fd)]->f_mapping"
+        guard case .object(let m) = try ev.evaluate(mapping), let space = try? m.scalar(ev.memory) else { throw FixtureError("no f_mapping") }
+        let folio = try hasMember(ev, "folio", "index") ? "struct folio" : "struct page"
+        let walk = "xa_for_each(\(folio), &\(mapping)->i_pages)"
+        ev.maxEntries = 100_000
+        ev.walkFields = ["index", "mapping"]
+        var before = bpf.runs
+        let walked = try walkEntries(ev, walk)
+        let runs = bpf.runs - before
+        XCTAssertEqual(walked.map(\.index), resident)
+        for (k, e) in walked.enumerated() {
+            guard let values = ev.prefetchedValues(at: k) else { XCTFail("entry \(k): no copied fields"); break }
+            XCTAssertEqual(Array(values), [e.index ?? .max, space], "entry \(k)")
+        }
+        XCTAssertLessThan(runs, 60, "BPF runs for \(count) entries in \(count / 64 + 3) nodes")
+        ev.walkMode = .user
+        before = bpf.runs
+        XCTAssertEqual(try walkEntries(ev, walk).map(\.index), resident)
+        XCTAssertGreaterThan(bpf.runs - before, count / 64, "a run per node")
+        XCTAssertNil(ev.prefetchedValues(at: 0), "--walk user copies no fields")
+    }
+
     /// Thread ids /proc lists (every /proc/TGID/task/TID), read before and after the walk.
     func procThreads() throws -> Set<UInt64> {
         var out = Set<UInt64>()
@@ -175,6 +223,51 @@ final class IndexedWalkerTests: XCTestCase {
             }
             XCTFail("the child's maps kept changing")
         }
+    }
+
+    /// This process's own VMAs with 400 more mappings (neighbours differ in protection, so none merge): a maple
+    /// tree of several levels, whose nodes' children are read at once and whose entries' vm_start and vm_end are
+    /// copied in batches; they are the ranges /proc/self/maps lists before and after the walk, in far fewer BPF
+    /// runs than nodes and entries.
+    func testManyVMAsOfThisProcessAreReadAheadAndMatchMaps() throws {
+        let (ev, _) = try liveEvaluator()
+        guard let bpf = ev.memory as? BPFMemory else { throw FixtureError("not the BPF reader") }
+        guard try hasMember(ev, "mm_struct", "mm_mt") else {
+            throw XCTSkip(Host.skipReason("struct mm_struct has no mm_mt here (VMAs before the maple tree)"))
+        }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE))), count = 400
+        guard let area = mmap(nil, count * page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), area != MAP_FAILED else { throw FixtureError("mmap: errno \(errno)") }
+        defer { munmap(area, count * page) }
+        for k in stride(from: 0, to: count, by: 2) { XCTAssertEqual(mprotect(area + k * page, page, PROT_READ | PROT_WRITE), 0) }
+        func maps() throws -> [[UInt64]] {
+            try FileBytes.readText("/proc/self/maps").split(separator: "\n").compactMap { line in
+                let range = line.split(separator: " ").first?.split(separator: "-").compactMap { UInt64($0, radix: 16) } ?? []
+                guard range.count == 2 else { throw FixtureError("maps line \(line)") }
+                return range[0] >= 0xffff_8000_0000_0000 ? nil : range  // [vsyscall]
+            }
+        }
+        ev.maxEntries = 100_000
+        ev.walkFields = ["vm_start", "vm_end"]
+        for _ in 0..<20 {
+            let before = try maps()
+            let runs = bpf.runs
+            let walked: [Object]
+            do {
+                walked = try walkEntries(ev, "mt_for_each(struct vm_area_struct, &current->mm->mm_mt)")
+            } catch let error as ExpressionError where error.message.contains("changed while read") {
+                continue
+            }
+            let used = bpf.runs - runs
+            var vmas: [[UInt64]] = []
+            for k in walked.indices { vmas.append(Array(ev.prefetchedValues(at: k) ?? [])) }
+            guard try maps() == before else { continue }
+            XCTAssertGreaterThan(before.count, count)
+            XCTAssertEqual(vmas, before)
+            XCTAssertEqual(walked.map(\.index), before.map { $0[0] })
+            XCTAssertLessThan(used, before.count / 20, "BPF runs for \(before.count) VMAs")
+            return
+        }
+        XCTFail("this process's maps kept changing")
     }
 
     /// container_of is the member's offset back: from a task's `tasks` link to the task, and through a path.

@@ -119,17 +119,41 @@ final class WalkInScriptTests: XCTestCase, CaptureOracle {
         let script = "BEGIN {\n\tlist_for_each_entry(struct task_struct, &current->children, sibling, $c) {\n"
             + "\t\tlist_for_each_entry(struct task_struct, &$c->children, sibling, $g, 8) { @n = count(); } printf(\"} /* {\\n\"); // }\n\t}\n"
             + "\t// list_for_each_entry(struct task_struct, &current->tasks, tasks, $x) {\n\tprintf(\"hlist_for_each_entry(a, b, c, $d) {\\n\");\n}\n"
-        // &$c->children is bpftrace's: kreach resolves only what it can; the inner head here is current's.
-        XCTAssertThrowsError(try generator().expand(script, file: "w.bt"))
-        let ok = script.replacingOccurrences(of: "&$c->children", with: "&current->children")
-        let out = try generator().expand(ok, file: "w.bt").split(separator: "\n", omittingEmptySubsequences: false)
-        XCTAssertEqual(out.count, ok.split(separator: "\n", omittingEmptySubsequences: false).count)
-        XCTAssertTrue(out[1].hasPrefix("\t$__kreach_w1_h = (((uint64)curtask) + 0x"), String(out[1]))
-        XCTAssertTrue(out[2].hasPrefix("\t\t$__kreach_w2_h = (((uint64)curtask) + 0x") && out[2].contains("$__kreach_w2_n < 8"), String(out[2]))
+        // &$c->children: the enclosing walk's $c is a struct task_struct *, its address taken as bytes (uint64).
+        let children = try hex(offset("task_struct", "children"))
+        let out = try generator().expand(script, file: "w.bt").split(separator: "\n", omittingEmptySubsequences: false)
+        XCTAssertEqual(out.count, script.split(separator: "\n", omittingEmptySubsequences: false).count)
+        XCTAssertTrue(out[1].hasPrefix("\t$__kreach_w1_h = (((uint64)curtask) + \(children)); "), String(out[1]))
+        XCTAssertTrue(out[2].hasPrefix("\t\t$__kreach_w2_h = (((uint64)$c) + \(children)); ") && out[2].contains("$__kreach_w2_n < 8"), String(out[2]))
         XCTAssertTrue(out[2].hasSuffix("stopped after 8 entries\\n\"); } printf(\"} /* {\\n\"); // }"), String(out[2]))
         XCTAssertTrue(out[3].hasPrefix("\t} if ($__kreach_w1_p == 0)"), String(out[3]))
         XCTAssertEqual(out[4], "\t// list_for_each_entry(struct task_struct, &current->tasks, tasks, $x) {")
         XCTAssertEqual(out[5], "\tprintf(\"hlist_for_each_entry(a, b, c, $d) {\\n\");")
+    }
+
+    /// HEAD from bpftrace's own values: curtask and an enclosing walk's $VAR are typed (struct task_struct *, the
+    /// walk's TYPE *); argN, retval and other $VARs need a cast, and each is used as bytes through uint64, since
+    /// bpftrace scales a typed pointer's arithmetic by the pointee's size.
+    func testBpftraceValuesAsTheHeadAreTypedOrCastAndAddBytes() throws {
+        let g = try generator()
+        let children = try hex(offset("task_struct", "children"))
+        func head(_ text: String) throws -> String {
+            let out = try g.expand("kprobe:f { list_for_each_entry(struct task_struct, \(text), sibling, $c) { @n = count(); } }", file: "w.bt")
+            guard let r = out.range(of: "$__kreach_w1_h = "), let end = out[r.upperBound...].range(of: "; ") else { return out }
+            return String(out[r.upperBound..<end.lowerBound])
+        }
+        XCTAssertEqual(try head("&curtask->children"), "(((uint64)curtask) + \(children))")
+        XCTAssertEqual(try head("&current->children"), "(((uint64)curtask) + \(children))")
+        XCTAssertEqual(try head("(struct list_head *)arg0"), "((uint64)arg0)")
+        XCTAssertEqual(try head("&((struct task_struct *)$t)->children"), "(((uint64)$t) + \(children))")
+        XCTAssertEqual(try head("&((struct task_struct *)retval)->children"), "(((uint64)retval) + \(children))")
+        let line = { (text: String) in try self.firstErrorLine("kprobe:f { list_for_each_entry(struct task_struct, \(text), sibling, $c) { } }", g) }
+        XCTAssertEqual(try line("arg1"), "w.bt:1:52: list_for_each_entry: HEAD is bpftrace's and kreach does not know its type: cast it, as in (struct list_head *)arg1")
+        XCTAssertEqual(try line("&$t->children"), "w.bt:1:53: list_for_each_entry: $t is bpftrace's and kreach does not know its type: cast it, as in ((struct task_struct *)$t)->children (an enclosing walk's $VAR and curtask need none)")
+        XCTAssertEqual(try line("&((struct task_struct *)arg2)->nosuch"), "w.bt:1:54: struct task_struct has no member nosuch")
+        // A member named like a builtin is a member; an enclosing walk's variable of another walk is still untyped here.
+        XCTAssertEqual(try firstErrorLine("BEGIN { list_for_each_entry(struct task_struct, &current->children, sibling, $a) { } list_for_each_entry(struct task_struct, &$a->children, sibling, $b) { } }", g),
+                       "w.bt:1:127: list_for_each_entry: $a is bpftrace's and kreach does not know its type: cast it, as in ((struct task_struct *)$a)->children (an enclosing walk's $VAR and curtask need none)")
     }
 
     func testBadWalkStatementsAreOneLineErrorsAtTheirArgument() throws {
@@ -172,6 +196,7 @@ final class WalkInScriptTests: XCTestCase, CaptureOracle {
             \tprintf("self %d\\n", pid);
             \tlist_for_each_entry(struct task_struct, &current->tasks, tasks, $t) { if ($t->pid == 1) { continue; } printf("task %d\\n", $t->pid); }
             \tlist_for_each_entry_reverse(struct task_struct, &current->tasks, tasks, $t, 3) { printf("last %d\\n", $t->pid); }
+            \tlist_for_each_entry(struct task_struct, &curtask->real_parent->children, sibling, $k, 16) { list_for_each_entry(struct task_struct, &$k->real_parent->children, sibling, $s, 16) { printf("nest %d %d %s\\n", $k->pid, $s->pid, $s->comm); } }
             \texit();
             }
             """, file: "w.bt")
@@ -207,5 +232,8 @@ final class WalkInScriptTests: XCTestCase, CaptureOracle {
         // Backwards from the same head: the forward walk's end, reversed, cut at 3 with show's note.
         XCTAssertEqual(last, Array(walked.suffix(3).reversed()), r.stdout)
         XCTAssertEqual(notes, ["kreach: note: list_for_each_entry_reverse stopped after 3 entries"], r.stdout)
+        // HEADs from bpftrace's values: this process's children (bpftrace alone), then, from each, its parent's
+        // children again: bpftrace, by its pid and name.
+        XCTAssertEqual(r.stdout.split(separator: "\n").filter { $0.hasPrefix("nest ") }, ["nest \(bpftrace) \(bpftrace) bpftrace"], r.stdout)
     }
 }

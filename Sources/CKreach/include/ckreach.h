@@ -17,6 +17,8 @@ int kreach_bpf_prog_load(uint32_t prog_type, const struct bpf_insn *insns, uint3
 int kreach_bpf_prog_test_run(int prog_fd, const void *ctx, uint32_t ctx_size, uint32_t *retval);
 /// BPF_MAP_LOOKUP_ELEM.
 int kreach_bpf_map_lookup(int map_fd, const void *key, void *value);
+/// BPF_MAP_UPDATE_ELEM (BPF_ANY) of one of kreach's own maps (the gather reader's list of addresses).
+int kreach_bpf_map_update(int map_fd, const void *key, const void *value);
 
 /// Formats for kreach_decompress.
 /// KREACH_LZO (lzo1x, one block) and KREACH_SNAPPY (raw snappy, one block) are kdump-compressed pages.

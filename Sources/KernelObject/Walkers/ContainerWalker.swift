@@ -122,6 +122,7 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
             throw WalkError.noKernelWalk(self, reader: memory.name)
         }
         try walker.walk(head: head, &w)
+        try w.gatherFields()
         return w
     }
 }
@@ -256,6 +257,51 @@ struct Walk {
             if fieldValues.isEmpty && added == visited.count { fieldValues = visited.values } else { fieldValues += visited.values.prefix(added * visited.width) }
         }
         return !stopped
+    }
+
+    /// The copied `fields` of every entry, read after the walk in batches (`KernelMemory.read(many:)`, one BPF
+    /// run per batch): for the walkers whose pointers kreach follows itself (trees, indexed containers). One read
+    /// per entry covers all the fields when they lie within a page, else one per field. An entry that can't be
+    /// read (an xarray value entry, a fault) gets no row: the caller's own read then says why. Not with
+    /// `--walk user`, whose per-entry reads are the baseline.
+    mutating func gatherFields() throws {
+        guard !fields.isEmpty, fieldValues.isEmpty, !entries.isEmpty, mode != .user,
+              let low = fields.map({ Int64($0.offset) }).min(), let high = fields.map({ Int64($0.offset) + Int64($0.size) }).max() else { return }
+        let readable = entries.map { $0 >= 4096 && $0 & 1 == 0 }
+        let addresses = zip(entries, readable).compactMap { $1 ? $0 : nil }
+        // Each field's value per readable entry, or nil.
+        var columns: [[UInt64?]] = []
+        func decode(_ bytes: [UInt8], at position: Int, size: Int) -> UInt64 {
+            var v: UInt64 = 0
+            for i in 0..<size { v |= UInt64(bytes[position + i]) << (8 * UInt64(i)) }
+            return v
+        }
+        if high - low <= Int64(BPFGather.maxSize) {
+            let spans = try memory.read(many: addresses.map { $0 &+ UInt64(bitPattern: low) }, count: Int(high - low))
+            for f in fields {
+                let at = Int(Int64(f.offset) - low)
+                columns.append(spans.map { $0.map { decode($0, at: at, size: f.size) } })
+            }
+        } else {
+            for f in fields {
+                let values = try memory.read(many: addresses.map { $0 &+ UInt64(bitPattern: Int64(f.offset)) }, count: f.size)
+                columns.append(values.map { $0.map { decode($0, at: 0, size: f.size) } })
+            }
+        }
+        var k = 0
+        fieldRows.reserveCapacity(entries.count)
+        fieldValues.reserveCapacity(addresses.count * fields.count)
+        for ok in readable {
+            guard ok else { fieldRows.append(-1); continue }
+            let values = columns.compactMap { $0[k] }
+            k += 1
+            if values.count == fields.count {
+                fieldRows.append(fieldValues.count)
+                fieldValues += values
+            } else {
+                fieldRows.append(-1)
+            }
+        }
     }
 
     /// In a walk kreach follows itself (a dump, or per-entry reads), `fields` of the entry holding `node`,

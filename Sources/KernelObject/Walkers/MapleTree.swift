@@ -54,21 +54,25 @@ enum MapleTreeWalker: ContainerWalker {
         let root = try walk.pointer(at: head + walk.offset(of: "ma_root", in: "maple_tree"))
         // The root is an encoded node marked MAPLE_ROOT_NODE (bit 1, like an xarray node entry: mte_mk_root).
         if XArrayWalker.Entry.isNode(root) {
-            _ = try node(root, min: 0, max: UInt64.max, depth: 0, try Layout(walk), &walk)
+            var fetched: [UInt64: [UInt8]] = [:]
+            _ = try node(root, min: 0, max: UInt64.max, depth: 0, try Layout(walk), &fetched, &walk)
         } else if root != 0, !XArrayWalker.Entry.isInternal(root) {
             _ = walk.add(entry: root, index: 0)  // a tree of one entry at index 0 keeps it in ma_root
         }
     }
 
-    /// Visits the encoded node `enode` covering [min, max]; false when the walk must stop (`--max`).
-    static func node(_ enode: UInt64, min: UInt64, max: UInt64, depth: Int, _ layout: Layout, _ walk: inout Walk) throws -> Bool {
+    /// Visits the encoded node `enode` covering [min, max]; false when the walk must stop (`--max`). A node's
+    /// children are read at once before the first is visited (`KernelMemory.read(many:)`), kept in `fetched`
+    /// by address until then; one that could not be read ahead is read alone (a fault is then reported).
+    static func node(_ enode: UInt64, min: UInt64, max: UInt64, depth: Int, _ layout: Layout, _ fetched: inout [UInt64: [UInt8]],
+                     _ walk: inout Walk) throws -> Bool {
         guard depth < maxDepth else { throw WalkError.tooDeep(walk.helper, limit: maxDepth) }
         let address = enode & ~nodeMask
         guard let type = NodeType(rawValue: (enode >> 3) & 0xf) else {
             throw WalkError.badNode(walk.helper, node: address, "unknown node type \((enode >> 3) & 0xf)")
         }
         try walk.visit(node: address)
-        let bytes = try walk.memory.read(address, count: layout.nodeSize)
+        let bytes = try fetched.removeValue(forKey: address) ?? walk.memory.read(address, count: layout.nodeSize)
         // A node removed from the tree points its parent at itself (ma_dead_node).
         if walk.words(bytes, at: 0, count: 1)[0] & ~nodeMask == address {
             throw WalkError.badNode(walk.helper, node: address, "a dead node (freed while read)")
@@ -91,6 +95,12 @@ enum MapleTreeWalker: ContainerWalker {
             end = kind.pivotCount - 1
         }
         guard end < kind.slotCount else { throw WalkError.badNode(walk.helper, node: address, "metadata end \(end) past its \(kind.slotCount) slots") }
+        if !type.isLeaf, walk.mode != .user {
+            let children = slots[0...end].filter { $0 & ~nodeMask > 4096 }.map { $0 & ~nodeMask }
+            if children.count > 1 {
+                for (child, read) in zip(children, try walk.memory.read(many: children, count: layout.nodeSize)) { fetched[child] = read }
+            }
+        }
         var first = min
         for i in 0...end {
             let last = type == .dense ? first : (i < kind.pivotCount ? pivots[i] : max)
@@ -105,7 +115,7 @@ enum MapleTreeWalker: ContainerWalker {
             } else if e != 0 {
                 // Child slots hold encoded nodes (mte_mk_node: the node | its type << 3), not xarray node entries.
                 guard e & ~nodeMask > 4096 else { throw WalkError.badNode(walk.helper, node: address, "slot \(i) is not a child node") }
-                guard try node(e, min: first, max: last, depth: depth + 1, layout, &walk) else { return false }
+                guard try node(e, min: first, max: last, depth: depth + 1, layout, &fetched, &walk) else { return false }
             }
             if last == max { break }
             first = last + 1

@@ -4,7 +4,8 @@ import Memory
 /// 4.20: `struct radix_tree_root` is `#define`d to it, and `address_space.i_pages` is one). Yields every present
 /// entry with its index, smallest first, like the kernel's `xa_for_each` (xas_find): NULL, sibling, retry and
 /// zero entries are skipped; a multi-index entry once, at its first index; value entries (`xa_is_value`) are
-/// entries too. Each `struct xa_node` is read whole (one read for its slots).
+/// entries too. Each `struct xa_node` is read whole (one read for its slots), and a node's child nodes all at
+/// once before the first is visited (`KernelMemory.read(many:)`: one BPF run for up to 64 nodes).
 enum XArrayWalker: ContainerWalker {
     static let helper = ContainerHelper.xaForEach
     static let headTypes = ["xarray"]
@@ -21,7 +22,8 @@ enum XArrayWalker: ContainerWalker {
         let layout = try Layout(walk)
         let root = try walk.pointer(at: xarray + walk.offset(of: "xa_head", in: "xarray"))
         if Entry.isNode(root) {
-            _ = try node(Entry.node(root), base: 0, expectedShift: nil, depth: 0, indexBase: indexBase, layout, &walk)
+            var fetched: [UInt64: [UInt8]] = [:]
+            _ = try node(Entry.node(root), base: 0, expectedShift: nil, depth: 0, indexBase: indexBase, layout, &fetched, &walk)
         } else if root != 0, !Entry.isInternal(root) {
             _ = walk.add(entry: root, index: indexBase)  // a single entry at index 0 lives in xa_head itself
         }
@@ -56,9 +58,11 @@ enum XArrayWalker: ContainerWalker {
     }
 
     /// Visits the node at `address` covering indices from `base`: its entries in slot order, its children
-    /// depth-first. False when the walk must stop (`--max`).
+    /// depth-first. False when the walk must stop (`--max`). `fetched`: nodes read ahead, by address (a
+    /// node's bytes are taken out when it is visited; one that could not be read ahead is read alone, and a
+    /// fault is then reported as such).
     static func node(_ address: UInt64, base: UInt64, expectedShift: Int?, depth: Int, indexBase: UInt64,
-                     _ layout: Layout, _ walk: inout Walk) throws -> Bool {
+                     _ layout: Layout, _ fetched: inout [UInt64: [UInt8]], _ walk: inout Walk) throws -> Bool {
         guard depth < maxDepth else { throw WalkError.tooDeep(walk.helper, limit: maxDepth) }
         try walk.visit(node: address)
         // Each entry sits under at most maxDepth nodes (plus a margin for nodes holding only reserved
@@ -68,7 +72,8 @@ enum XArrayWalker: ContainerWalker {
             throw WalkError.badNode(walk.helper, node: address, "more than \(limit) nodes for at most \(walk.maxEntries) entries")
         }
         let size = Int(walk.vmlinux.pointerSize)
-        let bytes = try walk.memory.read(address, count: Int(layout.slots) + layout.chunk * size)
+        let nodeSize = Int(layout.slots) + layout.chunk * size
+        let bytes = try fetched.removeValue(forKey: address) ?? walk.memory.read(address, count: nodeSize)
         let shift = Int(bytes[Int(layout.shift)])
         if let expectedShift, shift != expectedShift {
             throw WalkError.badNode(walk.helper, node: address, "shift \(shift) where its parent implies \(expectedShift)")
@@ -76,12 +81,17 @@ enum XArrayWalker: ContainerWalker {
         guard shift < 64, shift % layout.chunkShift == 0 else {
             throw WalkError.badNode(walk.helper, node: address, "shift \(shift) is not a multiple of \(layout.chunkShift) below 64")
         }
-        for (slot, e) in walk.words(bytes, at: Int(layout.slots), count: layout.chunk).enumerated() where e != 0 {
+        let slots = walk.words(bytes, at: Int(layout.slots), count: layout.chunk)
+        let children = shift > 0 ? slots.filter(Entry.isNode).map(Entry.node) : []
+        if children.count > 1, walk.mode != .user {
+            for (child, read) in zip(children, try walk.memory.read(many: children, count: nodeSize)) { fetched[child] = read }
+        }
+        for (slot, e) in slots.enumerated() where e != 0 {
             let index = base &+ UInt64(slot) << UInt64(shift)
             if Entry.isNode(e) {
                 guard shift > 0 else { throw WalkError.badNode(walk.helper, node: address, "a child node below a leaf (shift 0)") }
                 guard try node(Entry.node(e), base: index, expectedShift: shift - layout.chunkShift, depth: depth + 1,
-                               indexBase: indexBase, layout, &walk) else { return false }
+                               indexBase: indexBase, layout, &fetched, &walk) else { return false }
             } else if !Entry.isInternal(e) {
                 // Pointer or value entry (internal ones: sibling, retry, zero, are skipped like xas_find does).
                 guard walk.add(entry: e, index: index &+ indexBase) else { return false }
