@@ -261,6 +261,29 @@ public final class Evaluator {
                 // Chains carry no index; a hash table's entries their bucket.
                 return WalkEntries(type: entryType, addresses: w.entries, indices: w.indices)
             }
+            if helper.arguments == .typeHead, !entryType.isScalar {
+                // Pointers to one struct type: addresses and indices, no Object per entry. Value entries
+                // (xa_is_value) are no pointers: left out, with the copied fields' rows kept in step.
+                var addresses: [UInt64] = [], indices: [UInt64] = [], rows: [Int] = []
+                addresses.reserveCapacity(w.entries.count)
+                indices.reserveCapacity(w.entries.count)
+                var values = 0
+                for (k, e) in w.entries.enumerated() {
+                    if e & 1 != 0 {
+                        values += 1
+                        continue
+                    }
+                    addresses.append(e)
+                    indices.append(k < w.indices.count ? w.indices[k] : 0)
+                    if k < w.fieldRows.count { rows.append(w.fieldRows[k]) }
+                }
+                if values > 0 {
+                    warn("\(helper.macro): skipped \(values) value entries (xa_is_value: not pointers; walk with TYPE unsigned long to see them)")
+                    prefetchedRows = rows
+                    prefetchedEntries = rows.isEmpty ? [] : addresses
+                }
+                return WalkEntries(type: entryType, addresses: addresses, indices: indices)
+            }
             return WalkEntries(try indexedEntries(w, entryType, helper))
         } catch let error as WalkError {
             throw ExpressionError.at(error.description, source: source, range: range)

@@ -257,7 +257,7 @@ public final class BPFListWalk {
     /// into `Visited`'s two arrays.
     public func walk(first: UInt64, head: UInt64, maxEntries: Int) throws -> (visited: Visited, end: End) {
         var visited = Visited(width: fields.count)
-        var seen = Set<UInt64>()
+        var seen = AddressSet(capacity: min(maxEntries, 4096))
         var node = first
         // 8 bytes of slack: the last field of the last record is read as a whole word, then masked.
         var value = [UInt8](repeating: 0, count: valueSize + 8)

@@ -116,4 +116,21 @@ final class BPFMemoryTests: XCTestCase {
         XCTAssertEqual(try mem.read(many: [current], count: 8), [try mem.read(current, count: 8)])
         XCTAssertEqual(try mem.read(many: [], count: 8).count, 0)
     }
+
+    /// The walks' loop check (AddressSet) answers as a Set does: kernel-like addresses (slab objects 64 bytes
+    /// apart, so they crowd the table), repeats, 0, and random words, across several growths.
+    func testAddressSetAnswersAsASetDoes() {
+        var fast = AddressSet(capacity: 4), slow = Set<UInt64>()
+        var rng = SystemRandomNumberGenerator()
+        var inputs: [UInt64] = (0..<50_000).map { 0xffff_8881_0000_0000 + UInt64($0 % 30_000) * 64 }
+        inputs += (0..<20_000).map { _ in rng.next() }
+        inputs += [0, 0, 1, UInt64.max, UInt64.max]
+        inputs.shuffle()
+        for a in inputs {
+            XCTAssertEqual(fast.insert(a).inserted, slow.insert(a).inserted, "0x\(String(a, radix: 16))")
+        }
+        XCTAssertEqual(fast.count, slow.count)
+        for a in slow.prefix(1000) { XCTAssertTrue(fast.contains(a)) }
+        XCTAssertFalse(fast.contains(0xffff_8881_0000_0000 + 64 * 30_000))
+    }
 }

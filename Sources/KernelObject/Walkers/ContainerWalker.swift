@@ -210,7 +210,7 @@ struct Walk {
     private(set) var warnings: [String] = []
     /// `maxEntries` was reached: the walk stopped (walkers of several chains stop them all).
     private(set) var stopped = false
-    private var seen = Set<UInt64>()
+    private var seen = AddressSet()
 
     init(helper: ContainerHelper, memory: KernelMemory, vmlinux: BTF, headType: String, linkOffset: UInt64, maxEntries: Int) {
         self.helper = helper
