@@ -122,7 +122,7 @@ public enum ContainerHelper: String, CaseIterable, Sendable, CustomStringConvert
             throw WalkError.noKernelWalk(self, reader: memory.name)
         }
         try walker.walk(head: head, &w)
-        try w.gatherFields()
+        w.gatherFields()
         return w
     }
 }
@@ -264,7 +264,7 @@ struct Walk {
     /// per entry covers all the fields when they lie within a page, else one per field. An entry that can't be
     /// read (an xarray value entry, a fault) gets no row: the caller's own read then says why. Not with
     /// `--walk user`, whose per-entry reads are the baseline.
-    mutating func gatherFields() throws {
+    mutating func gatherFields() {
         guard !fields.isEmpty, fieldValues.isEmpty, !entries.isEmpty, mode != .user,
               let low = fields.map({ Int64($0.offset) }).min(), let high = fields.map({ Int64($0.offset) + Int64($0.size) }).max() else { return }
         let readable = entries.map { $0 >= 4096 && $0 & 1 == 0 }
@@ -276,15 +276,16 @@ struct Walk {
             for i in 0..<size { v |= UInt64(bytes[position + i]) << (8 * UInt64(i)) }
             return v
         }
+        // A reader that fails as a whole (not one address) copies nothing: the caller reads each field itself.
         if high - low <= Int64(BPFGather.maxSize) {
-            let spans = try memory.read(many: addresses.map { $0 &+ UInt64(bitPattern: low) }, count: Int(high - low))
+            guard let spans = try? memory.read(many: addresses.map { $0 &+ UInt64(bitPattern: low) }, count: Int(high - low)) else { return }
             for f in fields {
                 let at = Int(Int64(f.offset) - low)
                 columns.append(spans.map { $0.map { decode($0, at: at, size: f.size) } })
             }
         } else {
             for f in fields {
-                let values = try memory.read(many: addresses.map { $0 &+ UInt64(bitPattern: Int64(f.offset)) }, count: f.size)
+                guard let values = try? memory.read(many: addresses.map { $0 &+ UInt64(bitPattern: Int64(f.offset)) }, count: f.size) else { return }
                 columns.append(values.map { $0.map { decode($0, at: 0, size: f.size) } })
             }
         }

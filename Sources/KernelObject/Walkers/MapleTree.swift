@@ -97,8 +97,9 @@ enum MapleTreeWalker: ContainerWalker {
         guard end < kind.slotCount else { throw WalkError.badNode(walk.helper, node: address, "metadata end \(end) past its \(kind.slotCount) slots") }
         if !type.isLeaf, walk.mode != .user {
             let children = slots[0...end].filter { $0 & ~nodeMask > 4096 }.map { $0 & ~nodeMask }
-            if children.count > 1 {
-                for (child, read) in zip(children, try walk.memory.read(many: children, count: layout.nodeSize)) { fetched[child] = read }
+            // Read ahead only: a reader that fails here leaves each child to its own read (and error).
+            if children.count > 1, let reads = try? walk.memory.read(many: children, count: layout.nodeSize) {
+                for (child, read) in zip(children, reads) { fetched[child] = read }
             }
         }
         var first = min

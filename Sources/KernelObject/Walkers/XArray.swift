@@ -83,8 +83,9 @@ enum XArrayWalker: ContainerWalker {
         }
         let slots = walk.words(bytes, at: Int(layout.slots), count: layout.chunk)
         let children = shift > 0 ? slots.filter(Entry.isNode).map(Entry.node) : []
-        if children.count > 1, walk.mode != .user {
-            for (child, read) in zip(children, try walk.memory.read(many: children, count: nodeSize)) { fetched[child] = read }
+        // Read ahead only: a reader that fails here leaves each child to its own read (and error).
+        if children.count > 1, walk.mode != .user, let reads = try? walk.memory.read(many: children, count: nodeSize) {
+            for (child, read) in zip(children, reads) { fetched[child] = read }
         }
         for (slot, e) in slots.enumerated() where e != 0 {
             let index = base &+ UInt64(slot) << UInt64(shift)
