@@ -22,14 +22,8 @@ final class IndexedWalkerTests: XCTestCase {
         return try CType.btf(btf, id).member(member) != nil
     }
 
-    /// Page indices of a sparse file: one page per level of a 64-slot xarray (index 70000 needs three).
-    static let pages: [UInt64] = [0, 3, 7, 100, 1000, 70000]
-
-    /// A tmpfs file (huge=never: one page per folio) written at `pages` only: its page cache (`i_pages`, an
-    /// xarray) holds exactly those indices, which mincore on a mapping of the file reports resident. Each
-    /// entry's folio (or page, before folios) has that index; `void *` entries give the same indices; --max cuts.
-    func testPageCacheXArrayOfASparseTmpfsFileMatchesMincore() throws {
-        let (ev, fmt) = try liveEvaluator()
+    /// A file on a fresh tmpfs (huge=never: one page per folio), open read-write, for `body`; unmounted after.
+    func withTmpfsFile(_ body: (Int32) throws -> Void) throws {
         let dir = NSTemporaryDirectory() + "kreach-xa-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         guard mkdir(dir, 0o700) == 0 else { throw FixtureError("mkdir \(dir): errno \(errno)") }
         defer { rmdir(dir) }
@@ -38,29 +32,42 @@ final class IndexedWalkerTests: XCTestCase {
         let fd = open("\(dir)/f", O_CREAT | O_RDWR | O_EXCL, 0o600)
         guard fd >= 0 else { throw FixtureError("create: errno \(errno)") }
         defer { close(fd) }
-        let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
-        for p in Self.pages { XCTAssertEqual(pwrite(fd, "x", 1, off_t(p * page)), 1) }
+        try body(fd)
+    }
 
-        // The kernel's view: which pages of the file are in the page cache.
-        let count = Int((Self.pages.last ?? 0) + 1)
-        guard let map = mmap(nil, count * Int(page), PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { throw FixtureError("mmap: errno \(errno)") }
-        defer { munmap(map, count * Int(page)) }
-        var vector = [UInt8](repeating: 0, count: count)
-        XCTAssertEqual(mincore(map, count * Int(page), &vector), 0)
-        let resident = vector.indices.filter { vector[$0] & 1 != 0 }.map { UInt64($0) }
-        XCTAssertEqual(resident, Self.pages, "mincore: the written pages only")
+    /// Page indices of a sparse file: one page per level of a 64-slot xarray (index 70000 needs three).
+    static let pages: [UInt64] = [0, 3, 7, 100, 1000, 70000]
 
-        let xa = "&current->files->fdt->fd[\(fd)]->f_mapping->i_pages"
-        let folio = try hasMember(ev, "folio", "index") ? "struct folio" : "struct page"
-        let walked = try walkEntries(ev, "xa_for_each(\(folio), \(xa))")
-        XCTAssertEqual(walked.map(\.index), resident)
-        XCTAssertEqual(try walked.map { try number(ev, fmt, "index", of: $0) }, resident, "each \(folio)'s own index")
-        XCTAssertEqual(try walkEntries(ev, "xa_for_each(void *, \(xa))").map(\.index), resident)
-        ev.maxEntries = 2
-        XCTAssertEqual(try walkEntries(ev, "xa_for_each(void *, \(xa))").map(\.index), Array(resident.prefix(2)))
-        XCTAssertTrue(ev.warnings.contains("xa_for_each: stopped after 2 entries (--max)"), "\(ev.warnings)")
-        XCTAssertThrowsError(try ev.evaluate("xa_for_each(\(folio), &current->files->fdt->fd[\(fd)]->f_mapping)")) {
-            XCTAssertTrue("\($0)".contains("xa_for_each needs a struct xarray, not struct address_space"), "\($0)")
+    /// A tmpfs file (huge=never: one page per folio) written at `pages` only: its page cache (`i_pages`, an
+    /// xarray) holds exactly those indices, which mincore on a mapping of the file reports resident. Each
+    /// entry's folio (or page, before folios) has that index; `void *` entries give the same indices; --max cuts.
+    func testPageCacheXArrayOfASparseTmpfsFileMatchesMincore() throws {
+        let (ev, fmt) = try liveEvaluator()
+        try withTmpfsFile { fd in
+            let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+            for p in Self.pages { XCTAssertEqual(pwrite(fd, "x", 1, off_t(p * page)), 1) }
+
+            // The kernel's view: which pages of the file are in the page cache.
+            let count = Int((Self.pages.last ?? 0) + 1)
+            guard let map = mmap(nil, count * Int(page), PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { throw FixtureError("mmap: errno \(errno)") }
+            defer { munmap(map, count * Int(page)) }
+            var vector = [UInt8](repeating: 0, count: count)
+            XCTAssertEqual(mincore(map, count * Int(page), &vector), 0)
+            let resident = vector.indices.filter { vector[$0] & 1 != 0 }.map { UInt64($0) }
+            XCTAssertEqual(resident, Self.pages, "mincore: the written pages only")
+
+            let xa = "&current->files->fdt->fd[\(fd)]->f_mapping->i_pages"
+            let folio = try hasMember(ev, "folio", "index") ? "struct folio" : "struct page"
+            let walked = try walkEntries(ev, "xa_for_each(\(folio), \(xa))")
+            XCTAssertEqual(walked.map(\.index), resident)
+            XCTAssertEqual(try walked.map { try number(ev, fmt, "index", of: $0) }, resident, "each \(folio)'s own index")
+            XCTAssertEqual(try walkEntries(ev, "xa_for_each(void *, \(xa))").map(\.index), resident)
+            ev.maxEntries = 2
+            XCTAssertEqual(try walkEntries(ev, "xa_for_each(void *, \(xa))").map(\.index), Array(resident.prefix(2)))
+            XCTAssertTrue(ev.warnings.contains("xa_for_each: stopped after 2 entries (--max)"), "\(ev.warnings)")
+            XCTAssertThrowsError(try ev.evaluate("xa_for_each(\(folio), &current->files->fdt->fd[\(fd)]->f_mapping)")) {
+                XCTAssertTrue("\($0)".contains("xa_for_each needs a struct xarray, not struct address_space"), "\($0)")
+            }
         }
     }
 
@@ -72,44 +79,38 @@ final class IndexedWalkerTests: XCTestCase {
     func testALargePageCacheIsReadAheadAndItsFieldsCopiedInBatches() throws {
         let (ev, _) = try liveEvaluator()
         guard let bpf = ev.memory as? BPFMemory else { throw FixtureError("not the BPF reader") }
-        let dir = NSTemporaryDirectory() + "kreach-xa-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        guard mkdir(dir, 0o700) == 0 else { throw FixtureError("mkdir \(dir): errno \(errno)") }
-        defer { rmdir(dir) }
-        guard mount("none", dir, "tmpfs", 0, "mode=0700,huge=never") == 0 else { throw XCTSkip(Host.skipReason("cannot mount a tmpfs (errno \(errno))")) }
-        defer { umount2(dir, Int32(MNT_DETACH)) }
-        let fd = open("\(dir)/f", O_CREAT | O_RDWR | O_EXCL, 0o600)
-        guard fd >= 0 else { throw FixtureError("create: errno \(errno)") }
-        defer { close(fd) }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE))), count = 5000
-        let data = [UInt8](repeating: 0x6b, count: page * count)
-        XCTAssertEqual(data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }, page * count)
-        guard let map = mmap(nil, count * page, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { throw FixtureError("mmap: errno \(errno)") }
-        defer { munmap(map, count * page) }
-        var vector = [UInt8](repeating: 0, count: count)
-        XCTAssertEqual(mincore(map, count * page, &vector), 0)
-        let resident = vector.indices.filter { vector[$0] & 1 != 0 }.map { UInt64($0) }
-        XCTAssertEqual(resident.count, count, "mincore: every page written is in the page cache")
+        try withTmpfsFile { fd in
+            let page = Int(sysconf(Int32(_SC_PAGESIZE))), count = 5000
+            let data = [UInt8](repeating: 0x6b, count: page * count)
+            XCTAssertEqual(data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }, page * count)
+            guard let map = mmap(nil, count * page, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { throw FixtureError("mmap: errno \(errno)") }
+            defer { munmap(map, count * page) }
+            var vector = [UInt8](repeating: 0, count: count)
+            XCTAssertEqual(mincore(map, count * page, &vector), 0)
+            let resident = vector.indices.filter { vector[$0] & 1 != 0 }.map { UInt64($0) }
+            XCTAssertEqual(resident.count, count, "mincore: every page written is in the page cache")
 
-        let mapping = "current->files->fdt->fd[\(fd)]->f_mapping"
-        guard case .object(let m) = try ev.evaluate(mapping), let space = try? m.scalar(ev.memory) else { throw FixtureError("no f_mapping") }
-        let folio = try hasMember(ev, "folio", "index") ? "struct folio" : "struct page"
-        let walk = "xa_for_each(\(folio), &\(mapping)->i_pages)"
-        ev.maxEntries = 100_000
-        ev.walkFields = ["index", "mapping"]
-        var before = bpf.runs
-        let walked = try walkEntries(ev, walk)
-        let runs = bpf.runs - before
-        XCTAssertEqual(walked.map(\.index), resident)
-        for (k, e) in walked.enumerated() {
-            guard let values = ev.prefetchedValues(at: k) else { XCTFail("entry \(k): no copied fields"); break }
-            XCTAssertEqual(Array(values), [e.index ?? .max, space], "entry \(k)")
+            let mapping = "current->files->fdt->fd[\(fd)]->f_mapping"
+            guard case .object(let m) = try ev.evaluate(mapping), let space = try? m.scalar(ev.memory) else { throw FixtureError("no f_mapping") }
+            let folio = try hasMember(ev, "folio", "index") ? "struct folio" : "struct page"
+            let walk = "xa_for_each(\(folio), &\(mapping)->i_pages)"
+            ev.maxEntries = 100_000
+            ev.walkFields = ["index", "mapping"]
+            var before = bpf.runs
+            let walked = try walkEntries(ev, walk)
+            let runs = bpf.runs - before
+            XCTAssertEqual(walked.map(\.index), resident)
+            for (k, e) in walked.enumerated() {
+                guard let values = ev.prefetchedValues(at: k) else { XCTFail("entry \(k): no copied fields"); break }
+                XCTAssertEqual(Array(values), [e.index ?? .max, space], "entry \(k)")
+            }
+            XCTAssertLessThan(runs, 60, "BPF runs for \(count) entries in \(count / 64 + 3) nodes")
+            ev.walkMode = .user
+            before = bpf.runs
+            XCTAssertEqual(try walkEntries(ev, walk).map(\.index), resident)
+            XCTAssertGreaterThan(bpf.runs - before, count / 64, "a run per node")
+            XCTAssertNil(ev.prefetchedValues(at: 0), "--walk user copies no fields")
         }
-        XCTAssertLessThan(runs, 60, "BPF runs for \(count) entries in \(count / 64 + 3) nodes")
-        ev.walkMode = .user
-        before = bpf.runs
-        XCTAssertEqual(try walkEntries(ev, walk).map(\.index), resident)
-        XCTAssertGreaterThan(bpf.runs - before, count / 64, "a run per node")
-        XCTAssertNil(ev.prefetchedValues(at: 0), "--walk user copies no fields")
     }
 
     /// Thread ids /proc lists (every /proc/TGID/task/TID), read before and after the walk.
